@@ -1,0 +1,31 @@
+# Two commands do everything (see README): `make report` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PARAMS ?= params/cpu.yaml
+
+.PHONY: install test report run clean-runs
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Library tests, a Papermill smoke run of every notebook on params/smoke.yaml, the report checks.
+test: install
+	$(BIN)/python -m pytest
+
+# Every notebook that exists, in order, on the default preset; then the report.
+report: install
+	$(BIN)/python -m steiner_lib run --params $(PARAMS)
+	$(BIN)/python -m steiner_lib report --params $(PARAMS)
+
+run: install
+	$(BIN)/python -m steiner_lib run --params $(PARAMS)
+
+clean-runs:
+	rm -rf runs figures/*/ report/notebooks report/_build

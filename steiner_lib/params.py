@@ -1,0 +1,290 @@
+"""The params schema: one typed dataclass per section, flat YAML keys `<section>_<field>`.
+
+A preset (params/<name>.yaml) is a flat mapping, because Papermill injects flat globals
+into each notebook's `parameters` cell. Keys a preset leaves out take the defaults below,
+which are the default CPU preset (params/cpu.yaml states them all explicitly; a test
+keeps the two equal, and keeps every notebook's parameters cell equal to its sections).
+
+`load_preset(path)` validates a whole file before any compute: unknown keys, wrong types
+and out-of-range values are all reported in one `ParamsError` naming the file and keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+def knob(default, doc: str, lo=None, hi=None):
+    """A dataclass field with a docstring and an optional inclusive range."""
+    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class RunParams:
+    name: str = knob("cpu", "run name: artifacts go to <root>/<name>/")
+    seed: int = knob(0, "master random seed of the run", lo=0)
+    root: str = knob("runs", "directory holding all runs (relative paths: to the project root)")
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    n_numbers: int = knob(4, "start numbers per Countdown problem", lo=2, hi=6)
+    max_number: int = knob(25, "start numbers are drawn from 1..max_number", lo=2, hi=1000)
+    min_steps: int = knob(2, "fewest operations of the shortest solution", lo=1)
+    max_steps: int = knob(3, "most operations of the shortest solution", lo=1)
+    n_train: int = knob(600, "training questions (one DAG each)", lo=1)
+    n_validation: int = knob(100, "hard validation questions (model selection)", lo=1)
+    n_diamond: int = knob(200, "hard 'diamond' questions, the reported benchmark", lo=1)
+    n_control: int = knob(100, "questions that need no search (forward-only control)", lo=1)
+    diamond_min_backtracks: int = knob(2, "diamond rule: greedy fails and reference search backtracks >= this", lo=1)
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    kind: Literal["search", "llm"] = knob("search", "search: noisy heuristic search; llm: a language model")
+    error_rate: float = knob(0.35, "search teacher: chance of taking a non-best operation", lo=0.0, hi=1.0)
+    arithmetic_error_rate: float = knob(0.05, "search teacher: chance of a wrong result (hallucinated step)", lo=0.0, hi=1.0)
+    branching: int = knob(3, "search teacher: how many top-ranked operations a mistake picks from", lo=1)
+    max_explore_steps: int = knob(4, "steps the teacher explores before it is given the answer", lo=1)
+    model: Optional[str] = knob(None, "llm teacher: hub name or local path of the model")
+    backend: Literal["transformers", "vllm"] = knob("transformers", "llm teacher: generation backend")
+    max_new_tokens: int = knob(512, "llm teacher: tokens per continuation", lo=1)
+    temperature: float = knob(0.7, "llm teacher: sampling temperature", lo=0.0)
+
+
+@dataclass(frozen=True)
+class SynthesisParams:
+    augmentations_per_question: int = knob(4, "truncation-augmented traces per question (plus one shortcut)", lo=0)
+    workers: int = knob(2, "processes for synthesis (output does not depend on it)", lo=1)
+
+
+@dataclass(frozen=True)
+class DagParams:
+    clusterer: Literal["exact", "embedding"] = knob("exact", "how steps become DAG nodes")
+    embedding_threshold: float = knob(0.1, "embedding clusterer: cosine distance threshold", lo=0.0, hi=2.0)
+    embedding_field: Literal["name", "thought", "summary", "reflection"] = knob("summary", "embedding clusterer: step field embedded")
+    embedding_eval_questions: int = knob(60, "questions on which the embedding clusterer is scored", lo=0)
+    paths_per_dag: int = knob(5, "paths sampled per DAG (paper: 50K paths / 10K DAGs)", lo=1)
+    max_backtracks: int = knob(3, "backtracks a sampled path may take", lo=0)
+    explore_prob: float = knob(0.3, "chance a sampled path enters a branch regardless of its outcome", lo=0.0, hi=1.0)
+    max_reasoning_tokens: int = knob(1024, "length filter: reasoning tokens (paper: 4,096)", lo=1)
+    max_total_tokens: int = knob(2048, "length filter: prompt + reasoning + answer tokens (paper: 8,192)", lo=1)
+    n_drawn: int = knob(4, "DAGs drawn in the report", lo=1, hi=12)
+
+
+@dataclass(frozen=True)
+class TokenizerParams:
+    name_or_path: Optional[str] = knob(None, "null: train a BPE tokenizer here; else a hub name or local path")
+    vocab_size: int = knob(1024, "size of the BPE tokenizer trained here", lo=64)
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunParams,
+    "task": TaskParams,
+    "teacher": TeacherParams,
+    "synthesis": SynthesisParams,
+    "dag": DagParams,
+    "tokenizer": TokenizerParams,
+}
+
+# Which sections each notebook reads. A stage's params hash covers exactly these.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "01_synthesis": ("run", "task", "teacher", "synthesis"),
+    "02_dag": ("run", "dag", "tokenizer"),
+}
+STAGES: tuple[str, ...] = tuple(STAGE_SECTIONS)
+
+
+class ParamsError(ValueError):
+    """Bad params: the message names the file (or notebook), each bad key and the fix."""
+
+
+def flat_key(section: str, name: str) -> str:
+    return f"{section}_{name}"
+
+
+def all_keys() -> dict[str, tuple[str, dataclasses.Field]]:
+    """flat key -> (section, dataclass field)."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            out[flat_key(section, f.name)] = (section, f)
+    return out
+
+
+def defaults() -> dict[str, Any]:
+    return {k: f.default for k, (_, f) in all_keys().items()}
+
+
+def stage_keys(stage: str) -> list[str]:
+    if stage not in STAGE_SECTIONS:
+        raise ParamsError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    return [k for k, (s, _) in all_keys().items() if s in STAGE_SECTIONS[stage]]
+
+
+def _type_problem(value: Any, tp: Any) -> str | None:
+    """None if value fits the annotation, else a short description of what was expected."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(value, a) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else " or ".join(p for p in problems if p) + (
+            " or null" if type(None) in args else "")
+    if tp is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if tp is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if tp is str:
+        return None if isinstance(value, str) else "a string"
+    raise TypeError(f"unsupported annotation {tp!r}")
+
+
+def _check(key: str, value: Any, f: dataclasses.Field, hints: dict) -> str | None:
+    expected = _type_problem(value, hints[f.name])
+    if expected:
+        return f"{key}: got {value!r}, expected {expected}"
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if lo is not None and value < lo or hi is not None and value > hi:
+            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            return f"{key}: {value!r} is out of range {rng}"
+    return None
+
+
+@dataclass(frozen=True)
+class Params:
+    """A validated, complete set of params (every key of every section)."""
+
+    values: dict
+    source: str = "<defaults>"
+
+    def section(self, name: str):
+        cls = SECTIONS[name]
+        return cls(**{f.name: self.values[flat_key(name, f.name)] for f in dataclasses.fields(cls)})
+
+    def __getattr__(self, name: str):
+        if name in SECTIONS:
+            return self.section(name)
+        raise AttributeError(name)
+
+    def for_stage(self, stage: str) -> dict:
+        return {k: self.values[k] for k in stage_keys(stage)}
+
+    def stage_hash(self, stage: str) -> str:
+        return hash_mapping(self.for_stage(stage))
+
+
+def hash_mapping(mapping: dict) -> str:
+    blob = json.dumps(mapping, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def validate(values: dict, source: str, allowed: list[str] | None = None) -> Params:
+    """Check a flat mapping against the schema; fill defaults. Raises one ParamsError for all problems."""
+    known = all_keys()
+    allowed_set = set(allowed) if allowed is not None else set(known)
+    problems = []
+    for key in values:
+        if key not in allowed_set:
+            close = difflib.get_close_matches(key, sorted(allowed_set), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{key}: unknown key{hint}")
+    for key, value in values.items():
+        if key in known and key in allowed_set:
+            section, f = known[key]
+            hints = typing.get_type_hints(SECTIONS[section])
+            msg = _check(key, value, f, hints)
+            if msg:
+                problems.append(msg)
+    full = defaults()
+    full.update({k: v for k, v in values.items() if k in known})
+    if not problems:
+        problems += _cross_checks(full)
+    if problems:
+        raise ParamsError(
+            f"{source}: {len(problems)} problem(s) in the params:\n  - " + "\n  - ".join(problems)
+            + "\nFix the file (the schema with every key's meaning is steiner_lib/params.py; "
+            "params/cpu.yaml lists every key with its default)."
+        )
+    # ints are accepted for float knobs; store them as floats so hashes do not depend on spelling
+    for key, (section, f) in known.items():
+        if typing.get_type_hints(SECTIONS[section])[f.name] is float:
+            full[key] = float(full[key])
+    return Params(values=full, source=source)
+
+
+def _cross_checks(v: dict) -> list[str]:
+    out = []
+    if v["task_min_steps"] > v["task_max_steps"]:
+        out.append(f"task_min_steps ({v['task_min_steps']}) exceeds task_max_steps ({v['task_max_steps']})")
+    if v["task_max_steps"] > v["task_n_numbers"] - 1:
+        out.append(f"task_max_steps ({v['task_max_steps']}) is more than task_n_numbers - 1 "
+                   f"({v['task_n_numbers'] - 1}): n numbers allow at most n - 1 operations")
+    if v["dag_max_reasoning_tokens"] > v["dag_max_total_tokens"]:
+        out.append("dag_max_reasoning_tokens exceeds dag_max_total_tokens")
+    if v["teacher_kind"] == "llm" and not v["teacher_model"]:
+        out.append("teacher_kind is 'llm' but teacher_model is null: name a hub model or a local path")
+    return out
+
+
+def load_preset(path: str | Path) -> Params:
+    """Read and validate a preset YAML file (before any compute)."""
+    path = Path(path)
+    if not path.exists():
+        presets = sorted(p.name for p in (project_root() / "params").glob("*.yaml"))
+        raise ParamsError(f"{path}: no such params file; presets are {', '.join(presets)} in params/")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ParamsError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
+    return validate(values, source=str(path))
+
+
+def from_notebook(stage: str, namespace: dict) -> Params:
+    """Turn a notebook's parameter globals into validated Params (the setup cell calls this).
+
+    Only the stage's own keys are read; any other key takes its default.
+    """
+    keys = stage_keys(stage)
+    values = {k: namespace[k] for k in keys if k in namespace}
+    return validate(values, source=f"notebook {stage}", allowed=keys)
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def run_dir(params: Params) -> Path:
+    root = Path(params.values["run_root"])
+    if not root.is_absolute():
+        root = project_root() / root
+    return root / params.values["run_name"]
+
+
+def describe() -> str:
+    """A markdown table of every key: section, type, default, range, meaning."""
+    rows = ["| key | default | range | meaning |", "|---|---|---|---|"]
+    for key, (_, f) in all_keys().items():
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        rng = "" if lo is None and hi is None else f"[{'' if lo is None else lo}, {'' if hi is None else hi}]"
+        rows.append(f"| `{key}` | `{f.default!r}` | {rng} | {f.metadata['doc']} |")
+    return "\n".join(rows)
