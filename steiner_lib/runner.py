@@ -60,7 +60,7 @@ def to_ipynb(source: Path, out: Path | None = None) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata.setdefault("language_info", {"name": "python"})
     out = Path(out) if out else source.with_suffix(".ipynb")
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = out.with_name(f".{out.stem}.tmp-{uuid.uuid4().hex[:8]}.ipynb")
     jupytext.write(nb, tmp, fmt="ipynb")
     os.replace(tmp, out)
     return out

@@ -1,0 +1,367 @@
+"""The report: prepare_report, the static check of the Quarto book, and the nbconvert fallback.
+
+Executed notebooks are built here with nbformat (real PNG figures from matplotlib, HTML tables),
+so these tests need no run of the pipeline; the check of the real report against real executed
+notebooks lives with the smoke pipeline tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # tests only: the notebooks themselves keep the inline backend
+import matplotlib.pyplot as plt
+import nbformat
+import pytest
+import yaml
+
+from steiner_lib import report
+from steiner_lib.report import (NO_QUARTO_MESSAGE, ReportError, book_chapters, cell_options,
+                                check_quarto_project, collect_notebooks, prepare_report, render_report)
+
+REAL_REPORT = Path(__file__).resolve().parents[1] / "report"
+
+
+def tiny_png(seed: int = 0) -> str:
+    fig, ax = plt.subplots(figsize=(1.2, 0.9), dpi=40)
+    ax.plot([0, 1, 2], [seed, 1, 0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def figure_cell(label: str, caption: str | None = "A caption.", seed: int = 0, in_metadata: bool = False):
+    options = [] if in_metadata else [f"#| label: {label}"] + ([f'#| fig-cap: "{caption}"'] if caption else [])
+    cell = nbformat.v4.new_code_cell("\n".join(options + ["plot_something()"]))
+    if in_metadata:
+        cell.metadata["label"] = label
+        if caption:
+            cell.metadata["fig-cap"] = caption
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": tiny_png(seed), "text/plain": "<Figure>"})]
+    return cell
+
+
+def table_cell(label: str, caption: str = "A table."):
+    cell = nbformat.v4.new_code_cell(f'#| label: {label}\n#| tbl-cap: "{caption}"\nshow_table()')
+    table = "<table><thead><tr><th>split</th><th>n</th></tr></thead><tbody><tr><td>train</td><td>8</td></tr></tbody></table>"
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/html": table, "text/plain": "df"},
+                                           execution_count=1)]
+    return cell
+
+
+def write_nb(path: Path, title: str, cells: list) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nWhat this stage does.")] + cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def make_run(tmp_path: Path) -> Path:
+    """runs/<run>/executed with two stage notebooks (and files that are not stage notebooks)."""
+    executed = tmp_path / "run" / "executed"
+    write_nb(executed / "01_alpha.ipynb", "Alpha chapter", [
+        nbformat.v4.new_markdown_cell("See @fig-a and the numbers in @tbl-b."),
+        figure_cell("fig-a", "A tiny figure.", seed=1),
+        table_cell("tbl-b", "A tiny table."),
+    ])
+    write_nb(executed / "02_beta.ipynb", "Beta chapter", [
+        nbformat.v4.new_markdown_cell("@fig-c continues @fig-a (Table [-@tbl-b]); `@fig-in-code` is not a reference."),
+        figure_cell("fig-c", "Labelled in metadata.", seed=2, in_metadata=True),
+        figure_cell("fig-d", "Second figure.", seed=3),
+    ])
+    (executed / "02_beta.json").write_text("{}")                       # runner sidecar
+    write_nb(executed / "03_gamma.failed.ipynb", "Failed", [])          # a failed run is no chapter
+    return executed.parent
+
+
+INDEX_QMD = """# Preface {.unnumbered}
+
+Some prose that refers to @fig-c and to @tbl-b.
+
+{{< embed notebooks/02_beta.ipynb#fig-c >}}
+
+```sh
+echo "{{{< not a shortcode >}}}" @fig-nothing-in-code
+```
+"""
+
+
+def make_report_dir(tmp_path: Path, index: str = INDEX_QMD) -> Path:
+    """A copy of the real report/_quarto.yml (the chapter mechanism under test) with a small index."""
+    rd = tmp_path / "report"
+    rd.mkdir()
+    shutil.copy(REAL_REPORT / "_quarto.yml", rd / "_quarto.yml")
+    (rd / "index.qmd").write_text(index)
+    return rd
+
+
+@pytest.fixture
+def book(tmp_path):
+    run = make_run(tmp_path)
+    rd = make_report_dir(tmp_path)
+    prepare_report(run, rd)
+    return rd
+
+
+# ---------------------------------------------------------------- collect / prepare
+
+def test_collect_notebooks_keeps_stage_notebooks_in_stage_order(tmp_path):
+    run = make_run(tmp_path)
+    write_nb(run / "executed" / "10_late.ipynb", "Late", [])  # numeric order, not string order
+    names = [p.name for p in collect_notebooks(run)]
+    assert names == ["01_alpha.ipynb", "02_beta.ipynb", "10_late.ipynb"]
+
+
+def test_collect_notebooks_names_the_fix_when_nothing_ran(tmp_path):
+    with pytest.raises(ReportError, match="steiner_lib run"):
+        collect_notebooks(tmp_path / "never-ran")
+
+
+def test_prepare_then_check_passes(book):
+    assert check_quarto_project(book) == []
+    assert book_chapters(book) == ["index.qmd", "notebooks/01_alpha.ipynb", "notebooks/02_beta.ipynb"]
+    assert sorted(p.name for p in (book / "notebooks").iterdir()) == ["01_alpha.ipynb", "02_beta.ipynb",
+                                                                      "_chapters.yml"]
+    assert not [p for p in book.iterdir() if p.name.startswith(".notebooks")]  # no temp dirs left
+
+
+def test_prepare_replaces_the_previous_copy(tmp_path, book):
+    run = tmp_path / "run"
+    (run / "executed" / "02_beta.ipynb").unlink()
+    # index.qmd embeds 02_beta: with it gone the check must say so, naming the file and the label.
+    prepare_report(run, book)
+    assert not (book / "notebooks" / "02_beta.ipynb").exists()
+    assert book_chapters(book) == ["index.qmd", "notebooks/01_alpha.ipynb"]
+    problems = check_quarto_project(book)
+    assert any("index.qmd" in p and "02_beta.ipynb" in p and "does not exist" in p for p in problems), problems
+
+
+def test_prepare_rejects_a_directory_without_quarto_project(tmp_path):
+    run = make_run(tmp_path)
+    with pytest.raises(ReportError, match="_quarto.yml"):
+        prepare_report(run, tmp_path / "elsewhere")
+
+
+def test_cell_options_reads_hash_pipe_yaml_and_metadata():
+    cell = nbformat.v4.new_code_cell('#| label: fig-x\n#| fig-cap: "Two: colons"\nx = 1\n#| not an option')
+    assert cell_options(cell) == {"label": "fig-x", "fig-cap": "Two: colons"}
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.metadata.update({"label": "tbl-y", "tbl-cap": "From metadata", "tags": ["parameters"]})
+    assert cell_options(cell) == {"label": "tbl-y", "tbl-cap": "From metadata"}
+
+
+# ---------------------------------------------------------------- the static check catches each fault
+
+def test_check_reports_a_dangling_embed(book):
+    (book / "index.qmd").write_text(INDEX_QMD + "\n{{< embed notebooks/01_alpha.ipynb#fig-zzz >}}\n")
+    problems = check_quarto_project(book)
+    assert len(problems) == 1
+    assert "index.qmd" in problems[0] and "01_alpha.ipynb" in problems[0] and "fig-zzz" in problems[0]
+
+
+def test_check_reports_a_dangling_reference(tmp_path):
+    run = make_run(tmp_path)
+    nb_path = run / "executed" / "02_beta.ipynb"
+    nb = nbformat.read(str(nb_path), as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("As @fig-missing shows, [-@tbl-gone] too."))
+    nbformat.write(nb, str(nb_path))
+    rd = make_report_dir(tmp_path, INDEX_QMD + "\nAnd @Fig-nowhere.\n")
+    prepare_report(run, rd)
+    problems = check_quarto_project(rd)
+    assert len(problems) == 3, problems
+    assert any("notebooks/02_beta.ipynb" in p and "@fig-missing" in p for p in problems)
+    assert any("notebooks/02_beta.ipynb" in p and "@tbl-gone" in p for p in problems)
+    assert any(p.startswith("index.qmd") and "@fig-nowhere" in p for p in problems)
+
+
+def test_check_reports_a_missing_caption(tmp_path):
+    run = make_run(tmp_path)
+    write_nb(run / "executed" / "03_gamma.ipynb", "Gamma", [figure_cell("fig-nocap", caption=None)])
+    rd = make_report_dir(tmp_path)
+    prepare_report(run, rd)
+    problems = check_quarto_project(rd)
+    assert len(problems) == 1
+    assert "notebooks/03_gamma.ipynb" in problems[0] and "fig-nocap" in problems[0] and "fig-cap" in problems[0]
+
+
+def test_check_reports_a_duplicate_label(tmp_path):
+    run = make_run(tmp_path)
+    write_nb(run / "executed" / "03_gamma.ipynb", "Gamma", [figure_cell("fig-a", "Same label again.")])
+    rd = make_report_dir(tmp_path)
+    prepare_report(run, rd)
+    problems = check_quarto_project(rd)
+    assert len(problems) == 1
+    assert "fig-a" in problems[0] and "01_alpha.ipynb" in problems[0] and "03_gamma.ipynb" in problems[0]
+    assert "unique" in problems[0]
+
+
+def test_check_reports_a_missing_chapter_file(book):
+    config = yaml.safe_load((book / "_quarto.yml").read_text())
+    config["book"]["chapters"].append("notebooks/09_missing.ipynb")
+    (book / "_quarto.yml").write_text(yaml.safe_dump(config))
+    problems = check_quarto_project(book)
+    assert len(problems) == 1
+    assert "_quarto.yml" in problems[0] and "notebooks/09_missing.ipynb" in problems[0]
+
+
+def test_check_reports_a_broken_config(tmp_path):
+    rd = tmp_path / "report"
+    rd.mkdir()
+    assert "_quarto.yml" in check_quarto_project(rd)[0]
+    (rd / "_quarto.yml").write_text("project: [unclosed")
+    assert "not valid YAML" in check_quarto_project(rd)[0]
+    (rd / "_quarto.yml").write_text("project:\n  type: website\n")
+    problems = check_quarto_project(rd)
+    assert any("book" in p for p in problems) and any("no chapters" in p for p in problems)
+
+
+# ---------------------------------------------------------------- the real report project
+
+PLANNED_LABELS = {
+    "01_synthesis": ["tbl-split-sizes", "tbl-teacher-errors", "fig-teacher-errors"],
+    "02_dag": ["tbl-clustering", "fig-dag-examples", "fig-node-features", "fig-path-lengths",
+               "tbl-dataset-vs-paper"],
+}
+
+
+def test_real_report_project_is_a_book_that_renders_without_executing():
+    config = yaml.safe_load((REAL_REPORT / "_quarto.yml").read_text())
+    assert config["project"]["type"] == "book"
+    assert config["project"]["output-dir"] == "_build/quarto"
+    assert config["book"]["title"] == "Steiner, re-executed: an executable reproducibility report"
+    assert config["book"]["chapters"][0] == "index.qmd"
+    assert report.CHAPTERS_FILE in config["metadata-files"]
+    assert config["execute"]["enabled"] is False
+    assert config["format"]["html"]["code-fold"] is True and "typst" in config["format"]
+
+
+def test_real_index_resolves_against_the_planned_labels(tmp_path):
+    """The real index.qmd's embeds and references, against notebooks carrying the planned labels."""
+    executed = tmp_path / "run" / "executed"
+    for stage, labels in PLANNED_LABELS.items():
+        write_nb(executed / f"{stage}.ipynb", stage, [
+            figure_cell(lab, "Planned.") if lab.startswith("fig-") else table_cell(lab, "Planned.") for lab in labels])
+    rd = tmp_path / "report"
+    shutil.copytree(REAL_REPORT, rd, ignore=shutil.ignore_patterns("notebooks", "_build", ".quarto"))
+    prepare_report(executed.parent, rd)
+    assert check_quarto_project(rd) == []
+    index = (REAL_REPORT / "index.qmd").read_text()
+    assert len(re.findall(r"\{\{< embed notebooks/\S+#fig-", index)) == 2
+    shutil.rmtree(rd / "notebooks")  # not prepared: the check says what to run
+    problems = check_quarto_project(rd)
+    assert any("notebooks/_chapters.yml" in p and "prepare_report" in p for p in problems)
+    assert any("index.qmd" in p and "fig-dag-examples" in p for p in problems)
+
+
+# ---------------------------------------------------------------- the nbconvert fallback
+
+def test_render_without_quarto_writes_self_contained_pages(book, monkeypatch, caplog):
+    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    out = book / "_build"
+    (out / "stale").mkdir(parents=True)  # replaced as a whole
+    with caplog.at_level(logging.INFO, logger="steiner_lib.report"):
+        assert render_report(book, out) == out
+    assert [r.getMessage() for r in caplog.records].count(NO_QUARTO_MESSAGE) == 1
+    assert not (out / "stale").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["01_alpha.html", "02_beta.html", "index.html"]
+
+    index = (out / "index.html").read_text()
+    links = [index.index(f'href="{page}">{title}</a>') for page, title in
+             [("01_alpha.html", "Alpha chapter"), ("02_beta.html", "Beta chapter")]]
+    assert links == sorted(links)  # every chapter, in order, with its title
+    assert "Preface" in index and "{{<" not in index and "{.unnumbered}" not in index
+    assert index.count("data:image/png;base64,") == 1  # the embedded fig-c
+    assert 'href="02_beta.html#fig-c"' in index and 'href="01_alpha.html#tbl-b"' in index
+    assert "{{{&lt; not a shortcode &gt;}}}" in index  # code stays code
+
+    for rel in ["notebooks/01_alpha.ipynb", "notebooks/02_beta.ipynb"]:
+        nb = nbformat.read(str(book / rel), as_version=4)
+        pngs = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        tables = sum("<table" in "".join(o.get("data", {}).get("text/html", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        page = (out / f"{Path(rel).stem}.html").read_text()
+        assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) == pngs > 0
+        assert page.count("<table") == tables
+        assert "#| label" not in page and ">plot_something<" in page  # options hidden, code shown
+
+    alpha = (out / "01_alpha.html").read_text()
+    assert 'id="fig-a"' in alpha and "Figure 1.1" in alpha and "Table 1.1" in alpha
+    assert 'href="#fig-a"' in alpha  # @fig-a became a link to its caption
+    beta = (out / "02_beta.html").read_text()
+    assert 'href="01_alpha.html#fig-a"' in beta and "Figure 2.1" in beta and "Figure 2.2" in beta
+    assert "@fig-in-code" in beta  # inside inline code: left alone
+    assert 'Table <a href="01_alpha.html#tbl-b">1.1</a>' in beta  # [-@tbl-b]: the number alone
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+
+
+def test_render_without_quarto_needs_prepared_notebooks(tmp_path, monkeypatch):
+    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    rd = make_report_dir(tmp_path)
+    with pytest.raises(ReportError, match="prepare_report"):
+        render_report(rd, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_with_quarto_renders_html_then_tries_typst(book, tmp_path, monkeypatch, caplog):
+    """A stand-in `quarto` that records its arguments, writes the HTML book and fails on typst."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "bin" / "quarto"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+out=""; prev=""
+for a in "$@"; do [ "$prev" = "--output-dir" ] && out="$a"; prev="$a"; done
+case "$*" in *"--to typst"*) echo "typst books need a newer Quarto" >&2; exit 1;; esac
+echo "<html>book</html>" > "$out/index.html"
+""")
+    fake.chmod(0o755)
+    monkeypatch.setattr(report.shutil, "which", lambda name: str(fake) if name == "quarto" else None)
+    with caplog.at_level(logging.INFO, logger="steiner_lib.report"):
+        out = render_report(book, book / "_build")
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("render ") and "--to html" in lines[0]
+    assert "--to typst" in lines[1] and "--no-clean" in lines[1]
+    assert (out / "index.html").read_text().strip() == "<html>book</html>"
+    assert any("typst" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert NO_QUARTO_MESSAGE not in caplog.text
+
+
+def test_command_line_prepares_checks_and_reports_problems(tmp_path, capsys):
+    run = make_run(tmp_path)
+    rd = make_report_dir(tmp_path)
+    assert report.main([str(run), "--report-dir", str(rd), "--check-only"]) == 0
+    (rd / "index.qmd").write_text(INDEX_QMD + "\nSee @tbl-nope.\n")
+    assert report.main([str(run), "--report-dir", str(rd), "--check-only"]) == 1
+    assert "tbl-nope" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "no-run"), "--report-dir", str(rd)]) == 2
+
+
+def test_real_notebook_sources_pass_the_check_with_the_real_index(tmp_path):
+    """Unexecuted, but the labels, captions and references are in the sources: the real notebooks
+    (jupytext percent scripts) against the real index.qmd, so a renamed label fails here first."""
+    import jupytext
+
+    sources = sorted((REAL_REPORT.parent / "notebooks").glob("[0-9][0-9]_*.py"))
+    if not sources:
+        pytest.skip("no notebook sources yet")
+    executed = tmp_path / "run" / "executed"
+    executed.mkdir(parents=True)
+    for src in sources:
+        nbformat.write(jupytext.read(src), str(executed / f"{src.stem}.ipynb"))
+    rd = tmp_path / "report"
+    shutil.copytree(REAL_REPORT, rd, ignore=shutil.ignore_patterns("notebooks", "_build", ".quarto"))
+    prepare_report(executed.parent, rd)
+    assert check_quarto_project(rd) == []
