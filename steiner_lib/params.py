@@ -46,7 +46,7 @@ class TaskParams:
     n_validation: int = knob(100, "hard validation questions (model selection)", lo=1)
     n_diamond: int = knob(200, "hard 'diamond' questions, the reported benchmark", lo=1)
     n_control: int = knob(100, "questions that need no search (forward-only control)", lo=1)
-    diamond_min_backtracks: int = knob(2, "diamond rule: greedy fails and reference search backtracks >= this", lo=1)
+    diamond_min_backtracks: int = knob(100, "diamond rule: greedy fails and reference search backtracks >= this", lo=1)
 
 
 @dataclass(frozen=True)

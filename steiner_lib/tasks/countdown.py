@@ -12,7 +12,12 @@ Different orders of operations reach the same state, so the reasoning graph is a
 
 from __future__ import annotations
 
+import ast
+import random
+from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
 
 State = tuple[int, ...]  # sorted ascending: the canonical form of a multiset of numbers
 
@@ -103,3 +108,311 @@ def apply(state: State, operation: Operation) -> State:
 
 def is_solved(state: State, target: int) -> bool:
     return target in state
+
+
+# --- Search over states -------------------------------------------------------------
+#
+# Everything below is memoised on canonical states: the same state recurs across the steps of
+# one problem (the DAG) and across problems (small numbers repeat), and the teachers ask
+# `distance_to_value` for every step of every synthesized trace. The caches are bounded so
+# that five-number problems stay near 1 GB per process.
+
+
+@lru_cache(maxsize=1 << 16)
+def successors(state: State) -> tuple[tuple[Operation, State], ...]:
+    """Every legal operation from a canonical state with the state it leads to.
+
+    Same operations in the same order as `legal_operations` (a test checks it), built
+    directly: this runs for every state the reference search expands.
+    """
+    out = []
+    seen_pairs = set()
+    n = len(state)
+    for i in range(n):
+        b = state[i]
+        for j in range(i + 1, n):
+            a = state[j]
+            if (a, b) in seen_pairs:  # a repeated number gives the same operations again
+                continue
+            seen_pairs.add((a, b))
+            rest = state[:i] + state[i + 1:j] + state[j + 1:]
+            for op in OPS:
+                r = combine(a, op, b)
+                if r is not None:
+                    out.append((Operation(a, op, b, r), tuple(sorted(rest + (r,)))))
+    return tuple(out)
+
+
+def _pair_results(a: int, b: int) -> tuple[int, ...]:
+    """Every legal result of combining a >= b (the same rules as `combine`, inlined for speed)."""
+    if a > b:
+        return (a + b, a - b, a * b, a // b) if a % b == 0 else (a + b, a - b, a * b)
+    return (a + b, a * b, 1)  # a == b: a - a = 0 is not allowed, a / a = 1
+
+
+@lru_cache(maxsize=1 << 17)
+def _value_levels(state: State) -> tuple[frozenset[int], ...]:
+    """levels[k] = every value held by some state reachable from `state` in at most k operations.
+
+    A state of n numbers allows at most n - 1 operations, so there are max(n, 1) levels and the
+    last one holds every reachable value. Built from the distinct child states' levels with set
+    unions (C speed); child states are made here directly, without Operation objects, because
+    this recursion is the hot loop of problem generation.
+    """
+    base = frozenset(state)
+    n = len(state)
+    if n < 2:
+        return (base,)
+    if n == 2:
+        b, a = state
+        return (base, base.union(_pair_results(a, b)))
+    if n == 3:  # inlined: the two-number children are not worth a cached call each
+        x, y, z = state
+        one, two = set(state), set()
+        for c, a, b in ((x, z, y), (y, z, x), (z, y, x)):  # c: the number left out; a >= b
+            for r in _pair_results(a, b):
+                one.add(r)
+                two.update(_pair_results(r, c) if r >= c else _pair_results(c, r))
+        return (base, frozenset(one), frozenset(two.union(one)))
+    children: set[State] = set()
+    for i in range(n):
+        b = state[i]
+        for j in range(i + 1, n):
+            a = state[j]
+            rest = state[:i] + state[i + 1:j] + state[j + 1:]
+            for r in _pair_results(a, b):
+                children.add(tuple(sorted(rest + (r,))))
+    kids = [_value_levels(child) for child in children]
+    levels = [base]
+    for k in range(1, n):
+        levels.append(base.union(*(kid[k - 1] for kid in kids)))
+    return tuple(levels)
+
+
+def _as_state(numbers) -> State:
+    return numbers if type(numbers) is tuple else canonical(numbers)
+
+
+def reachable_values(numbers) -> frozenset[int]:
+    """Every value that appears in any state reachable from `numbers` (start numbers included)."""
+    return _value_levels(canonical(numbers))[-1]
+
+
+def distance_to_value(state: State, value: int) -> int | None:
+    """Fewest operations from `state` to a state holding `value` (0 if held), None if unreachable."""
+    for k, values in enumerate(_value_levels(_as_state(state))):
+        if value in values:
+            return k
+    return None
+
+
+def solve(problem: Problem) -> list[Operation] | None:
+    """A shortest solution (fewest operations), or None when the target cannot be reached.
+
+    Walks down the distances: from each state take the first operation (in legal order) whose
+    result state is one operation closer to the target, so the answer is deterministic.
+    """
+    state, target = problem.numbers, problem.target
+    d = distance_to_value(state, target)
+    if d is None:
+        return None
+    ops: list[Operation] = []
+    while d > 0:
+        for op, child in successors(state):
+            if distance_to_value(child, target) == d - 1:
+                ops.append(op)
+                state, d = child, d - 1
+                break
+    return ops
+
+
+def greedy_solve(problem: Problem) -> list[Operation] | None:
+    """The shortcut heuristic: always take the result closest to the target, never backtrack.
+
+    Ties go to the earlier operation in legal order. Returns the operations if the target is
+    reached, else None.
+    """
+    state, target = problem.numbers, problem.target
+    ops: list[Operation] = []
+    while target not in state:
+        succ = successors(state)
+        if not succ:
+            return None
+        op, state = min(succ, key=lambda s: abs(s[0].result - target))
+        ops.append(op)
+    return ops
+
+
+@dataclass
+class SearchStats:
+    solved: bool
+    operations: list[Operation]  # the solution found ([] when not solved)
+    backtracks: int  # branches abandoned (returns from a dead end)
+    expansions: int  # states whose children were generated
+
+
+class _BudgetExhausted(Exception):
+    pass
+
+
+def reference_search(problem: Problem, max_expansions: int = 10_000) -> SearchStats:
+    """Depth-first search, closest result first, stopping at the first solution. Defines difficulty.
+
+    Children are ordered by |result - target| (ties: legal order), so the first path tried is
+    exactly `greedy_solve`'s: greedy solves a problem iff this search needs no backtrack. A
+    state already entered (through another order of operations) is not entered again.
+    """
+    target = problem.target
+    path: list[Operation] = []
+    visited = {problem.numbers}
+    counts = {"backtracks": 0, "expansions": 0}
+    key = lambda s: abs(s[0].result - target)  # noqa: E731
+
+    def dfs(state: State) -> bool:
+        if target in state:
+            return True
+        if counts["expansions"] >= max_expansions:
+            raise _BudgetExhausted
+        counts["expansions"] += 1
+        for op, child in sorted(successors(state), key=key):
+            if child in visited:
+                continue
+            visited.add(child)
+            path.append(op)
+            if dfs(child):
+                return True
+            path.pop()
+            counts["backtracks"] += 1
+        return False
+
+    try:
+        solved = dfs(problem.numbers)
+    except _BudgetExhausted:
+        solved = False
+    return SearchStats(solved, list(path) if solved else [], counts["backtracks"], counts["expansions"])
+
+
+# --- Answers as expressions --------------------------------------------------------------
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+_COMMUTATIVE = {"+", "*"}
+
+
+def expression(operations: list[Operation]) -> str:
+    """One arithmetic expression for a solution: "(50 × 3) + 25 + 7".
+
+    Intermediate results are replaced by the expressions that made them. A compound operand is
+    parenthesised unless the reading is unambiguous and natural: a left operand of the same
+    precedence (left to right), or a right operand of the same commutative operation.
+    """
+    if not operations:
+        raise ValueError("expression() needs at least one operation; a start number needs no expression")
+    made: list[tuple[int, str, str | None]] = []  # (value, text, its top-level op) of unused results
+
+    def operand(value: int, op: str, side: str) -> str:
+        for i in range(len(made)):  # the earliest unused result with this value (reads in order)
+            if made[i][0] == value:
+                _, text, inner = made.pop(i)
+                if side == "left":
+                    plain = _PRECEDENCE[inner] == _PRECEDENCE[op]
+                else:
+                    plain = inner == op and op in _COMMUTATIVE
+                return text if plain else f"({text})"
+        return str(value)  # a start number
+
+    for o in operations:
+        left = operand(o.a, o.op, "left")
+        right = operand(o.b, o.op, "right")
+        made.append((o.result, f"{left} {OP_SYMBOL[o.op]} {right}", o.op))
+    return made[-1][1]  # the expression of the last operation's result
+
+
+_AST_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_TO_ASCII = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-", "x": "*", "X": "*"})
+
+
+def verify_expression(problem: Problem, expr: str) -> bool:
+    """True iff `expr` reaches problem.target under the rules; never raises.
+
+    Accepts + - × * ÷ / and parentheses. Parsed with `ast` (never evaluated as code); every
+    number must come from the start numbers (each at most once) and every intermediate result
+    must be a positive integer.
+    """
+    try:
+        if not isinstance(expr, str) or len(expr) > 10_000:
+            return False
+        tree = ast.parse(expr.strip().translate(_TO_ASCII), mode="eval")
+        available = Counter(problem.numbers)
+
+        def value(node) -> Fraction:
+            if isinstance(node, ast.Constant) and type(node.value) is int:
+                if available[node.value] <= 0:
+                    raise ValueError(f"{node.value} is not available")
+                available[node.value] -= 1
+                return Fraction(node.value)
+            if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPS:
+                left, right = value(node.left), value(node.right)
+                op = _AST_OPS[type(node.op)]
+                r = {"+": lambda: left + right, "-": lambda: left - right,
+                     "*": lambda: left * right, "/": lambda: left / right}[op]()
+                if r.denominator != 1 or r <= 0:
+                    raise ValueError(f"intermediate result {r} is not a positive integer")
+                return r
+            raise ValueError(f"{type(node).__name__} is not allowed")
+
+        return value(tree.body) == problem.target
+    except Exception:  # malformed input of any kind is simply a wrong answer
+        return False
+
+
+# --- Problem generation -------------------------------------------------------------------
+
+
+def draw_numbers(rng: random.Random, n_numbers: int, max_number: int) -> State:
+    """Random start numbers from 1..max_number, repeats allowed (the first half of generate_problem)."""
+    return canonical(rng.randint(1, max_number) for _ in range(n_numbers))
+
+
+def draw_target(rng: random.Random, numbers: State, min_steps: int, max_steps: int) -> int | None:
+    """A target drawn uniformly among the values whose shortest solution from `numbers` takes
+    min_steps..max_steps operations, or None when there is none (the second half of generate_problem).
+    """
+    levels = _value_levels(_as_state(numbers))
+    if min_steps < 1 or max_steps < min_steps or max_steps >= len(levels):
+        return None
+    # Reachable within max_steps but not within min_steps - 1. Start numbers have distance 0 and
+    # min_steps >= 1, so they are never targets.
+    candidates = levels[max_steps] - levels[min_steps - 1]
+    return rng.choice(sorted(candidates)) if candidates else None
+
+
+def check_problem_knobs(n_numbers: int, max_number: int, min_steps: int, max_steps: int) -> None:
+    """Raise ValueError naming the knob when no problem could ever satisfy these settings."""
+    if n_numbers < 2:
+        raise ValueError(f"n_numbers={n_numbers}: a problem needs at least 2 numbers")
+    if max_number < 1:
+        raise ValueError(f"max_number={max_number}: start numbers are drawn from 1..max_number, so it must be >= 1")
+    if not 1 <= min_steps <= max_steps:
+        raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}")
+    if max_steps > n_numbers - 1:
+        raise ValueError(f"max_steps={max_steps} but {n_numbers} numbers allow at most {n_numbers - 1} "
+                         f"operations: lower max_steps or raise n_numbers")
+
+
+def generate_problem(rng: random.Random, n_numbers: int, max_number: int, min_steps: int,
+                     max_steps: int, max_attempts: int = 1_000) -> Problem:
+    """A random problem: start numbers drawn from 1..max_number (repeats allowed), target drawn
+    uniformly among the values whose shortest solution takes min_steps..max_steps operations
+    and that are not start numbers.
+    """
+    check_problem_knobs(n_numbers, max_number, min_steps, max_steps)
+    for _ in range(max_attempts):
+        numbers = draw_numbers(rng, n_numbers, max_number)
+        target = draw_target(rng, numbers, min_steps, max_steps)
+        if target is not None:
+            return Problem(numbers, target)
+    raise ValueError(
+        f"no problem with a shortest solution of {min_steps}..{max_steps} operations found in "
+        f"{max_attempts} random draws of {n_numbers} numbers from 1..{max_number}: "
+        f"raise max_number or n_numbers, or lower min_steps"
+    )

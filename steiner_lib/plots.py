@@ -1,0 +1,277 @@
+"""Figures the notebooks show: reasoning DAGs with a sampled path, and histograms.
+
+Every function takes data and returns a matplotlib Figure made with pyplot, so a notebook's
+inline backend shows it; scripts and tests should `plt.close(fig)` when done. Nothing here
+calls matplotlib.use (see DESIGN.md: it would hide the figures of an executed notebook).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import networkx as nx
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch
+
+from steiner_lib import dag as dag_lib
+
+# Node categories, in order of precedence (a node is drawn as the first that applies).
+NODE_STYLES: dict[str, dict] = {
+    "question": dict(marker="s", color="#404040", size=170, label="question"),
+    "answer": dict(marker="*", color="#2ca02c", size=330, label="answer"),
+    "hallucinated": dict(marker="X", color="#ff7f0e", size=130, label="wrong arithmetic in a member"),
+    "dead end": dict(marker="o", color="#c7c7c7", size=90, label="dead end (no answer reachable)"),
+    "step": dict(marker="o", color="#6baed6", size=90, label="step toward an answer"),
+}
+PATH_COLOR = "#7b2cbf"
+EDGE_COLOR = "#b0b0b0"
+
+
+def node_category(data: dict) -> str:
+    if data["kind"] == "question":
+        return "question"
+    if data["is_answer"]:
+        return "answer"
+    if data["hallucinated"]:
+        return "hallucinated"
+    if not data.get("answer_reachable", True):
+        return "dead end"
+    return "step"
+
+
+def state_label(state, max_numbers: int = 5) -> str:
+    nums = [str(x) for x in state]
+    if len(nums) > max_numbers:
+        nums = nums[:max_numbers - 1] + ["…"]
+    return ",".join(nums)
+
+
+def layered_layout(G: nx.DiGraph, sweeps: int = 4) -> dict[int, tuple[float, float]]:
+    """x = distance from the question; within a layer, nodes ordered by the mean position of
+    their neighbours in the layers around them (a few barycenter sweeps, to cut crossings), then
+    spread evenly around y = 0. Nodes the question cannot reach go one layer past the last."""
+    if "dist_from_question" not in G.nodes[dag_lib.QUESTION_NODE]:
+        dag_lib.node_features(G)
+    dist = {n: G.nodes[n]["dist_from_question"] for n in G}
+    finite = [d for d in dist.values() if not math.isnan(d)]
+    far = (max(finite) if finite else 0) + 1
+    layer = {n: int(far if math.isnan(d) else d) for n, d in dist.items()}
+    layers: dict[int, list[int]] = defaultdict(list)
+    for n in G:  # insertion order: first-seen steps first
+        layers[layer[n]].append(n)
+    order = {n: i for x in layers for i, n in enumerate(layers[x])}
+
+    def spread(x: int) -> dict[int, float]:
+        k = len(layers[x])
+        return {n: (k - 1) / 2 - i for i, n in enumerate(layers[x])}
+
+    xs = sorted(layers)
+    for sweep in range(sweeps):
+        pass_order = xs[1:] if sweep % 2 == 0 else xs[-2::-1]
+        for x in pass_order:
+            ys = {n: y for x2 in xs for n, y in spread(x2).items()}
+            nbrs = (lambda n: list(G.predecessors(n))) if sweep % 2 == 0 else (lambda n: list(G.successors(n)))
+            key = {n: (np.mean([ys[m] for m in nbrs(n)]) if nbrs(n) else ys[n], order[n]) for n in layers[x]}
+            layers[x].sort(key=lambda n: (-key[n][0], key[n][1]))
+    pos = {}
+    for x in xs:
+        for n, y in spread(x).items():
+            pos[n] = (float(x), float(y))
+    return pos
+
+
+def _arrow(ax, a, b, color, lw, style="solid", rad=0.0, alpha=1.0, zorder=1, shrink=7.0):
+    patch = FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=9 + 2 * lw, color=color, lw=lw,
+                            linestyle=style, connectionstyle=f"arc3,rad={rad}", shrinkA=shrink,
+                            shrinkB=shrink, alpha=alpha, zorder=zorder)
+    ax.add_patch(patch)
+    return patch
+
+
+def _draw_dag_on(ax, G: nx.DiGraph, highlight=None, show_labels: bool = True) -> list:
+    """Draw G on ax; returns legend handles. highlight: a dag.SampledPath (or None)."""
+    pos = layered_layout(G)
+    n_nodes = G.number_of_nodes()
+    font = 8 if n_nodes <= 30 else 7
+
+    for u, v in G.edges():
+        _arrow(ax, pos[u], pos[v], EDGE_COLOR, 0.9, zorder=1)
+
+    by_cat: dict[str, list[int]] = defaultdict(list)
+    for n, data in G.nodes(data=True):
+        by_cat[node_category(data)].append(n)
+    handles = []
+    for cat, style in NODE_STYLES.items():
+        nodes = by_cat.get(cat, [])
+        if not nodes:
+            continue
+        xy = np.array([pos[n] for n in nodes])
+        ax.scatter(xy[:, 0], xy[:, 1], s=style["size"], marker=style["marker"], c=style["color"],
+                   edgecolors="white", linewidths=0.8, zorder=3)
+        handles.append(Line2D([], [], linestyle="none", marker=style["marker"], color=style["color"],
+                              markersize=9 if cat != "answer" else 12, label=f"{style['label']} ({len(nodes)})"))
+    if show_labels:
+        for n, data in G.nodes(data=True):
+            text = state_label(data["state"])
+            if data["kind"] == "question":
+                text = f"[{text}] → {G.graph.get('target', '?')}"
+            ax.annotate(text, pos[n], xytext=(0, 8), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=font, zorder=4, color="#222222")
+
+    if highlight is not None:
+        numbers: dict[tuple[int, int], list[str]] = defaultdict(list)  # an edge walked twice shows "2,6"
+        for i, ((u, v), jump) in enumerate(dag_lib._replay(highlight)):
+            _arrow(ax, pos[u], pos[v], PATH_COLOR, 2.6, zorder=2)
+            numbers[(u, v)].append(str(i + 1))
+            if jump is not None:
+                _arrow(ax, pos[jump[0]], pos[jump[1]], PATH_COLOR, 1.6, style="--", rad=-0.35, zorder=2)
+        for (u, v), nums in numbers.items():
+            mid = ((pos[u][0] + pos[v][0]) / 2, (pos[u][1] + pos[v][1]) / 2)
+            ax.annotate(",".join(nums), mid, ha="center", va="center", fontsize=7, color=PATH_COLOR,
+                        zorder=5, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=PATH_COLOR, lw=0.6))
+        handles.append(Line2D([], [], color=PATH_COLOR, lw=2.6, label="sampled path (step numbers)"))
+        if highlight.n_backtracks:
+            handles.append(Line2D([], [], color=PATH_COLOR, lw=1.6, linestyle="--",
+                                  label=f"backtrack ({highlight.n_backtracks})"))
+
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.9)
+    ax.set_xticks(range(int(min(xs)), int(max(xs)) + 1))
+    ax.set_xlabel("steps from the question", fontsize=9)
+    ax.set_yticks([])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    return handles
+
+
+def _dag_size(G: nx.DiGraph) -> tuple[float, float]:
+    pos = layered_layout(G)
+    n_layers = len({p[0] for p in pos.values()})
+    widest = max(sum(1 for p in pos.values() if p[0] == x) for x in {p[0] for p in pos.values()})
+    return min(4.0 + 1.7 * n_layers, 22.0), min(max(3.0, 0.55 * widest + 1.4), 16.0)
+
+
+def draw_dag(G: nx.DiGraph, highlight=None, ax=None, title: str | None = None):
+    """One question's DAG: layers by distance from the question, nodes coloured by kind, each
+    labelled with its canonical state; `highlight` (a dag.SampledPath) drawn as thick numbered
+    edges with dashed backtrack jumps."""
+    if ax is None:
+        w, h = _dag_size(G)
+        fig, ax = plt.subplots(figsize=(w + 3.2, h))  # room for the legend on the right
+    else:
+        fig = ax.figure
+    handles = _draw_dag_on(ax, G, highlight)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    s = dag_lib.dag_summary(G)
+    ax.set_title(title if title is not None else
+                 f"{s['question_id']}: {s['n_nodes']} nodes, {s['n_edges']} edges", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def draw_dag_grid(graphs: Sequence[nx.DiGraph], highlights: Sequence | None = None, ncols: int = 2,
+                  titles: Sequence[str] | None = None):
+    """Several DAGs side by side (one shared legend). highlights: one SampledPath or None per graph."""
+    if not graphs:
+        raise ValueError("draw_dag_grid needs at least one graph")
+    highlights = [None] * len(graphs) if highlights is None else list(highlights)
+    if len(highlights) != len(graphs):
+        raise ValueError(f"draw_dag_grid got {len(graphs)} graphs and {len(highlights)} highlights: "
+                         "pass one path (or None) per graph")
+    ncols = max(1, min(ncols, len(graphs)))
+    nrows = math.ceil(len(graphs) / ncols)
+    sizes = [_dag_size(G) for G in graphs]
+    w, h = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows + 0.8), squeeze=False)
+    legend: dict[str, Line2D] = {}
+    for i, (G, path) in enumerate(zip(graphs, highlights)):
+        ax = axes[i // ncols][i % ncols]
+        for hnd in _draw_dag_on(ax, G, path):
+            key = hnd.get_label().rsplit(" (", 1)[0]  # the same entry across graphs, counts dropped
+            legend.setdefault(key, Line2D([], [], linestyle=hnd.get_linestyle(), marker=hnd.get_marker(),
+                                          color=hnd.get_color(), lw=hnd.get_linewidth(),
+                                          markersize=hnd.get_markersize(), label=key))
+        s = dag_lib.dag_summary(G)
+        ax.set_title(titles[i] if titles else f"{s['question_id']}: {s['n_nodes']} nodes, {s['n_edges']} edges",
+                     fontsize=10)
+    for j in range(len(graphs), nrows * ncols):
+        axes[j // ncols][j % ncols].set_axis_off()
+    fig.legend(handles=list(legend.values()), loc="lower center", ncol=min(len(legend), 4), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.06 if nrows == 1 else 0.03, 1, 1))
+    return fig
+
+
+def _integer_valued(values: np.ndarray) -> bool:
+    return values.size > 0 and bool(np.all(np.equal(np.mod(values, 1), 0)))
+
+
+def _hist_on(ax, values, bins=None, nan_label: str | None = None) -> int:
+    """Histogram of values on ax; integer values get one bar per integer. NaNs are counted in a
+    separate hatched bar labelled `nan_label` when given (else left out). Returns the NaN count."""
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").astype(float))
+    n_nan = int(np.isnan(v).sum())
+    v = v[~np.isnan(v)]
+    top = None
+    if v.size:
+        if bins is None and _integer_valued(v):
+            lo, hi = int(v.min()), int(v.max())
+            bins = np.arange(lo - 0.5, hi + 1.5)
+            top = hi
+            if hi - lo <= 20:
+                ax.set_xticks(range(lo, hi + 1))
+        ax.hist(v, bins=bins if bins is not None else "auto", color="#6baed6", edgecolor="white")
+    if n_nan and nan_label is not None:
+        x = (top if top is not None else (v.max() if v.size else 0)) + 2
+        ax.bar([x], [n_nan], width=0.8, color="#d9d9d9", edgecolor="#737373", hatch="//")
+        ax.annotate(f"{nan_label}: {n_nan}", (x, n_nan), xytext=(0, 2), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+        ticks = [t for t in ax.get_xticks() if t < x - 1]
+        ax.set_xticks(ticks + [x], [f"{t:g}" for t in ticks] + [nan_label])
+        ax.set_ylim(top=max(ax.get_ylim()[1], n_nan * 1.15))  # room for the count above the bar
+    ax.set_ylabel("count")
+    return n_nan
+
+
+def feature_histograms(df: pd.DataFrame, columns: Sequence[str], titles: Sequence[str] | None = None,
+                       ncols: int = 3):
+    """A grid of histograms, one per column of df (integer bins; NaN, e.g. "no answer reachable",
+    in its own hatched bar marked "none")."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"feature_histograms: no column(s) {missing} in the frame; it has {list(df.columns)}")
+    if titles is not None and len(titles) != len(columns):
+        raise ValueError(f"feature_histograms got {len(columns)} columns and {len(titles)} titles")
+    ncols = max(1, min(ncols, len(columns)))
+    nrows = math.ceil(len(columns) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
+    for i, col in enumerate(columns):
+        ax = axes[i // ncols][i % ncols]
+        values = df[col].astype(float) if df[col].dtype == bool else df[col]
+        n_nan = _hist_on(ax, values, nan_label="none")
+        title = titles[i] if titles else col
+        ax.set_title(title + (f"\n({n_nan} of {len(df)} none/unreachable)" if n_nan else ""), fontsize=9)
+        ax.set_xlabel(col, fontsize=8)
+    for j in range(len(columns), nrows * ncols):
+        axes[j // ncols][j % ncols].set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def histogram(values, xlabel: str, title: str, bins=None):
+    """One histogram; integer-valued data get one bar per integer, NaNs are dropped (and counted in the title)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").astype(float))
+    n_nan = int(np.isnan(v).sum())
+    _hist_on(ax, v, bins=bins)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title + (f" ({n_nan} missing values left out)" if n_nan else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
