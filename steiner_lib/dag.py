@@ -26,7 +26,8 @@ import pandas as pd
 
 from steiner_lib import format as fmt
 from steiner_lib.format import Backtrack
-from steiner_lib.tasks.countdown import Operation, State
+from steiner_lib.tasks import text
+from steiner_lib.tasks.countdown import Operation, State, distance_to_value
 from steiner_lib.traces import StepRecord, Trajectory
 
 QUESTION_NODE = 0
@@ -572,6 +573,27 @@ def path_operations(path: SampledPath) -> list[Operation]:
     return ops
 
 
+def _backtrack_reason(path: SampledPath, left: int) -> str:
+    """The reason for backtracking out of step `left` of a path (see tasks.text.backtrack_reason)."""
+    record = path.steps[left][0]
+    claimed = None
+    if record.operation is not None and not record.arithmetic_ok:
+        gained = list(record.state)
+        for x in _rest_after(record.parent, record.operation):
+            gained.remove(x)
+        claimed = gained[0] if gained else None
+    reachable = distance_to_value(record.state, path.target) is not None
+    return text.backtrack_reason(record.state, record.arithmetic_ok, record.operation, claimed,
+                                 reachable and record.arithmetic_ok)
+
+
+def _rest_after(parent, operation) -> list[int]:
+    rest = list(parent)
+    rest.remove(operation.a)
+    rest.remove(operation.b)
+    return rest
+
+
 def path_to_trajectory(path: SampledPath, answer: str) -> Trajectory:
     """The sampled path as a Trajectory (source="dag") with unique step names and named backtracks."""
     names = fmt.unique_step_names([r.step.name for r, _ in path.steps])
@@ -579,8 +601,13 @@ def path_to_trajectory(path: SampledPath, answer: str) -> Trajectory:
         names = fmt.unique_step_names([n if n != fmt.QUESTION else f"{n} (step)" for n in names])
     records, moves = [], []
     for i, ((record, move), name) in enumerate(zip(path.steps, names)):
-        if name != record.step.name:
-            record = dataclasses.replace(record, step=dataclasses.replace(record.step, name=name))
+        # A record's reflection may carry its own trajectory's reason for a backtrack; in a
+        # sampled path the reason must be about the step this path just left (or absent).
+        reason = _backtrack_reason(path, i - 1) if i and isinstance(path.steps[i - 1][1], BacktrackTo) else None
+        reflection = text.with_backtrack_reason(record.step.reflection, reason)
+        if name != record.step.name or reflection != record.step.reflection:
+            record = dataclasses.replace(record, step=dataclasses.replace(record.step, name=name,
+                                                                          reflection=reflection))
         records.append(record)
         if move is None:
             continue

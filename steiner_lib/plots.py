@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
+from matplotlib.ticker import MaxNLocator
 
 from steiner_lib import dag as dag_lib
 
@@ -273,5 +274,50 @@ def histogram(values, xlabel: str, title: str, bins=None):
     _hist_on(ax, v, bins=bins)
     ax.set_xlabel(xlabel)
     ax.set_title(title + (f" ({n_nan} missing values left out)" if n_nan else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _int_hist(ax, values, xlabel: str, title: str, color: str = "#6baed6") -> None:
+    """Bars at each integer value (counts), with the mean marked."""
+    values = pd.Series(values).dropna().astype(int)
+    counts = values.value_counts().sort_index()
+    ax.bar(counts.index, counts.values, width=0.8, color=color)
+    if len(values):
+        ax.axvline(values.mean(), color="#404040", ls="--", lw=1, label=f"mean {values.mean():.2f}")
+        ax.legend(fontsize=8, frameon=False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=10)
+
+
+def teacher_error_figure(errors: pd.DataFrame):
+    """How the teacher errs: wrong-branch steps per trace, the step of its first error
+    (counted from the cut), and how many steps each recovery backtrack undoes."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    _int_hist(axes[0], errors["wrong_branch_steps"], "wrong-branch steps per trace", "wrong branches")
+    first = (errors["first_error_step"] - errors["cut_at"]).dropna()
+    share = len(first) / max(len(errors), 1)
+    _int_hist(axes[1], first, "steps after the cut", f"first error ({share:.0%} of traces err)", "#ff7f0e")
+    undone = errors.loc[errors["backtracks"] > errors.get("self_backtracks", 0), "backtrack_distance"]
+    _int_hist(axes[2], undone, "steps undone by the recovery backtrack", "backtrack distance", "#7b2cbf")
+    fig.tight_layout()
+    return fig
+
+
+def path_length_figure(paths: pd.DataFrame):
+    """Sampled paths: reasoning tokens, steps and backtracks per path."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    tokens = paths["reasoning_tokens"]
+    axes[0].hist(tokens, bins=30, color="#6baed6")
+    axes[0].axvline(tokens.mean(), color="#404040", ls="--", lw=1, label=f"mean {tokens.mean():.0f}")
+    axes[0].axvline(tokens.median(), color="#2ca02c", ls=":", lw=1.5, label=f"median {tokens.median():.0f}")
+    axes[0].legend(fontsize=8, frameon=False)
+    axes[0].set_xlabel("reasoning tokens per path")
+    axes[0].set_ylabel("paths")
+    axes[0].set_title("reasoning length", fontsize=10)
+    _int_hist(axes[1], paths["n_steps"], "steps per path", "steps")
+    _int_hist(axes[2], paths["n_backtracks"], "backtracks per path", "backtracks", "#7b2cbf")
     fig.tight_layout()
     return fig

@@ -87,9 +87,10 @@ def test_ints_accepted_for_floats_and_hash_is_stable():
     a = P.validate({"teacher_error_rate": 0}, "x")
     b = P.validate({"teacher_error_rate": 0.0}, "x")
     assert a.stage_hash("01_synthesis") == b.stage_hash("01_synthesis")
+    base = P.validate({}, "x")
     c = P.validate({"dag_explore_prob": 0.5}, "x")
-    assert c.stage_hash("01_synthesis") == a.stage_hash("01_synthesis")  # not a 01 knob
-    assert c.stage_hash("02_dag") != a.stage_hash("02_dag")
+    assert c.stage_hash("01_synthesis") == base.stage_hash("01_synthesis")  # not a 01 knob
+    assert c.stage_hash("02_dag") != base.stage_hash("02_dag")
 
 
 def test_from_notebook_rejects_ill_typed_globals():

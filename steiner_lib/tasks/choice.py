@@ -312,3 +312,19 @@ def check_disjoint(splits: dict[str, list[CountdownQuestion]]) -> None:
                 problems.append(f"{a} and {b} share {len(shared)} start state(s), e.g. {shown}")
     if problems:
         raise ValueError("splits are not disjoint: " + "; ".join(problems))
+
+
+def split_summary(splits: dict[str, list[CountdownQuestion]]) -> "pd.DataFrame":
+    """One row per split: size and mean difficulty (shortest steps, greedy solve share, search backtracks)."""
+    rows = []
+    for name, questions in splits.items():
+        ds = [difficulty(q.problem) for q in questions]
+        n = max(len(ds), 1)
+        rows.append({
+            "split": name, "questions": len(questions),
+            "distinct start states": len({q.problem.numbers for q in questions}),
+            "shortest solution (ops)": round(sum(d["shortest_steps"] for d in ds) / n, 2),
+            "greedy solves": round(sum(d["greedy_solves"] for d in ds) / n, 3),
+            "search backtracks": round(sum(d["search_backtracks"] for d in ds) / n, 1),
+        })
+    return pd.DataFrame(rows).set_index("split")

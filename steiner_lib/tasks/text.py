@@ -113,3 +113,24 @@ def read_step_operation(step: Step, parent: State) -> Operation | None:
 
 
 __all__ = ["step_texts", "answer_text", "read_step_operation", "claimed_state"]
+
+
+BACKTRACK_REASON = re.compile(r"^Backtracked: [^.]*\.\s*")
+
+
+def backtrack_reason(abandoned_state: State, arithmetic_ok: bool, operation: Operation | None,
+                     claimed_result: int | None, answer_reachable: bool) -> str:
+    """Why a path left a step, said from what the solver can check without knowing the answer:
+    a wrong result is named and corrected; a state from which no option can be made is a dead end."""
+    if not arithmetic_ok and operation is not None and claimed_result is not None:
+        return f"Backtracked: {operation.text()}, not {claimed_result}."
+    listed = ", ".join(str(n) for n in abandoned_state)
+    if not answer_reachable:
+        return f"Backtracked: no option can be made from {listed}."
+    return f"Backtracked: nothing left to try from {listed}."
+
+
+def with_backtrack_reason(reflection: str, reason: str | None) -> str:
+    """The reflection with any earlier "Backtracked: ..." sentence replaced by `reason` (or removed)."""
+    rest = BACKTRACK_REASON.sub("", reflection)
+    return f"{reason} {rest}" if reason else rest

@@ -1,0 +1,182 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Data synthesis: shortcut traces and backtracking by truncation augmentation
+#
+# **In the paper.** Most reasoning data sets hold only forward chain-of-thought: every step
+# is right, nothing is ever undone. Steiner makes backtracking data from them: it cuts a
+# *shortcut* (forward) solution at a random step, hides the answer, lets a strong LLM
+# continue from that prefix, where it explores and makes mistakes, and then gives it the
+# correct answer so it backtracks to where it went wrong and reaches the answer.
+#
+# **Here.** The domain is Countdown-style arithmetic search posed as a 4-choice question
+# ("which of these values can be made from these numbers?"), in GPQA-Diamond's CSV schema.
+# An exact solver gives every shortcut solution and proves each question has exactly one
+# reachable option. The default teacher is a noisy heuristic search that errs in measured
+# ways (its error rates are params); an LLM teacher does the same job at GPU scale.
+# This notebook writes the question splits (the hard "diamond" split is the benchmark the
+# evaluation reads exactly as it would read the real GPQA-Diamond CSV), the shortcut traces
+# and the backtracking traces.
+
+# %% tags=["parameters"]
+run_name = "cpu"
+run_seed = 0
+run_root = "runs"
+task_n_numbers = 4
+task_max_number = 25
+task_min_steps = 2
+task_max_steps = 3
+task_n_train = 600
+task_n_validation = 100
+task_n_diamond = 200
+task_n_control = 100
+task_diamond_min_backtracks = 100
+teacher_kind = "search"
+teacher_error_rate = 0.35
+teacher_arithmetic_error_rate = 0.05
+teacher_branching = 3
+teacher_max_explore_steps = 4
+teacher_model = None
+teacher_backend = "transformers"
+teacher_max_new_tokens = 512
+teacher_temperature = 0.7
+synthesis_augmentations_per_question = 4
+synthesis_workers = 2
+
+# %%
+# Setup: validate the params (a clear error before any compute) and open the stage's directory.
+import logging
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from steiner_lib import params as P, plots, stages, synthesis, teachers
+from steiner_lib.format import pretty
+from steiner_lib.tasks import choice
+
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+cfg = P.from_notebook("01_synthesis", globals())
+stage = stages.StageWriter(cfg, "01_synthesis")
+figures = stages.figures_dir(cfg)
+
+# %% [markdown]
+# ## The questions and their splits
+#
+# Every question is a multiset of start numbers and four candidate values; exactly one can be
+# made (+ − × ÷, positive whole intermediate results, each number at most once). The three
+# distractors are the unreachable values nearest to the answer, so they are close but wrong.
+# The *diamond* split keeps only hard questions by a stated, measurable rule: the greedy
+# shortcut (always take the operation closest to the target) fails **and** the reference
+# depth-first search needs at least `task_diamond_min_backtracks` backtracks. The
+# *validation* split follows the same rule (the evaluation chooses its settings there, never
+# on diamond); the *control* split holds questions that need no search at all. No start
+# multiset of an evaluation split appears in training, not even with another target.
+
+# %%
+t = cfg.task
+splits = choice.make_splits(
+    rng_seed=cfg.run.seed, n_train=t.n_train, n_validation=t.n_validation, n_diamond=t.n_diamond,
+    n_control=t.n_control, n_numbers=t.n_numbers, max_number=t.max_number, min_steps=t.min_steps,
+    max_steps=t.max_steps, diamond_min_backtracks=t.diamond_min_backtracks)
+choice.check_disjoint(splits)
+for name, questions in splits.items():
+    choice.write_gpqa_csv([q.to_choice() for q in questions], stage.path(f"{name}.csv"))
+split_table = choice.split_summary(splits)
+
+# %%
+#| label: tbl-split-sizes
+#| tbl-cap: "Question splits. Difficulty columns are means over the split: operations of the shortest solution, share the greedy shortcut solves, backtracks of the reference search."
+display(split_table)
+
+# %% [markdown]
+# One diamond question, exactly as the evaluation will see it (choices shuffled by a seeded
+# permutation per question, as OpenAI's simple-evals does for GPQA; no chain-of-thought
+# instruction, as in the paper):
+
+# %%
+prompt, letter = choice.format_prompt(splits["diamond"][0].to_choice(), seed=cfg.run.seed)
+print(prompt, f"\n\n(correct: {letter})")
+
+# %% [markdown]
+# ## Shortcut traces
+#
+# The forward-only data the paper starts from: the shortest solution, written in Steiner's
+# step template (a name, a full thought, a summary, a reflection), every step followed by
+# *proceed*.
+
+# %%
+train = splits["train"]
+letters = [choice.format_prompt(q.to_choice(), seed=cfg.run.seed)[1] for q in train]
+print(pretty(synthesis.shortcut_trajectory(train[0], letters[0]).trace()))
+
+# %% [markdown]
+# ## Truncation augmentation
+#
+# For each training question: one shortcut trace plus `synthesis_augmentations_per_question`
+# augmented ones. Each augmented trace cuts the shortcut at a random step, lets the teacher
+# continue with the answer hidden, then tells it the answer so it backtracks to the deepest
+# state from which the answer is still reachable and proceeds to it.
+
+# %%
+teacher = teachers.make_teacher(cfg.teacher)
+trajectories = synthesis.synthesize(
+    train, letters, teacher, augmentations_per_question=cfg.synthesis.augmentations_per_question,
+    seed=cfg.run.seed, workers=cfg.synthesis.workers)
+synthesis.save_trajectories(trajectories, stage.path("trajectories.jsonl"))
+augmented = [tr for tr in trajectories if tr.source == "augmented"]
+print(f"{len(trajectories)} trajectories: {len(trajectories) - len(augmented)} shortcut, {len(augmented)} augmented")
+
+# %% [markdown]
+# One backtracking trace. The prefix is the cut shortcut; after it the teacher explores
+# without the answer; the backtrack names the step it returns to.
+
+# %%
+example = max(augmented[:50], key=lambda tr: (tr.n_backtracks > 0, tr.meta.get("wrong_branch_steps", 0)))
+print(pretty(example.trace()))
+
+# %% [markdown]
+# ## How often, and how far, the teacher errs
+#
+# A *wrong-branch* step is arithmetically right but leaves a state from which the answer can
+# no longer be made (the solver decides); an *arithmetic slip* is a step whose claimed
+# result is wrong (a hallucinated step). The backtrack distance is how many steps the
+# recovery undoes.
+
+# %%
+errors = synthesis.teacher_error_table(trajectories)
+error_summary = synthesis.teacher_error_summary(errors)
+
+# %%
+#| label: tbl-teacher-errors
+#| tbl-cap: "The teacher's errors over all augmented traces (rates per trace unless stated)."
+display(error_summary)
+
+# %%
+#| label: fig-teacher-errors
+#| fig-cap: "How the teacher errs. Left: wrong-branch steps per augmented trace. Middle: the step (counted from the cut) of its first error. Right: how many steps each recovery backtrack undoes."
+fig = plots.teacher_error_figure(errors)
+fig.savefig(figures / "teacher-errors.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## Save
+#
+# The stage manifest records the params, the package versions and the figures above.
+
+# %%
+manifest = stage.finish(metrics={
+    "n_trajectories": len(trajectories),
+    "n_augmented": len(augmented),
+    "split_sizes": {k: len(v) for k, v in splits.items()},
+    **{k: float(v) for k, v in synthesis.teacher_error_rates(errors).items()},
+})
+print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")

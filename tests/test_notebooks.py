@@ -1,0 +1,137 @@
+"""Papermill smoke runs of every notebook on params/smoke.yaml, through the runner.
+
+One module-scoped run is shared: the first test runs the whole pipeline into a temporary
+run root; later tests check reuse, partial reruns, failures and the artifacts.
+"""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+import yaml
+
+from steiner_lib import params as P
+from steiner_lib.runner import RunnerError, notebook_sources, parse_only, run
+from steiner_lib.stages import read_manifest, require
+
+pytestmark = pytest.mark.notebooks
+ROOT = P.project_root()
+
+
+def preset(tmp_path, **overrides):
+    values = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    values.update(run_root=str(tmp_path / "runs"), **overrides)
+    path = tmp_path / f"smoke-{abs(hash(tuple(sorted(overrides.items()))))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    path = preset(tmp)
+    outcomes = run(path, progress=False)
+    return tmp, path, outcomes
+
+
+def test_every_notebook_runs_on_the_smoke_preset(smoke_run):
+    tmp, path, outcomes = smoke_run
+    assert [o.stage for o in outcomes] == list(notebook_sources())
+    assert all(o.status == "ran" for o in outcomes)
+    params = P.load_preset(path)
+    for stage in notebook_sources():
+        d, manifest = require(params, stage)
+        assert manifest["params_hash"] == params.stage_hash(stage)
+        executed = nbformat.read(tmp / "runs" / "smoke" / "executed" / f"{stage}.ipynb", as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors
+
+
+def test_artifacts_of_the_data_half(smoke_run):
+    tmp, path, _ = smoke_run
+    params = P.load_preset(path)
+    d01, m01 = require(params, "01_synthesis")
+    for name in ("train.csv", "validation.csv", "diamond.csv", "control.csv", "trajectories.jsonl"):
+        assert (d01 / name).exists(), name
+    d02, m02 = require(params, "02_dag")
+    assert m02["inputs"]["01_synthesis"]
+    import datasets
+
+    paths = datasets.load_from_disk(str(d02 / "paths"))
+    assert len(paths) > 0 and all(paths["kept"])
+    assert m02["metrics"]["n_dags"] == params.values["task_n_train"]
+
+
+def test_rerun_with_same_params_skips_every_stage(smoke_run):
+    _, path, _ = smoke_run
+    outcomes = run(path, progress=False)
+    assert [o.status for o in outcomes] == ["skipped"] * len(outcomes)
+
+
+def test_changed_param_reruns_that_stage_and_later_only(smoke_run):
+    tmp, _, _ = smoke_run
+    path = preset(tmp, dag_paths_per_dag=2)
+    outcomes = {o.stage: o for o in run(path, progress=False)}
+    assert outcomes["01_synthesis"].status == "skipped"
+    assert outcomes["02_dag"].status == "ran" and outcomes["02_dag"].reason == "params changed"
+
+
+def test_unfinished_temp_dirs_are_never_read_as_finished(tmp_path):
+    params = P.load_preset(preset(tmp_path))
+    run_dir = P.run_dir(params)
+    fake = run_dir / ".tmp-01_synthesis-deadbeef"
+    fake.mkdir(parents=True)
+    (fake / "manifest.json").write_text(json.dumps({"params_hash": params.stage_hash("01_synthesis")}))
+    with pytest.raises(Exception, match="has not finished"):
+        require(params, "01_synthesis")
+
+
+def test_a_failing_notebook_stops_the_run_with_the_cell_error(tmp_path):
+    # 02 alone on a fresh run root: its setup cell cannot find 01's artifacts.
+    with pytest.raises(RunnerError) as e:
+        run(preset(tmp_path), only="02", progress=False)
+    msg = str(e.value)
+    assert "notebook 02_dag failed" in msg and "StageMissingError" in msg and "--only 01" in msg
+    assert (tmp_path / "runs" / "smoke" / "executed" / "02_dag.failed.ipynb").exists()
+
+
+def test_only_names_must_exist():
+    assert parse_only("01", ["01_synthesis", "02_dag"]) == ["01_synthesis"]
+    assert parse_only("2,1", ["01_synthesis", "02_dag"]) == ["01_synthesis", "02_dag"]
+    with pytest.raises(RunnerError, match="names no notebook"):
+        parse_only("09", ["01_synthesis", "02_dag"])
+
+
+def test_cli_rejects_bad_params_before_any_compute(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_name: x\ntask_n_numbers: many\n")
+    r = subprocess.run([sys.executable, "-m", "steiner_lib", "run", "--params", str(bad)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert "task_n_numbers" in r.stderr and str(bad) in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_real_report_checks_clean_against_the_executed_notebooks(smoke_run, tmp_path):
+    import shutil
+
+    from steiner_lib import report
+
+    tmp, path, _ = smoke_run
+    report_dir = tmp_path / "report"
+    shutil.copytree(ROOT / "report", report_dir, ignore=shutil.ignore_patterns("notebooks", "_build", ".quarto"))
+    report.prepare_report(P.run_dir(P.load_preset(path)), report_dir)
+    assert report.check_quarto_project(report_dir) == []
+    out = report.render_report(report_dir, tmp_path / "html") if not shutil.which("quarto") else None
+    if out is not None:  # the nbconvert fallback: every figure and table of every notebook is in its page
+        for stage in notebook_sources():
+            nb = nbformat.read(report_dir / "notebooks" / f"{stage}.ipynb", as_version=4)
+            n_png = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                        for o in c.get("outputs", []))
+            html = (out / f"{stage}.html").read_text()
+            assert html.count("data:image/png") >= n_png > 0
+            assert "<table" in html
+        assert all(f"{s}.html" in (out / "index.html").read_text() for s in notebook_sources())
