@@ -144,11 +144,14 @@ def _json_default(o):
     return str(o)
 
 
-def run_tokenizer(tokenizer_params, trajectories: list[Trajectory]):
+def run_tokenizer(tokenizer_params, trajectories: list[Trajectory], max_traces: int = 3000):
     """This run's tokenizer: trained here (BPE on traces + regular text) or a pretrained one by name."""
     if tokenizer_params.name_or_path:
         return modeling.load_tokenizer(tokenizer_params.name_or_path)
-    corpus = [render_reasoning(tr.trace()) + "\n" + tr.answer for tr in trajectories] + modeling.regular_text()
+    # A BPE vocabulary of ~1K tokens is settled by a few thousand traces: more only costs time.
+    step = max(1, len(trajectories) // max_traces)
+    sample = trajectories[::step][:max_traces]
+    corpus = [render_reasoning(tr.trace()) + "\n" + tr.answer for tr in sample] + modeling.regular_text()
     return modeling.train_bpe_tokenizer(corpus, vocab_size=tokenizer_params.vocab_size)
 
 

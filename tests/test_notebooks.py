@@ -56,6 +56,13 @@ def test_artifacts_of_the_data_half(smoke_run):
     d01, m01 = require(params, "01_synthesis")
     for name in ("train.csv", "validation.csv", "diamond.csv", "control.csv", "trajectories.jsonl"):
         assert (d01 / name).exists(), name
+    # The written splits: no evaluation start state appears in the training questions.
+    from steiner_lib.dataset import load_countdown_questions
+
+    states = {n: {q.problem.numbers for q in load_countdown_questions(d01 / f"{n}.csv").values()}
+              for n in ("train", "validation", "diamond", "control")}
+    for n in ("validation", "diamond", "control"):
+        assert not states["train"] & states[n], n
     d02, m02 = require(params, "02_dag")
     assert m02["inputs"]["01_synthesis"]
     import datasets
