@@ -128,7 +128,7 @@ print(pretty(synthesis.shortcut_trajectory(train[0], letters[0]).trace()))
 # state from which the answer is still reachable and proceeds to it.
 
 # %%
-teacher = teachers.make_teacher(cfg.teacher)
+teacher = teachers.make_teacher(cfg.teacher, prompt_seed=cfg.run.seed)
 trajectories = synthesis.synthesize(
     train, letters, teacher, augmentations_per_question=cfg.synthesis.augmentations_per_question,
     seed=cfg.run.seed, workers=cfg.synthesis.workers)

@@ -159,7 +159,7 @@ fig.savefig(figures / "dag-examples.png", dpi=120, bbox_inches="tight")
 #| fig-cap: "Distributions of the four node features over all nodes of all DAGs (counts of nodes). Unreachable distances to the answer are counted apart."
 fig = plots.feature_histograms(features, ["in_degree", "out_degree", "dist_from_question", "dist_to_answer"],
                                titles=["in-degree", "out-degree", "distance from question (steps)",
-                                       "distance to answer (steps)"])
+                                       "distance to answer (steps)"], ncols=4)
 fig.savefig(figures / "node-features.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]

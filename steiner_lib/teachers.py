@@ -628,11 +628,16 @@ class LLMTeacher:
         return "max_steps" if limit is not None and added >= limit else "model_stopped"
 
 
-def make_teacher(teacher_params) -> "SearchTeacher | LLMTeacher":
-    """The teacher a params section (steiner_lib.params.TeacherParams) asks for."""
+def make_teacher(teacher_params, prompt_seed: int = 0) -> "SearchTeacher | LLMTeacher":
+    """The teacher a params section (steiner_lib.params.TeacherParams) asks for.
+
+    `prompt_seed`: the seed the letters were made with (choice.format_prompt), so an LLM
+    teacher sees the options in the same order as the student's prompt.
+    """
     p = teacher_params
     if p.kind == "search":
         return SearchTeacher(error_rate=p.error_rate, arithmetic_error_rate=p.arithmetic_error_rate,
                              branching=p.branching, max_explore_steps=p.max_explore_steps)
     return LLMTeacher(p.model, backend=p.backend, max_new_tokens=p.max_new_tokens,
-                      temperature=p.temperature, max_explore_steps=p.max_explore_steps)
+                      temperature=p.temperature, max_explore_steps=p.max_explore_steps,
+                      prompt_seed=prompt_seed)

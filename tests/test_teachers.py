@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
 
@@ -342,12 +341,16 @@ def test_llm_teacher_stops_at_steps_it_cannot_use():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A 1-layer Qwen2 with a byte-level BPE tokenizer trained here (the 14 tokens special)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")  # no hub access, ever
+        yield build_tiny_model(tmp_path_factory.mktemp("tiny_teacher"))
+
+
+def build_tiny_model(path):
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    path = tmp_path_factory.mktemp("tiny_teacher")
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
@@ -366,8 +369,8 @@ def tiny_model(tmp_path_factory):
 
 
 def test_llm_teacher_with_a_tiny_local_model_runs_end_to_end(tiny_model):
-    teacher = LLMTeacher(str(tiny_model), backend="transformers", max_new_tokens=48, temperature=1.0)
-    for i, q in enumerate(QUESTIONS[:3]):
+    teacher = LLMTeacher(str(tiny_model), backend="transformers", max_new_tokens=32, temperature=1.0)
+    for i, q in enumerate(QUESTIONS[:2]):
         t = augment(q, "D", teacher, random.Random(i))
         assert t.solved and t.meta["fallback_recovery"]  # a random model never reaches the answer
         assert sum(t.meta["format_errors"].values()) > 0
@@ -399,3 +402,15 @@ def test_vllm_backend_without_vllm_says_how_to_install():
         teacher.generate("hello", 0)
     with pytest.raises(ValueError, match="backend"):
         LLMTeacher("some/model", backend="tgi")
+
+
+def test_make_teacher_follows_the_params():
+    import dataclasses as dc
+
+    from steiner_lib.params import TeacherParams
+    from steiner_lib.teachers import make_teacher
+
+    search = make_teacher(TeacherParams(error_rate=0.2, branching=4))
+    assert isinstance(search, SearchTeacher) and search.error_rate == 0.2 and search.branching == 4
+    llm = make_teacher(dc.replace(TeacherParams(), kind="llm", model="some/model", backend="vllm"), prompt_seed=3)
+    assert isinstance(llm, LLMTeacher) and llm.backend == "vllm" and llm.prompt_seed == 3
