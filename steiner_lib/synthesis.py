@@ -277,7 +277,7 @@ def teacher_error_summary(errors: pd.DataFrame) -> pd.DataFrame:
         "solved_unaided": "solved before being told the answer",
         "false_success": "false success (reached an option only through a slip)",
         "mean_backtracks": "backtracks per trace (mean)",
-        "mean_backtrack_distance": "steps undone per trace (mean)",
+        "mean_backtrack_distance": "steps undone by the recovery backtrack (mean per trace)",
         "answer_reached": "reached the answer in the end",
     }
     rates = teacher_error_rates(errors)
