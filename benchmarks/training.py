@@ -2,8 +2,8 @@
 
 MFU (model FLOPs utilisation) = model FLOP/s / peak FLOP/s, where model FLOP/s =
 modeling.model_flops_per_token(model, seq_len) x tokens/s, and the peak is a dense
-torch.matmul of large matrices measured in the same run (best of several), in the dtype the
-model's matmuls run in (float32, or bfloat16 under autocast). Throughput is read over the
+torch.matmul of large matrices measured in the same run (best of several), right before each
+variant and in the dtype the model's matmuls run in (float32, or bfloat16 under autocast). Throughput is read over the
 steady-state steps only: the first `--skip` steps (allocator warm-up, torch.compile) are left out.
 
 Stages (one function each; SFT and RL sections are left for their owners to add):
@@ -45,14 +45,22 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, repeats: int = 7) -> float:
     return 2 * n ** 3 / best
 
 
-def peaks(threads: int) -> dict[str, float]:
+def peak(dtype: str, threads: int) -> float:
+    """The dense-matmul peak (FLOP/s) in `dtype` at `threads` threads: best over two sizes."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return {"float32": max(matmul_peak(torch.float32, n) for n in (2048, 4096)),
-                "bfloat16": max(matmul_peak(torch.bfloat16, n) for n in (2048, 4096))}
+        return max(matmul_peak(getattr(torch, dtype), n) for n in (2048, 3072))
     finally:
         torch.set_num_threads(old)
+
+
+def load_average() -> str:
+    """The 1-minute load average: other processes on the 2 cores lower every number here."""
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "n/a"
 
 
 # ---------------------------------------------------------------------------- pretraining
@@ -92,7 +100,10 @@ VARIANTS = {
 
 
 def bench_pretraining(variants: list[str], steps: int, batch: int, seq_len: int, skip: int,
-                      threads: int, peak: dict[str, float]) -> pd.DataFrame:
+                      threads: int) -> pd.DataFrame:
+    """Train the default model for `steps` steps per variant; the matmul peak is measured right
+    before each variant (in the dtype its matmuls run in), so a change in load between variants
+    moves both numbers of its MFU together."""
     tokenizer = modeling.train_bpe_tokenizer(modeling.regular_text(), vocab_size=1024)
     texts = modeling.regular_text()
     probe = modeling.build_model(tokenizer, modeling.ModelConfig())
@@ -108,6 +119,8 @@ def bench_pretraining(variants: list[str], steps: int, batch: int, seq_len: int,
         cfg = pretraining.LMTrainConfig(**{
             "max_steps": steps, "batch_size": batch, "seq_len": seq_len, "eval_batches": 0,
             "logging_steps": max(1, steps // 3), "num_threads": threads, **train_changes})
+        dtype = "bfloat16" if cfg.bf16 or model.dtype == torch.bfloat16 else "float32"
+        peak_flops, load = peak(dtype, threads), load_average()
         timer = StepTimer()
         t0 = time.perf_counter()
         try:
@@ -119,15 +132,14 @@ def bench_pretraining(variants: list[str], steps: int, batch: int, seq_len: int,
         wall = time.perf_counter() - t0
         tokens_per_s = cfg.batch_size * cfg.seq_len / timer.steady_seconds_per_step(skip)
         flops = modeling.model_flops_per_token(result.model, cfg.seq_len) * tokens_per_s
-        dtype = "bfloat16" if cfg.bf16 or model.dtype == torch.bfloat16 else "float32"
         rows.append({
             "variant": name, "threads": cfg.num_threads, "batch": cfg.batch_size, "seq_len": cfg.seq_len,
             "tokens/s": round(tokens_per_s), "tokens/s (all steps)": round(result.tokens_per_second),
-            "model GFLOP/s": round(flops / 1e9, 1), "peak GFLOP/s": round(peak[dtype] / 1e9, 1),
-            "peak dtype": dtype, "MFU": round(flops / peak[dtype], 3),
+            "model GFLOP/s": round(flops / 1e9, 1), "peak GFLOP/s": round(peak_flops / 1e9, 1),
+            "peak dtype": dtype, "MFU": round(flops / peak_flops, 3),
             "first loss": round(float(result.history["train_loss"].dropna().iloc[0]), 3),
             "last loss": round(float(result.history["train_loss"].dropna().iloc[-1]), 3),
-            "wall s": round(wall, 1),
+            "wall s": round(wall, 1), "load avg": load,
         })
         print(rows[-1], flush=True)
     return pd.DataFrame(rows).set_index("variant")
@@ -151,17 +163,15 @@ def main() -> None:
     pd.set_option("display.max_columns", 20)
 
     t0 = time.perf_counter()
-    peak = peaks(args.threads)
-    print(f"matmul peak at {args.threads} threads: float32 {peak['float32'] / 1e9:.1f} GFLOP/s, "
-          f"bfloat16 {peak['bfloat16'] / 1e9:.1f} GFLOP/s ({time.perf_counter() - t0:.1f} s)")
-    peak1 = peaks(1)
-    print(f"matmul peak at 1 thread: float32 {peak1['float32'] / 1e9:.1f} GFLOP/s, "
-          f"bfloat16 {peak1['bfloat16'] / 1e9:.1f} GFLOP/s")
+    print(f"load average before the run: {load_average()} (on {os.cpu_count()} cores)")
+    for threads in sorted({1, args.threads}):
+        print(f"matmul peak at {threads} thread(s): float32 {peak('float32', threads) / 1e9:.1f} GFLOP/s, "
+              f"bfloat16 {peak('bfloat16', threads) / 1e9:.1f} GFLOP/s")
 
     table = bench_pretraining(args.variants.split(","), args.steps, args.batch, args.seq_len, args.skip,
-                              args.threads, peak)
+                              args.threads)
     print(f"\n== pretraining (train_lm), {args.steps} steps, throughput over steps {args.skip + 1}.."
-          f"{args.steps}; MFU against the {args.threads}-thread peak measured above ==")
+          f"{args.steps}; MFU against the {args.threads}-thread matmul peak measured just before each variant ==")
     print(table.to_string())
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 

@@ -88,6 +88,72 @@ class TokenizerParams:
     vocab_size: int = knob(1024, "size of the BPE tokenizer trained here", lo=64)
 
 
+@dataclass(frozen=True)
+class ModelParams:
+    name_or_path: Optional[str] = knob(None, "null: a small Qwen2 model built here; else a hub name or local path (e.g. Qwen/Qwen2.5-0.5B-Instruct)")
+    hidden_size: int = knob(128, "built model: hidden size", lo=8)
+    num_layers: int = knob(4, "built model: transformer layers", lo=1)
+    num_heads: int = knob(4, "built model: attention heads", lo=1)
+    num_kv_heads: int = knob(2, "built model: key/value heads (grouped-query attention)", lo=1)
+    intermediate_size: int = knob(512, "built model: MLP width", lo=8)
+    max_position_embeddings: int = knob(2048, "built model: context length", lo=64)
+    lora: bool = knob(False, "train LoRA adapters (PEFT) instead of all weights; new token rows stay trainable")
+    lora_r: int = knob(16, "LoRA rank", lo=1)
+
+
+@dataclass(frozen=True)
+class BaseParams:
+    steps: int = knob(200, "built model only: pre-training steps of the base stand-in (regular text + shortcut reasoning)", lo=1)
+    batch_size: int = knob(8, "base pre-training: blocks per step", lo=1)
+    seq_len: int = knob(512, "base pre-training: tokens per block", lo=16)
+    learning_rate: float = knob(3e-3, "base pre-training: peak learning rate", lo=0.0)
+    shortcut_copies: int = knob(2, "base corpus: shortcut solutions per training question (fresh choice shuffles)", lo=0)
+
+
+@dataclass(frozen=True)
+class CptParams:
+    enabled: bool = knob(True, "run CPT (false: the base model goes to SFT as is; the paper says CPT 'might be redundant')")
+    steps: int = knob(150, "CPT steps", lo=1)
+    batch_size: int = knob(8, "CPT: blocks per step", lo=1)
+    seq_len: int = knob(512, "CPT: tokens per block", lo=16)
+    learning_rate: float = knob(1e-3, "CPT: peak learning rate", lo=0.0)
+    reasoning_share: float = knob(0.5, "CPT mix: share of tokens from reasoning paths (the rest regular text)", lo=0.0, hi=1.0)
+    heldout_share: float = knob(0.05, "CPT: share of texts held out for the held-out loss", lo=0.0, hi=0.5)
+
+
+@dataclass(frozen=True)
+class SftParams:
+    steps: int = knob(300, "SFT optimizer steps", lo=1)
+    batch_size: int = knob(8, "SFT: examples per step", lo=1)
+    learning_rate: float = knob(1e-3, "SFT: peak learning rate", lo=0.0)
+    max_length: int = knob(1024, "SFT: prompt + completion tokens; longer examples are dropped", lo=16)
+    eval_share: float = knob(0.1, "SFT: share of questions held out for the eval loss", lo=0.0, hi=0.5)
+    eval_questions: int = knob(60, "held-out validation questions sampled after SFT", lo=1)
+    temperature: float = knob(0.7, "sampling temperature of the held-out check", lo=0.0)
+    max_new_tokens: int = knob(768, "tokens per sampled output", lo=8)
+
+
+@dataclass(frozen=True)
+class RlParams:
+    steps: int = knob(40, "RL optimizer steps", lo=1)
+    batch_size: int = knob(8, "RL: completions per step (whole groups)", lo=2)
+    num_generations: int = knob(4, "RL: completions per prompt (the GRPO group)", lo=2)
+    learning_rate: float = knob(5e-5, "RL: learning rate", lo=0.0)
+    beta: float = knob(0.04, "RL: KL coefficient against the SFT policy", lo=0.0)
+    temperature: float = knob(1.0, "RL: rollout sampling temperature", lo=0.01)
+    max_completion_length: int = knob(640, "RL: tokens per rollout", lo=8)
+    credit: Literal["step", "return_to_go", "sequence"] = knob("step", "how step rewards become token advantages")
+    w_in_degree: float = knob(0.1, "reward: weight of log(1 + in-degree)")
+    w_out_degree: float = knob(0.1, "reward: weight of log(1 + out-degree)")
+    w_dist_question: float = knob(0.2, "reward: depth penalty per step from the question (scaled)")
+    w_dist_answer: float = knob(1.0, "reward: progress toward the answer (1 - distance / depth)")
+    outcome: float = knob(1.0, "reward: correct final letter")
+    hallucination_penalty: float = knob(1.0, "reward: penalty of a step with wrong arithmetic", lo=0.0)
+    format_penalty: float = knob(0.5, "reward: penalty on every token of an output that does not parse", lo=0.0)
+    unreachable_value: float = knob(-0.5, "reward: the progress term at a dead end")
+    eval_questions: int = knob(60, "held-out validation questions sampled after RL", lo=1)
+
+
 SECTIONS: dict[str, type] = {
     "run": RunParams,
     "task": TaskParams,
@@ -95,12 +161,20 @@ SECTIONS: dict[str, type] = {
     "synthesis": SynthesisParams,
     "dag": DagParams,
     "tokenizer": TokenizerParams,
+    "model": ModelParams,
+    "base": BaseParams,
+    "cpt": CptParams,
+    "sft": SftParams,
+    "rl": RlParams,
 }
 
 # Which sections each notebook reads. A stage's params hash covers exactly these.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "01_synthesis": ("run", "task", "teacher", "synthesis"),
     "02_dag": ("run", "dag", "tokenizer"),
+    "03_cpt": ("run", "model", "base", "cpt"),
+    "04_sft": ("run", "sft"),
+    "05_rl": ("run", "rl"),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_SECTIONS)
 
@@ -239,6 +313,15 @@ def _cross_checks(v: dict) -> list[str]:
                    f"({v['task_n_numbers'] - 1}): n numbers allow at most n - 1 operations")
     if v["dag_max_reasoning_tokens"] > v["dag_max_total_tokens"]:
         out.append("dag_max_reasoning_tokens exceeds dag_max_total_tokens")
+    if v["rl_batch_size"] % v["rl_num_generations"]:
+        out.append(f"rl_batch_size ({v['rl_batch_size']}) must be a multiple of rl_num_generations "
+                   f"({v['rl_num_generations']}): each step holds whole groups")
+    if v["model_num_heads"] and v["model_hidden_size"] % v["model_num_heads"]:
+        out.append("model_hidden_size must be a multiple of model_num_heads")
+    if v["model_num_kv_heads"] and v["model_num_heads"] % v["model_num_kv_heads"]:
+        out.append("model_num_heads must be a multiple of model_num_kv_heads")
+    if v["model_name_or_path"] is None and max(v["base_seq_len"], v["cpt_seq_len"]) > v["model_max_position_embeddings"]:
+        out.append("base_seq_len / cpt_seq_len exceed model_max_position_embeddings")
     if v["teacher_kind"] == "llm" and not v["teacher_model"]:
         out.append("teacher_kind is 'llm' but teacher_model is null: name a hub model or a local path")
     return out

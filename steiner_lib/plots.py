@@ -321,3 +321,88 @@ def path_length_figure(paths: pd.DataFrame):
     _int_hist(axes[2], paths["n_backtracks"], "backtracks per path", "backtracks", "#7b2cbf")
     fig.tight_layout()
     return fig
+
+
+def loss_curves(histories: dict, title: str = "loss"):
+    """One panel per training run: train loss and every held-out loss column against the step.
+
+    histories: {run name: DataFrame with step, train_loss and eval_loss* columns}."""
+    runs = {k: v for k, v in histories.items() if v is not None and len(v)}
+    if not runs:
+        raise ValueError("loss_curves needs at least one non-empty history")
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.4), squeeze=False)
+    for ax, (name, h) in zip(axes[0], runs.items()):
+        for col in [c for c in h.columns if c == "train_loss" or c.startswith("eval_loss") or c in ("loss",)]:
+            d = h[["step", col]].dropna()
+            if len(d):
+                label = {"train_loss": "train", "loss": "train", "eval_loss": "held-out"}.get(
+                    col, "held-out " + col.removeprefix("eval_loss_"))
+                ax.plot(d["step"], d[col], marker="o" if col != "train_loss" and col != "loss" else None,
+                        ms=3, label=label)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("cross-entropy (nats / token)")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def embedding_shift(report: pd.DataFrame):
+    """The 14 token embeddings: norm before and after, and the cosine between the two vectors."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    names = [t.replace("<|reasoning_", "").replace("|>", "") for t in report.index]
+    x = np.arange(len(names))
+    axes[0].bar(x - 0.2, report["norm_before"], width=0.4, label="before", color="#c7c7c7")
+    axes[0].bar(x + 0.2, report["norm_after"], width=0.4, label="after", color="#7b2cbf")
+    axes[0].set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+    axes[0].set_ylabel("L2 norm of the input embedding")
+    axes[0].legend(fontsize=8, frameon=False)
+    axes[0].set_title("embedding norms", fontsize=10)
+    axes[1].barh(x, report["cosine_before_after"], color="#6baed6")
+    axes[1].set_yticks(x, names, fontsize=8)
+    axes[1].set_xlabel("cosine(before, after)")
+    axes[1].set_xlim(min(0, float(report["cosine_before_after"].min())), 1)
+    axes[1].set_title("how far each row turned", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def reward_distributions(table: pd.DataFrame):
+    """Step rewards by each node feature (mean and spread per feature value) and by decision."""
+    features = [("in_degree", "in-degree"), ("out_degree", "out-degree"),
+                ("dist_from_question", "distance from question"), ("dist_to_answer", "distance to answer")]
+    fig, axes = plt.subplots(1, 5, figsize=(17, 3.4), sharey=True)
+    for ax, (col, label) in zip(axes, features):
+        d = table[[col, "reward"]].copy()
+        d[col] = d[col].map(lambda v: "none" if pd.isna(v) else str(int(v)))
+        groups = sorted(d[col].unique(), key=lambda v: (v == "none", int(v) if v != "none" else 0))
+        data = [d.loc[d[col] == g, "reward"].to_numpy() for g in groups]
+        if data:
+            ax.boxplot(data, tick_labels=groups, showfliers=False)
+        ax.set_xlabel(label)
+        ax.set_title(f"by {label} ({len(d)} steps)", fontsize=9)
+    axes[0].set_ylabel("step reward")
+    decisions = [k for k in ("proceed", "backtrack", "end") if (table["decision"] == k).any()]
+    data = [table.loc[table["decision"] == k, "reward"].to_numpy() for k in decisions]
+    if data:
+        axes[4].boxplot(data, tick_labels=[f"{k}\n(n={len(v)})" for k, v in zip(decisions, data)], showfliers=False)
+    axes[4].set_title("by the decision after the step", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def rl_curves(log: pd.DataFrame):
+    """RL training curves: reward, KL, completion length, backtracks per episode, solve rate."""
+    panels = [("mean_reward", "mean episode return"), ("kl", "KL to the SFT policy"),
+              ("completion_length", "completion length (tokens)"),
+              ("backtracks_per_episode", "backtracks per episode"), ("solve_rate", "solve rate"),
+              ("format_valid_share", "format-valid share")]
+    panels = [(c, t) for c, t in panels if c in log.columns and log[c].notna().any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
+    for ax, (col, title) in zip(axes[0], panels):
+        d = log[["step", col]].dropna()
+        ax.plot(d["step"], d[col], marker="o", ms=3, color="#7b2cbf")
+        ax.set_xlabel("RL step")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,5 +1,6 @@
 """The params contract: presets validate, errors are clear, notebooks and presets agree with the schema."""
 
+import ast
 import dataclasses
 from pathlib import Path
 
@@ -124,10 +125,8 @@ def test_notebook_parameters_cells_match_the_schema(notebook_parameters):
     for stage, found in notebook_parameters.items():
         assert set(found) == set(P.stage_keys(stage)), f"{stage}: parameters cell != its schema sections"
         for key, info in found.items():
-            value = yaml.safe_load(info["default"]) if info["default"] not in ("None",) else None
-            if info["default"] in ("True", "False"):
-                value = info["default"] == "True"
-            assert value == defaults[key], f"{stage}: {key} default {info['default']} != schema {defaults[key]!r}"
+            value = ast.literal_eval(info["default"])
+            assert value == defaults[key] and type(value) is type(defaults[key]), f"{stage}: {key} default {info['default']} != schema {defaults[key]!r}"
 
 
 def test_every_preset_key_is_read_by_some_notebook(notebook_parameters):

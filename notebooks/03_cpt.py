@@ -1,0 +1,169 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The base model, and continual pre-training with the 14 reasoning tokens
+#
+# **In the paper.** Steiner starts from Qwen2.5-Instruct, adds 14 special tokens, and
+# continues pre-training (CPT) on a mix of regular text and the sampled reasoning paths, so
+# that the new tokens get meaningful embeddings and the model sees long reasoning before
+# SFT. The author notes CPT "might be redundant" in small-model tests.
+#
+# **Here.** At CPU scale a *base model* stands in for Qwen2.5-Instruct: a small
+# Qwen2-architecture model trained from scratch on regular text plus **shortcut**
+# (forward-only) solutions written as plain chat text, never on a backtracking path and
+# never with a reasoning token. The regular text is the Python documentation that ships with
+# the standard library (`pydoc_data.topics`, PSF licence). With `model_name_or_path` set,
+# a real base model is loaded instead and the 14 tokens are added (each new row initialised
+# as the mean embedding of a short description of the token, which keeps it inside the
+# distribution of trained rows). CPT then trains on the mix; `cpt_enabled: false` skips it,
+# so the evaluation can test the paper's remark.
+
+# %% tags=["parameters"]
+run_name = "cpu"
+run_seed = 0
+run_root = "runs"
+model_name_or_path = None
+model_hidden_size = 128
+model_num_layers = 4
+model_num_heads = 4
+model_num_kv_heads = 2
+model_intermediate_size = 512
+model_max_position_embeddings = 2048
+model_lora = False
+model_lora_r = 16
+base_steps = 200
+base_batch_size = 8
+base_seq_len = 512
+base_learning_rate = 0.003
+base_shortcut_copies = 2
+cpt_enabled = True
+cpt_steps = 150
+cpt_batch_size = 8
+cpt_seq_len = 512
+cpt_learning_rate = 0.001
+cpt_reasoning_share = 0.5
+cpt_heldout_share = 0.05
+
+# %%
+# Setup: validate the params, open this stage, read the questions (01) and the paths and tokenizer (02).
+import copy
+import logging
+
+import datasets
+from IPython.display import display
+
+from steiner_lib import checkpoints, dataset, modeling, params as P, plots, pretraining, stages
+
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+cfg = P.from_notebook("03_cpt", globals())
+stage = stages.StageWriter(cfg, "03_cpt", inputs=("01_synthesis", "02_dag"))
+figures = stages.figures_dir(cfg)
+train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")
+paths = datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths"))
+tokenizer = checkpoints.load_tokenizer(stage.input_dirs["02_dag"] / "tokenizer")
+regular = modeling.regular_text()
+print(f"{len(train_questions)} training questions, {len(paths)} reasoning paths, {len(regular)} regular documents")
+
+# %% [markdown]
+# ## The base model
+#
+# Built here (or loaded by name). Its corpus: regular text plus `base_shortcut_copies`
+# forward-only solutions per training question, each a ChatML exchange whose answer is the
+# chain of operations and the letter. Five percent of the texts are held out.
+
+# %%
+if cfg.model.name_or_path:
+    base, tokenizer, added = modeling.load_pretrained_model(cfg.model.name_or_path)
+    base_result = None
+    print(f"loaded {cfg.model.name_or_path}; added {len(added)} token rows")
+else:
+    base = modeling.build_model(tokenizer, checkpoints.model_config(cfg.model), seed=cfg.run.seed)
+    corpus = pretraining.base_corpus(regular, list(train_questions.values()), seed=cfg.run.seed,
+                                     copies=cfg.base.shortcut_copies)
+    train_texts, heldout_texts = pretraining.split_heldout(corpus, 0.05, seed=cfg.run.seed)
+    base_cfg = pretraining.LMTrainConfig(max_steps=cfg.base.steps, batch_size=cfg.base.batch_size,
+                                         seq_len=cfg.base.seq_len, learning_rate=cfg.base.learning_rate,
+                                         eval_every=max(1, cfg.base.steps // 5), seed=cfg.run.seed)
+    base_result = pretraining.train_lm(base, tokenizer, train_texts, heldout_texts, base_cfg)
+    print(f"{modeling.count_parameters(base):,} parameters; {base_result.tokens_per_second:,.0f} tokens/s")
+checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
+
+# %% [markdown]
+# ## Continual pre-training
+#
+# The CPT corpus mixes regular text and notebook 02's reasoning paths (full ChatML texts with
+# the 14 tokens) at `cpt_reasoning_share` of the tokens, sized to the step budget. The
+# held-out loss is tracked separately on regular text and on reasoning text.
+
+# %%
+before_cpt = copy.deepcopy(base)
+model = checkpoints.maybe_lora(base, cfg.model)
+cpt_result = None
+if cfg.cpt.enabled:
+    # Tokens for the step budget (at least a few batches, so tiny presets still fill blocks).
+    budget = max(cfg.cpt.steps, 16) * cfg.cpt.batch_size * cfg.cpt.seq_len
+    mix = pretraining.cpt_corpus(regular, pretraining.paths_as_text(paths), cfg.cpt.reasoning_share,
+                                 n_tokens_hint=budget, seed=cfg.run.seed, tokenizer=tokenizer)
+    display(mix.table())
+    train_idx, held_idx = pretraining.split_heldout(list(range(len(mix.texts))), cfg.cpt.heldout_share, cfg.run.seed)
+    heldout = {src: [mix.texts[i] for i in held_idx if mix.sources[i] == src] for src in ("regular", "reasoning")}
+    cpt_cfg = pretraining.LMTrainConfig(max_steps=cfg.cpt.steps, batch_size=cfg.cpt.batch_size, seq_len=cfg.cpt.seq_len,
+                                        learning_rate=cfg.cpt.learning_rate, eval_every=max(1, cfg.cpt.steps // 5),
+                                        seed=cfg.run.seed)
+    cpt_result = pretraining.train_lm(model, tokenizer, [mix.texts[i] for i in train_idx],
+                                      {k: v for k, v in heldout.items() if v}, cpt_cfg)
+else:
+    print("CPT skipped (cpt_enabled: false): the base model goes to SFT as it is.")
+checkpoints.save_checkpoint(model, tokenizer, stage.path("cpt"))
+
+# %% [markdown]
+# @fig-cpt-loss shows the training curves: the base model on its corpus, and CPT on the mix,
+# with the held-out loss on each kind of text.
+
+# %%
+#| label: fig-cpt-loss
+#| fig-cap: "Loss curves (cross-entropy per token). Left: the base model's pre-training (regular text and shortcut solutions). Right: continual pre-training on the mix, held-out loss on regular text and on reasoning paths apart."
+fig = plots.loss_curves({"base model pre-training": base_result.history if base_result else None,
+                         "continual pre-training": cpt_result.history if cpt_result else None})
+fig.savefig(figures / "cpt-loss.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## What CPT did to the 14 token embeddings
+#
+# Before CPT the base model has never seen a reasoning token: its rows are where
+# initialisation (and weight decay) left them. @fig-token-embeddings and the table below show
+# each row's norm before and after, how far it turned, and its nearest ordinary tokens.
+
+# %%
+#| label: tbl-token-embeddings
+#| tbl-cap: "The 14 reasoning-token embeddings before and after CPT: norms, cosine between the two vectors, and nearest ordinary tokens (cosine) before and after."
+after = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+embeddings = pretraining.embedding_report(before_cpt, after, tokenizer, k=4)
+display(embeddings)
+
+# %%
+#| label: fig-token-embeddings
+#| fig-cap: "The 14 reasoning-token embeddings: L2 norms before and after CPT (left) and the cosine between each row's before and after vectors (right; 1 = unchanged)."
+fig = plots.embedding_shift(embeddings)
+fig.savefig(figures / "token-embeddings.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## Save
+
+# %%
+metrics = {"cpt_enabled": cfg.cpt.enabled, "parameters": modeling.count_parameters(after)}
+for name, result in (("base", base_result), ("cpt", cpt_result)):
+    if result is not None:
+        metrics.update({f"{name}_{k}": v for k, v in result.summary().items()})
+manifest = stage.finish(metrics=metrics)
+print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")

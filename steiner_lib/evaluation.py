@@ -1,0 +1,340 @@
+"""Scoring sampled outputs: the answer letter, the format, the arithmetic of each step, and CIs.
+
+Answer rule (as OpenAI simple-evals reads GPQA answers): the visible answer is the text after
+<|reasoning_end|>; the letter is the last match in it of
+
+    (?i:answer)\\s*:\\s*\\(?([ABCD])\\)?   not followed by a letter or digit
+
+so "Answer: B", "answer : (C)" and "Answer:D." read, "Answer: Because" does not. An output
+with no letter is scored wrong, and so is an output without <|reasoning_end|> (its visible
+answer is empty): malformed outputs count against the model, never drop out.
+
+Step validity (`steps_valid`, when the question is given): the steps are replayed from the
+question's numbers. Each step's operation is read back from its text
+(`tasks.text.read_step_operation`) against the numbers of the state the path has reached;
+a step is valid when it reads and its arithmetic is right. A backtrack returns to the state
+after the named step (or to the question). After a wrong result the path goes on from the
+state the text claims (as the teacher's hallucinated steps do); after an unreadable step, or
+a backtrack to an unknown name, the state is lost and the steps that follow are not valid
+until a backtrack to a known state.
+
+Confidence intervals are percentile bootstraps over *questions*: with several samples per
+question, questions are resampled (each question's samples are averaged first), never the
+samples themselves, since samples of one question are not independent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from steiner_lib import format as fmt
+from steiner_lib import modeling
+from steiner_lib.tasks import choice, text
+from steiner_lib.tasks.countdown import apply, combine
+
+ANSWER_RE = re.compile(r"(?i:answer)\s*:\s*\(?([ABCD])\)?(?![A-Za-z0-9])")
+
+
+# --------------------------------------------------------------------------- one output
+
+
+def extract_answer_letter(answer_text: str) -> str | None:
+    """The answer letter A-D of a visible answer (see the module docstring), or None.
+
+    Given a whole completion, only the text after the first <|reasoning_end|> is read.
+    """
+    if not isinstance(answer_text, str):
+        raise TypeError(f"extract_answer_letter expects text, got {type(answer_text).__name__}")
+    if fmt.REASONING_END in answer_text:
+        answer_text = answer_text.split(fmt.REASONING_END, 1)[1]
+    matches = ANSWER_RE.findall(answer_text)
+    return matches[-1] if matches else None
+
+
+def replay_steps(trace: fmt.Trace, start_numbers) -> tuple[list[str], tuple | None]:
+    """Each step's status ("valid", "wrong_result", "unreadable", "lost") and the final state.
+
+    unreadable: no operation on the current state's numbers could be read from the step;
+    lost: the state the step starts from is unknown (see the module docstring).
+    """
+    start = tuple(sorted(int(n) for n in start_numbers))
+    state: tuple | None = start
+    after: dict[str, tuple | None] = {}  # step name -> state after it (latest step of that name)
+    statuses: list[str] = []
+    for i, step in enumerate(trace.steps):
+        if i > 0 and isinstance(trace.moves[i - 1], fmt.Backtrack):
+            to = trace.moves[i - 1].to.strip()
+            state = start if to == fmt.QUESTION else after.get(to)
+        if state is None:
+            statuses.append("lost")
+        else:
+            op = text.read_step_operation(step, state)
+            if op is None:
+                statuses.append("unreadable")
+                state = None
+            elif combine(op.a, op.op, op.b) != op.result:
+                statuses.append("wrong_result")
+                state = text.claimed_state(state, op)
+            else:
+                statuses.append("valid")
+                state = apply(state, op)
+        after[step.name] = after[step.name.strip()] = state
+    return statuses, state
+
+
+def _problem(question):
+    problem = getattr(question, "problem", question)
+    if not hasattr(problem, "numbers") or not hasattr(problem, "target"):
+        raise TypeError(f"question must be a choice.CountdownQuestion or a countdown.Problem, "
+                        f"got {type(question).__name__}")
+    return problem
+
+
+def score_output(completion: str, correct_letter: str, question=None, tokenizer=None) -> dict:
+    """Score one completion (never raises on malformed text).
+
+    Keys: format_ok, n_errors, error_kinds, n_steps, n_backtracks, reasoning_tokens (the text up
+    to and including <|reasoning_end|>, or all of it without one, re-tokenized; None without a
+    tokenizer), letter, correct; with the question (CountdownQuestion or Problem):
+    steps_valid (share of steps; None when there is no step), n_valid_steps,
+    n_hallucinated_steps, n_unreadable_steps and reached_target (the final state holds the target).
+    """
+    if correct_letter not in choice.LETTERS:
+        raise ValueError(f"correct_letter={correct_letter!r}: expected one of {list(choice.LETTERS)}")
+    parsed = fmt.parse(completion)
+    letter = extract_answer_letter(parsed.trace.answer)
+    reasoning_tokens = None
+    if tokenizer is not None:
+        end = completion.find(fmt.REASONING_END)
+        reasoning = completion if end < 0 else completion[:end + len(fmt.REASONING_END)]
+        reasoning_tokens = modeling.count_tokens(tokenizer, [reasoning])[0]
+    out = {
+        "format_ok": parsed.ok,
+        "n_errors": len(parsed.errors),
+        "error_kinds": parsed.error_kinds(),
+        "n_steps": len(parsed.trace.steps),
+        "n_backtracks": parsed.trace.n_backtracks,
+        "reasoning_tokens": reasoning_tokens,
+        "letter": letter,
+        "correct": letter is not None and letter == correct_letter,
+    }
+    if question is not None:
+        problem = _problem(question)
+        statuses, final = replay_steps(parsed.trace, problem.numbers)
+        n = len(statuses)
+        out.update(
+            steps_valid=statuses.count("valid") / n if n else None,
+            n_valid_steps=statuses.count("valid"),
+            n_hallucinated_steps=statuses.count("wrong_result"),
+            n_unreadable_steps=statuses.count("unreadable") + statuses.count("lost"),
+            reached_target=bool(n) and final is not None and problem.target in final,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- many outputs
+
+
+def score_outputs(completions, correct_letters: Sequence[str], questions=None, tokenizer=None,
+                  question_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per completion: question_id, sample, completion and the score_output keys.
+
+    completions[i] is question i's list of samples (as `inference.generate` returns them) or a
+    single str; correct_letters[i], questions[i] (optional) and question_ids[i] go with it.
+    """
+    n = len(completions)
+    if len(correct_letters) != n:
+        raise ValueError(f"{n} questions' completions but {len(correct_letters)} correct letters: "
+                         f"give one per question")
+    if questions is not None and len(questions) != n:
+        raise ValueError(f"{n} questions' completions but {len(questions)} questions: give one per question")
+    if question_ids is None and questions is not None:
+        question_ids = [getattr(q, "question_id", str(i)) for i, q in enumerate(questions)]
+    elif question_ids is None:
+        question_ids = [str(i) for i in range(n)]
+    rows = []
+    for i, samples in enumerate(completions):
+        samples = [samples] if isinstance(samples, str) else list(samples)
+        for j, completion in enumerate(samples):
+            q = None if questions is None else questions[i]
+            rows.append({"question_id": question_ids[i], "sample": j, "correct_letter": correct_letters[i],
+                         "completion": completion, **score_output(completion, correct_letters[i], q, tokenizer)})
+    return pd.DataFrame(rows)
+
+
+def error_counts(scores: pd.DataFrame) -> pd.Series:
+    """How many outputs show each format error kind (ERROR_KINDS order, zeros kept)."""
+    counts = {kind: int(sum(kind in kinds for kinds in scores["error_kinds"])) for kind in fmt.ERROR_KINDS}
+    return pd.Series(counts, name="outputs with this error")
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def per_question_means(values, groups: Sequence | None = None) -> np.ndarray:
+    """One mean per question from: per-question values, per-question lists of samples, or flat
+    values with a question label each (`groups`). NaN/None samples are ignored; a question with
+    no value at all is dropped."""
+    if groups is not None:
+        values, groups = list(values), list(groups)
+        if len(values) != len(groups):
+            raise ValueError(f"{len(values)} values but {len(groups)} group labels: give one label per value")
+        frame = pd.DataFrame({"g": groups, "v": pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")})
+        means = frame.groupby("g", sort=False)["v"].mean().to_numpy(dtype=float)
+    else:
+        means = []
+        for v in values:
+            if isinstance(v, (list, tuple, np.ndarray, pd.Series)):
+                arr = pd.to_numeric(pd.Series(list(v), dtype=object), errors="coerce").to_numpy(dtype=float)
+                means.append(np.nanmean(arr) if np.isfinite(arr).any() else np.nan)
+            else:
+                means.append(np.nan if v is None else float(v))
+        means = np.asarray(means, dtype=float)
+    return means[np.isfinite(means)]
+
+
+def _bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    if n_boot < 1:
+        raise ValueError(f"n_boot={n_boot}: need at least 1 bootstrap resample")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
+                 groups: Sequence | None = None) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean over questions and its percentile-bootstrap 1 - alpha interval.
+
+    Questions are resampled with replacement (see per_question_means for the accepted shapes).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha}: need 0 < alpha < 1 (0.05 gives a 95% interval)")
+    q = per_question_means(values, groups)
+    if len(q) == 0:
+        raise ValueError("bootstrap_ci got no finite value: nothing to average")
+    means = q[_bootstrap_indices(len(q), n_boot, seed)].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(q.mean()), float(lo), float(hi)
+
+
+def paired_bootstrap_diff(a, b, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
+                          groups: Sequence | None = None) -> tuple[float, float, float, float]:
+    """(diff, lo, hi, p_value) of mean(a) - mean(b) for two systems on the same questions.
+
+    a[i] and b[i] belong to question i (values or lists of samples; or flat values with the same
+    `groups` labels for both). Questions are resampled jointly, keeping the pairing. p_value is
+    two-sided, from the bootstrap distribution shifted to the null (Efron & Tibshirani 1993,
+    16.4): (1 + #{|d* - d| >= |d|}) / (n_boot + 1); a system against itself gives p = 1.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha}: need 0 < alpha < 1")
+    qa, qb = _paired_means(a, b, groups)
+    d = qa - qb
+    diff = float(d.mean())
+    boot = d[_bootstrap_indices(len(d), n_boot, seed)].mean(axis=1)
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    # A small tolerance, so that float noise in identical systems does not count as a difference.
+    extreme = np.abs(boot - diff) >= abs(diff) - 1e-12
+    p = (1 + int(extreme.sum())) / (n_boot + 1)
+    return diff, float(lo), float(hi), float(p)
+
+
+def _paired_means(a, b, groups):
+    if groups is not None:
+        if len(a) != len(b):
+            raise ValueError(f"a has {len(a)} values and b {len(b)}: with groups, both need one value per label")
+        frame = pd.DataFrame({"g": list(groups), "a": pd.to_numeric(pd.Series(list(a), dtype=object), errors="coerce"),
+                              "b": pd.to_numeric(pd.Series(list(b), dtype=object), errors="coerce")})
+        means = frame.groupby("g", sort=False)[["a", "b"]].mean().dropna()
+        return means["a"].to_numpy(dtype=float), means["b"].to_numpy(dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"a covers {len(a)} questions and b {len(b)}: a paired comparison needs the same questions")
+    qa = np.array([_mean_or_nan(v) for v in a])
+    qb = np.array([_mean_or_nan(v) for v in b])
+    both = np.isfinite(qa) & np.isfinite(qb)
+    if not both.any():
+        raise ValueError("no question has a finite value in both systems")
+    return qa[both], qb[both]
+
+
+def _mean_or_nan(v) -> float:
+    means = per_question_means([v])
+    return float(means[0]) if len(means) else np.nan
+
+
+# --------------------------------------------------------------------------- held-out report
+
+
+@dataclass
+class HeldoutReport:
+    scores: pd.DataFrame  # one row per sampled output (score_outputs columns)
+    summary: pd.DataFrame  # one row per metric: value, ci_low, ci_high (bootstrap over questions)
+
+
+SUMMARY_METRICS = (
+    ("solve rate", "correct"),
+    ("answered share", "answered"),
+    ("format valid share", "format_ok"),
+    ("steps per output", "n_steps"),
+    ("backtracks per output", "n_backtracks"),
+    ("valid step share", "steps_valid"),
+    ("reasoning tokens per output", "reasoning_tokens"),
+)
+
+
+def summarize(scores: pd.DataFrame, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Means over questions with percentile-bootstrap CIs (questions resampled) for SUMMARY_METRICS."""
+    frame = scores.assign(answered=scores["letter"].notna())
+    rows = {}
+    for label, column in SUMMARY_METRICS:
+        if column not in frame.columns or frame[column].isna().all():
+            continue
+        values = frame[column].astype(float)
+        mean, lo, hi = bootstrap_ci(values, n_boot, alpha, seed, groups=frame["question_id"])
+        rows[label] = {"value": mean, "ci_low": lo, "ci_high": hi}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = f"metric ({frame['question_id'].nunique()} questions, {len(frame)} outputs, " \
+                       f"{100 * (1 - alpha):g}% CI)"
+    return table
+
+
+def heldout_prompts(questions, seed: int) -> tuple[list[str], list[str]]:
+    """ChatML prompts (choice.format_prompt, seeded shuffle of the choices) and the correct letters."""
+    prompts, letters = [], []
+    for q in questions:
+        user, letter = choice.format_prompt(q, seed=seed)
+        prompts.append(modeling.chat_text(user))
+        letters.append(letter)
+    return prompts, letters
+
+
+def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, max_new_tokens: int = 512,
+                   temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16, logits_processor=None,
+                   n_boot: int = 2000, progress: bool = True) -> HeldoutReport:
+    """Sample n_samples outputs per held-out question, score each, and summarize with 95% CIs.
+
+    questions: CountdownQuestions (a list, or a dict by question id as dataset.load_countdown_questions
+    returns). Prompts are shuffled with `seed`, and sampling is seeded with it too.
+    """
+    from steiner_lib import inference
+
+    questions = list(questions.values()) if isinstance(questions, dict) else list(questions)
+    if not questions:
+        raise ValueError("heldout_report got no questions")
+    if temperature == 0 and n_samples > 1:
+        raise ValueError(f"greedy decoding (temperature 0) gives {n_samples} identical samples per question: "
+                         f"set temperature > 0 or n_samples=1")
+    prompts, letters = heldout_prompts(questions, seed)
+    outputs = inference.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
+                                 logits_processor=logits_processor, progress=progress)
+    scores = score_outputs(outputs, letters, questions, tokenizer)
+    return HeldoutReport(scores, summarize(scores, n_boot=n_boot, seed=seed))
+
+
+__all__ = ["ANSWER_RE", "extract_answer_letter", "replay_steps", "score_output", "score_outputs", "error_counts",
+           "per_question_means", "bootstrap_ci", "paired_bootstrap_diff", "HeldoutReport", "SUMMARY_METRICS",
+           "summarize", "heldout_prompts", "heldout_report"]

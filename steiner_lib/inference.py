@@ -1,0 +1,171 @@
+"""Sampling completions from a model: batched (the default) and one by one (the benchmark's baseline).
+
+Prompts are full prompt texts, e.g. `modeling.chat_text(user)`, which ends in
+"<|im_start|>assistant\\n". Generation stops at the tokenizer's eos (<|im_end|>). Completions
+come back decoded with the special tokens kept (the 14 reasoning tokens are the structure the
+parser reads) and without the eos and the padding.
+
+Batching: prompts are left-padded, so every row's completion starts at the same column and the
+KV cache serves the whole batch. Sampling is seeded per batch (`seed`, batch index) inside a
+forked RNG, so a call is deterministic for a seed and batch size and leaves the global RNG alone.
+Greedy decoding (temperature 0) gives the same texts batched or one by one (a test checks it);
+sampled texts differ between the two, because the random draws are consumed in another order.
+
+`logits_processor` (transformers LogitsProcessor objects) is applied at every step and sees the
+whole batch's input_ids, prompt columns first. Pass a list (used as is for every model.generate
+call) or a function `make(prompt_width) -> list` called once per model.generate call: with left
+padding every row's completion starts at column `prompt_width`, so a stateful processor (Steiner's
+reasoning_constraints counts steps) can read each row's generated tokens as input_ids[r, prompt_width:].
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from steiner_lib.format import SPECIAL_TOKENS
+
+
+def _check(prompts, max_new_tokens: int, temperature: float, top_p: float, n_samples: int, batch_size: int):
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of prompt texts, not one str: wrap it as [prompt]")
+    problems = []
+    if max_new_tokens < 1:
+        problems.append(f"max_new_tokens={max_new_tokens} (need >= 1)")
+    if temperature < 0:
+        problems.append(f"temperature={temperature} (need >= 0; 0 means greedy)")
+    if not 0 < top_p <= 1:
+        problems.append(f"top_p={top_p} (need 0 < top_p <= 1)")
+    if n_samples < 1 or batch_size < 1:
+        problems.append(f"n_samples={n_samples}, batch_size={batch_size} (need both >= 1)")
+    if problems:
+        raise ValueError("generate: " + "; ".join(problems))
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token: set tokenizer.eos_token = '<|im_end|>'")
+    return [tokenizer.eos_token_id]
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def check_tokenizer(tokenizer) -> None:
+    """Raise if the 14 reasoning tokens are not single tokens (the outputs would lose their structure)."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise ValueError(f"the tokenizer lacks {len(missing)} reasoning token(s), e.g. {missing[0]}: "
+                         f"load it with modeling.load_tokenizer or train it with modeling.train_bpe_tokenizer")
+
+
+def _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache) -> dict:
+    kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=_stop_ids(tokenizer), pad_token_id=_pad_id(tokenizer),
+                  use_cache=use_cache, num_beams=1)
+    if temperature == 0:
+        kwargs["do_sample"] = False
+    else:  # top_k=0 turns off transformers' default top-k of 50: only temperature and top_p shape the draw
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    return kwargs
+
+
+def _decode(tokenizer, new_ids: list[int], stop: set[int]) -> tuple[str, int]:
+    """The text of the new tokens up to the first stop token (excluded) and how many tokens that is."""
+    cut = next((i for i, t in enumerate(new_ids) if t in stop), len(new_ids))
+    return tokenizer.decode(new_ids[:cut], skip_special_tokens=False, clean_up_tokenization_spaces=False), cut
+
+
+def _processors(logits_processor, prompt_width: int):
+    """The LogitsProcessorList for one model.generate call (see `generate` for the accepted forms)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    if logits_processor is None:
+        return LogitsProcessorList()
+    if isinstance(logits_processor, LogitsProcessor):
+        return LogitsProcessorList([logits_processor])
+    if isinstance(logits_processor, (list, tuple)):
+        return LogitsProcessorList(list(logits_processor))
+    if callable(logits_processor):  # a factory: fresh (possibly stateful) processors for each call
+        made = logits_processor(prompt_width)
+        return LogitsProcessorList([made] if isinstance(made, LogitsProcessor) else list(made))
+    raise TypeError(f"logits_processor must be a list of LogitsProcessor, a LogitsProcessor or a function of the "
+                    f"prompt width returning them; got {type(logits_processor).__name__}")
+
+
+def _batch_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % (2**63)
+
+
+def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, logits_processor,
+         progress: bool, desc: str, stats: dict | None) -> list[str]:
+    """Generate for each group of prompts in `jobs` (one model.generate call per group)."""
+    from tqdm import tqdm
+
+    stop = set(gen_kwargs["eos_token_id"])
+    texts: list[str] = []
+    new_tokens = 0
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        with torch.inference_mode(), torch.random.fork_rng():
+            for index, group in enumerate(tqdm(jobs, desc=desc, disable=not progress)):
+                enc = tokenizer(group, return_tensors="pt", padding=True, padding_side="left",
+                                add_special_tokens=False).to(model.device)
+                torch.manual_seed(_batch_seed(seed, index))
+                width = enc["input_ids"].shape[1]
+                out = model.generate(**enc, **gen_kwargs, logits_processor=_processors(logits_processor, width))
+                for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                    text, n = _decode(tokenizer, row, stop)
+                    texts.append(text)
+                    new_tokens += n
+    finally:
+        model.train(was_training)
+    if stats is not None:
+        seconds = time.perf_counter() - start
+        stats.update(sequences=len(texts), new_tokens=new_tokens, seconds=seconds,
+                     tokens_per_s=new_tokens / max(seconds, 1e-9))
+    return texts
+
+
+def _regroup(flat: list[str], n_prompts: int, n_samples: int) -> list[list[str]]:
+    return [flat[i * n_samples:(i + 1) * n_samples] for i in range(n_prompts)]
+
+
+def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
+             top_p: float = 1.0, n_samples: int = 1, batch_size: int = 16, seed: int = 0,
+             logits_processor=None, progress: bool = True, use_cache: bool = True,
+             stats: dict | None = None) -> list[list[str]]:
+    """n_samples completions per prompt, batched with left padding; out[i][j] is prompt i's sample j.
+
+    temperature 0 is greedy. logits_processor: a list, or a function of the prompt width (module
+    docstring). `stats`, if a dict, receives sequences, new_tokens (up to and
+    excluding eos), seconds and tokens_per_s.
+    """
+    _check(prompts, max_new_tokens, temperature, top_p, n_samples, batch_size)
+    check_tokenizer(tokenizer)
+    flat = [p for p in prompts for _ in range(n_samples)]
+    jobs = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+    kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache)
+    texts = _run(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate", stats)
+    return _regroup(texts, len(prompts), n_samples)
+
+
+def generate_one_by_one(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
+                        top_p: float = 1.0, n_samples: int = 1, seed: int = 0, logits_processor=None,
+                        progress: bool = True, use_cache: bool = True,
+                        stats: dict | None = None) -> list[list[str]]:
+    """Like `generate`, one sequence per model.generate call (no padding): the speed baseline."""
+    _check(prompts, max_new_tokens, temperature, top_p, n_samples, 1)
+    check_tokenizer(tokenizer)
+    jobs = [[p] for p in prompts for _ in range(n_samples)]
+    kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache)
+    texts = _run(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate (one by one)", stats)
+    return _regroup(texts, len(prompts), n_samples)
+
+
+__all__ = ["generate", "generate_one_by_one", "check_tokenizer"]

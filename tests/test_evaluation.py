@@ -1,0 +1,285 @@
+"""Scoring outputs: the answer rule, score_output on crafted completions, bootstrap CIs, the held-out report."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from steiner_lib import evaluation as ev  # noqa: E402
+from steiner_lib import format as fmt  # noqa: E402
+from steiner_lib import modeling  # noqa: E402
+from steiner_lib.tasks import choice, text  # noqa: E402
+from steiner_lib.tasks.countdown import Problem, make_operation  # noqa: E402
+
+# 82 = 25 × 3 + 7, from 3, 5, 7, 25.
+QUESTION = choice.make_countdown_question(Problem((3, 5, 7, 25), 82), random.Random(0), "q-test")
+USER, LETTER = choice.format_prompt(QUESTION, seed=0)
+WRONG = next(x for x in "ABCD" if x != LETTER)
+
+
+def step(parent, a, op, b, claimed=None):
+    """A template step from `parent` and the state its text claims to reach."""
+    o = make_operation(a, op, b)
+    r = o.result if claimed is None else claimed
+    return text.step_texts(parent, o, r, QUESTION.options), text.claimed_state(parent, o, r)
+
+
+def completion(steps, moves, answer):
+    return fmt.render(fmt.Trace(tuple(steps), tuple(moves), answer))
+
+
+def valid_completion(letter=LETTER):
+    s1, st = step(QUESTION.problem.numbers, 25, "*", 3)
+    s2, _ = step(st, 75, "+", 7)
+    answer = text.answer_text([make_operation(25, "*", 3), make_operation(75, "+", 7)], 82, letter)
+    return completion([s1, s2], ["proceed"], answer)
+
+
+# --------------------------------------------------------------------------- answer rule
+
+
+@pytest.mark.parametrize("answer, letter", [
+    ("25 × 3 + 7 = 82\n\nAnswer: B", "B"),
+    ("Answer:D.", "D"),
+    ("answer : (C)", "C"),
+    ("**Answer: A**", "A"),
+    ("Answer: A\nOn reflection... Answer: C", "C"),  # the last match wins
+    ("Answer: Because 82 is reachable", None),  # a word, not a letter
+    ("Answer: E", None),
+    ("The answer is B", None),  # no "Answer:" marker
+    ("", None),
+])
+def test_extract_answer_letter(answer, letter):
+    assert ev.extract_answer_letter(answer) == letter
+
+
+def test_extract_answer_letter_reads_only_after_reasoning_end():
+    reasoning_says = "<|reasoning_start|>Answer: A<|reasoning_end|>"
+    assert ev.extract_answer_letter(reasoning_says + "\nAnswer: C") == "C"
+    assert ev.extract_answer_letter(reasoning_says + "\nno letter here") is None
+    with pytest.raises(TypeError):
+        ev.extract_answer_letter(None)
+
+
+# --------------------------------------------------------------------------- score_output
+
+
+def test_valid_completion_scores_right():
+    s = ev.score_output(valid_completion(), LETTER, QUESTION)
+    assert s["format_ok"] and s["n_errors"] == 0 and s["error_kinds"] == {}
+    assert (s["n_steps"], s["n_backtracks"]) == (2, 0)
+    assert s["letter"] == LETTER and s["correct"] is True
+    assert s["steps_valid"] == 1.0 and s["n_valid_steps"] == 2 and s["reached_target"] is True
+    assert s["reasoning_tokens"] is None  # no tokenizer given
+
+
+def test_wrong_letter_and_no_question():
+    s = ev.score_output(valid_completion(WRONG), LETTER)
+    assert s["format_ok"] and s["letter"] == WRONG and s["correct"] is False
+    assert "steps_valid" not in s  # arithmetic is only checked against a question
+
+
+def test_no_letter_is_wrong():
+    s = ev.score_output(valid_completion().replace(f"Answer: {LETTER}", "I am not sure."), LETTER, QUESTION)
+    assert s["format_ok"] and s["letter"] is None and s["correct"] is False
+
+
+def test_malformed_outputs_are_scored_wrong():
+    truncated = valid_completion()[:150]  # cut inside the first step: no reasoning_end, no answer
+    s = ev.score_output(truncated, LETTER, QUESTION)
+    assert not s["format_ok"]
+    assert {"missing_reasoning_end", "unterminated_step", "empty_reasoning"} <= set(s["error_kinds"])
+    assert s["letter"] is None and s["correct"] is False and s["steps_valid"] is None
+    # An "Answer: X" inside unfinished reasoning is not an answer.
+    s = ev.score_output(f"{fmt.REASONING_START}\nAnswer: {LETTER}", LETTER, QUESTION)
+    assert s["letter"] is None and s["correct"] is False
+
+
+def test_broken_step_counts_as_a_format_error():
+    text_ = valid_completion().replace(fmt.STEP_END, "", 1)  # the first step never ends
+    s = ev.score_output(text_, LETTER, QUESTION)
+    assert not s["format_ok"] and s["n_errors"] >= 1
+    assert s["n_steps"] == 1  # the broken step is dropped, the second one kept
+    assert s["correct"] is True  # the letter is still read: format and answer are scored apart
+
+
+def test_hallucinated_step():
+    s1, st = step(QUESTION.problem.numbers, 25, "*", 3, claimed=76)  # 25 × 3 = 76: a slip
+    s2, st = step(st, 76, "+", 7)  # right arithmetic from the claimed (false) state
+    s = ev.score_output(completion([s1, s2], ["proceed"], f"83\n\nAnswer: {LETTER}"), LETTER, QUESTION)
+    assert s["format_ok"]
+    assert s["n_hallucinated_steps"] == 1 and s["n_valid_steps"] == 1 and s["steps_valid"] == 0.5
+    assert s["reached_target"] is False
+
+
+def test_backtracks_replay_to_the_named_state():
+    start = QUESTION.problem.numbers
+    a, _ = step(start, 25, "+", 7)  # 32: a dead end
+    b, st_b = step(start, 25, "*", 3)  # back at the question
+    c, _ = step(st_b, 75, "+", 5)  # 80: not it
+    d, _ = step(st_b, 75, "+", 7)  # back to the state after b: 82
+    moves = [fmt.Backtrack(fmt.QUESTION), "proceed", fmt.Backtrack(b.name)]
+    s = ev.score_output(completion([a, b, c, d], moves, f"82\n\nAnswer: {LETTER}"), LETTER, QUESTION)
+    assert s["format_ok"] and s["n_backtracks"] == 2
+    assert s["steps_valid"] == 1.0 and s["reached_target"] is True
+    # Without the backtrack to b, step d would use numbers (75, 7) the state after c does not hold.
+    s = ev.score_output(completion([a, b, c, d], [fmt.Backtrack(fmt.QUESTION), "proceed", "proceed"],
+                                   f"82\n\nAnswer: {LETTER}"), LETTER, QUESTION)
+    assert s["n_valid_steps"] == 3 and s["n_unreadable_steps"] == 1 and s["reached_target"] is False
+
+
+def test_backtrack_to_an_unknown_step_loses_the_state():
+    s1, st = step(QUESTION.problem.numbers, 25, "*", 3)
+    s2, _ = step(st, 75, "+", 7)
+    s = ev.score_output(completion([s1, s2], [fmt.Backtrack("no such step")], f"82\n\nAnswer: {LETTER}"),
+                        LETTER, QUESTION)
+    assert "unknown_backtrack_target" in s["error_kinds"]
+    assert s["n_valid_steps"] == 1 and s["n_unreadable_steps"] == 1 and s["steps_valid"] == 0.5
+
+
+def test_unreadable_step():
+    s1, st = step(QUESTION.problem.numbers, 25, "*", 3)
+    vague = fmt.Step("think", "Maybe something works.", "Not sure.", "Keep going.")
+    s = ev.score_output(completion([vague, s1], ["proceed"], f"Answer: {LETTER}"), LETTER, QUESTION)
+    # After an unreadable step the state is unknown, so the next step cannot be checked either.
+    assert s["n_unreadable_steps"] == 2 and s["steps_valid"] == 0.0
+
+
+def test_reasoning_tokens_with_a_tokenizer():
+    tok = modeling.train_bpe_tokenizer([valid_completion(), USER], vocab_size=300)
+    out = valid_completion()
+    s = ev.score_output(out, LETTER, QUESTION, tokenizer=tok)
+    reasoning = out[:out.index(fmt.REASONING_END) + len(fmt.REASONING_END)]
+    assert s["reasoning_tokens"] == len(tok(reasoning, add_special_tokens=False)["input_ids"])
+    assert s["reasoning_tokens"] >= 2 + 2 * 10  # each structural token counts as one
+
+
+def test_score_output_rejects_a_bad_letter():
+    with pytest.raises(ValueError, match="correct_letter"):
+        ev.score_output(valid_completion(), "E")
+
+
+def test_score_outputs_frame_and_error_counts():
+    outs = [[valid_completion(), valid_completion(WRONG)], "garbage"]
+    df = ev.score_outputs(outs, [LETTER, LETTER], [QUESTION, QUESTION])
+    assert list(df["sample"]) == [0, 1, 0] and list(df["correct"]) == [True, False, False]
+    assert set(df["question_id"]) == {"q-test"}
+    counts = ev.error_counts(df)
+    assert counts["missing_reasoning_end"] == 1 and counts["unknown_backtrack_target"] == 0
+    assert list(counts.index) == list(fmt.ERROR_KINDS)
+    with pytest.raises(ValueError, match="correct letters"):
+        ev.score_outputs(outs, [LETTER])
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_ci_covers_the_true_mean_and_is_deterministic():
+    rng = np.random.default_rng(1)
+    x = rng.random(400) < 0.3
+    mean, lo, hi = ev.bootstrap_ci(x, seed=0)
+    assert mean == pytest.approx(x.mean()) and lo < 0.3 < hi
+    half_width = 1.96 * np.sqrt(0.3 * 0.7 / 400)  # the normal approximation
+    assert hi - lo == pytest.approx(2 * half_width, rel=0.2)
+    assert ev.bootstrap_ci(x, seed=0) == (mean, lo, hi)
+    assert ev.bootstrap_ci(x, seed=1) != (mean, lo, hi)
+
+
+def test_bootstrap_ci_coverage_is_near_nominal():
+    rng = np.random.default_rng(2)
+    covered = 0
+    for i in range(200):
+        x = rng.random(100) < 0.6
+        _, lo, hi = ev.bootstrap_ci(x, n_boot=500, seed=i)
+        covered += lo <= 0.6 <= hi
+    assert 0.88 <= covered / 200 <= 0.99
+
+
+def test_bootstrap_resamples_questions_not_samples():
+    rng = np.random.default_rng(3)
+    per_question = (rng.random(50) < 0.5).astype(float)
+    nested = [[v] * 8 for v in per_question]  # 8 identical samples per question: no extra information
+    assert ev.bootstrap_ci(nested, seed=0) == ev.bootstrap_ci(per_question, seed=0)
+    flat = [v for vs in nested for v in vs]
+    groups = [i for i, vs in enumerate(nested) for _ in vs]
+    assert ev.bootstrap_ci(flat, seed=0, groups=groups) == ev.bootstrap_ci(per_question, seed=0)
+    _, lo_naive, hi_naive = ev.bootstrap_ci(flat, seed=0)  # samples treated as independent: too narrow
+    _, lo, hi = ev.bootstrap_ci(nested, seed=0)
+    assert hi_naive - lo_naive < 0.5 * (hi - lo)
+
+
+def test_bootstrap_ci_ignores_missing_values_and_rejects_empty_input():
+    assert ev.bootstrap_ci([1.0, None, 0.0, float("nan")])[0] == 0.5
+    with pytest.raises(ValueError, match="no finite value"):
+        ev.bootstrap_ci([None, None])
+    with pytest.raises(ValueError, match="alpha"):
+        ev.bootstrap_ci([1, 0], alpha=1.5)
+
+
+def test_paired_diff_of_a_system_with_itself_is_zero():
+    rng = np.random.default_rng(4)
+    a = [list(rng.random(4) < 0.4) for _ in range(60)]
+    diff, lo, hi, p = ev.paired_bootstrap_diff(a, a)
+    assert (diff, lo, hi) == (0.0, 0.0, 0.0) and p == 1.0
+
+
+def test_paired_diff_detects_a_real_difference_and_keeps_the_pairing():
+    rng = np.random.default_rng(5)
+    difficulty = rng.random(200)
+    a = (difficulty < 0.7).astype(float)  # system a solves the easier 70%
+    b = (difficulty < 0.5).astype(float)  # system b the easier 50%: always a subset of a
+    diff, lo, hi, p = ev.paired_bootstrap_diff(a, b, seed=0)
+    assert diff == pytest.approx(a.mean() - b.mean()) and 0 < lo < diff < hi and p < 0.01
+    # Pairing: the same difference computed as if the systems were independent has a wider interval.
+    _, lo_a, hi_a = ev.bootstrap_ci(a, seed=0)
+    _, lo_b, hi_b = ev.bootstrap_ci(b, seed=0)
+    assert hi - lo < (hi_a - lo_a) + (hi_b - lo_b)
+    with pytest.raises(ValueError, match="same questions"):
+        ev.paired_bootstrap_diff(a, b[:-1])
+
+
+def test_summarize_means_over_questions():
+    outs = [[valid_completion(), valid_completion(WRONG)], [valid_completion()]]
+    q2 = choice.CountdownQuestion(QUESTION.problem, QUESTION.distractors, "q-two")
+    df = ev.score_outputs(outs, [LETTER, LETTER], [QUESTION, q2])
+    table = ev.summarize(df, n_boot=200)
+    # Per question: 0.5 and 1.0, so 0.75 (not the 2/3 of pooled samples).
+    assert table.loc["solve rate", "value"] == pytest.approx(0.75)
+    assert table.loc["format valid share", "value"] == 1.0
+    assert table.loc["steps per output", "value"] == 2.0
+    assert "reasoning tokens per output" not in table.index  # no tokenizer: no counts
+    assert list(table.columns) == ["value", "ci_low", "ci_high"]
+
+
+# --------------------------------------------------------------------------- held-out report
+
+
+def test_heldout_report_on_a_tiny_model():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    questions = {q.question_id: q for q in (QUESTION, choice.CountdownQuestion(QUESTION.problem, QUESTION.distractors,
+                                                                               "q-two"))}
+    tok = modeling.train_bpe_tokenizer([valid_completion(), USER], vocab_size=300)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    report = ev.heldout_report(model, tok, questions, seed=0, n_samples=2, max_new_tokens=6, temperature=1.0,
+                               n_boot=100, progress=False)
+    assert len(report.scores) == 4 and set(report.scores["question_id"]) == set(questions)
+    prompts, letters = ev.heldout_prompts(list(questions.values()), seed=0)
+    assert list(report.scores.drop_duplicates("question_id")["correct_letter"]) == letters
+    assert prompts[0] == modeling.chat_text(USER)
+    # An untrained model writes no valid reasoning: wrong on every output, and the report says so.
+    assert not report.scores["format_ok"].any() and not report.scores["correct"].any()
+    assert report.summary.loc["solve rate", "value"] == 0.0
+    with pytest.raises(ValueError, match="identical samples"):
+        ev.heldout_report(model, tok, questions, seed=0, n_samples=2, temperature=0.0)
+    # Counted by re-tokenizing the text (the whole output here: no reasoning_end was written).
+    assert (report.scores["reasoning_tokens"] > 0).all()
