@@ -79,12 +79,12 @@ def score_embedding_clusterer(by_question, n_questions: int, threshold: float, f
         recs = _records(by_question[qid])
         exact = dag.cluster_exact(recs)
         embed = clusterer.cluster(recs)
-        rows.append({"question_id": qid, "steps": len(recs), **dag.cluster_agreement(exact, embed)})
+        rows.append({"question_id": qid, **dag.cluster_agreement(exact, embed)})
         pooled_exact += [f"{qid}/{l}" for l in exact]
         pooled_embed += [f"{qid}/{l}" for l in embed]
     per_q = pd.DataFrame(rows)
     codes = lambda xs: pd.factorize(pd.Series(xs))[0].tolist()  # noqa: E731
-    pooled = {"scope": f"pooled over {len(qids)} questions", "steps": len(pooled_exact),
+    pooled = {"scope": f"pooled over {len(qids)} questions",
               **dag.cluster_agreement(codes(pooled_exact), codes(pooled_embed))}
     mean = {"scope": "mean per question", **per_q.drop(columns=["question_id"]).mean(numeric_only=True).to_dict()}
     table = pd.DataFrame([pooled, mean]).set_index("scope")
@@ -217,7 +217,15 @@ def compare_with_paper(graphs, examples, tokenizer_name: str) -> pd.DataFrame:
     paper = {"DAGs": PAPER["DAGs"], "paths": PAPER["paths"], "mean reasoning tokens": PAPER["mean reasoning tokens"],
              "median reasoning tokens": "not reported", "mean backtracks per path": "not reported",
              "share with a backtrack": "not reported", "share filtered out": "not reported"}
-    table = pd.DataFrame({"paper (Qwen2.5 tokens)": pd.Series(paper), f"this run ({tokenizer_name})": pd.Series(ours)})
+    def show(v):  # one readable string per cell: counts without decimals, shares and means with
+        if isinstance(v, str):
+            return v
+        if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v == v and v.is_integer() and v > 10):
+            return f"{int(v):,}"
+        return f"{v:.3g}"
+
+    table = pd.DataFrame({"paper (Qwen2.5 tokens)": pd.Series({k: show(v) for k, v in paper.items()}),
+                          f"this run ({tokenizer_name})": pd.Series({k: show(v) for k, v in ours.items()})})
     table.index.name = "quantity"
     return table
 
