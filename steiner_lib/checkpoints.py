@@ -34,14 +34,14 @@ def load_tokenizer(path) -> object:
     return modeling.load_tokenizer(str(path))
 
 
-def save_checkpoint(model, tokenizer, path) -> Path:
+def save_checkpoint(model, tokenizer, path) -> None:
     """save_pretrained of the model (LoRA adapters merged first) and its tokenizer into `path`."""
     path = Path(path)
     if hasattr(model, "merge_and_unload"):  # a PEFT model: store plain weights, loadable without PEFT
         model = model.merge_and_unload()
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
-    return path
+    log.info("saved %s", path)
 
 
 def load_checkpoint(path):
