@@ -154,6 +154,17 @@ class RlParams:
     eval_questions: int = knob(60, "held-out validation questions sampled after RL", lo=1)
 
 
+@dataclass(frozen=True)
+class EvalParams:
+    benchmark: Optional[str] = knob(None, "null: this run's 01_synthesis/diamond.csv; else a GPQA-schema CSV path or a hub: source")
+    max_questions: int = knob(64, "questions of the validation and diamond splits (the first ones)", lo=1)
+    max_new_tokens: int = knob(640, "tokens per evaluated output (as rl_max_completion_length)", lo=8)
+    temperature: float = knob(0.0, "evaluation sampling temperature (0: greedy, deterministic)", lo=0.0)
+    lp_min_steps_grid: str = knob("0,2", "logits processor: min_steps values tried on validation (comma-separated)")
+    lp_max_steps_grid: str = knob("6,10", "logits processor: max_steps values tried on validation (comma-separated)")
+    control_questions: int = knob(48, "questions of the control split (no search needed)", lo=1)
+
+
 SECTIONS: dict[str, type] = {
     "run": RunParams,
     "task": TaskParams,
@@ -166,6 +177,7 @@ SECTIONS: dict[str, type] = {
     "cpt": CptParams,
     "sft": SftParams,
     "rl": RlParams,
+    "eval": EvalParams,
 }
 
 # Which sections each notebook reads. A stage's params hash covers exactly these.
@@ -175,6 +187,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "03_cpt": ("run", "model", "base", "cpt"),
     "04_sft": ("run", "sft"),
     "05_rl": ("run", "rl"),
+    "06_evaluation": ("run", "eval"),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_SECTIONS)
 

@@ -1,0 +1,269 @@
+"""The stage table: every checkpoint of the run on the same questions, with paired tests.
+
+Rows, in training order: base, CPT, SFT, RL, RL + logits processor (Steiner's
+reasoning_constraints(min_steps, max_steps), its setting chosen on the validation split).
+Each row is scored on the same questions with the same greedy decoding, so two adjacent rows
+are compared question by question (evaluation.paired_bootstrap_diff).
+
+Scoring: the rule of evaluation.score_output, except for the base model, which never learned
+the 14 reasoning tokens and so never writes <|reasoning_end|>: its letter is read from the last
+"Answer: X" anywhere in the completion (`letter_anywhere=True`). All other metrics (format
+errors, reasoning tokens: the whole completion when <|reasoning_end|> is missing) are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from steiner_lib import evaluation
+
+ROWS = ("base", "CPT", "SFT", "RL", "RL + logits processor")
+# Which saved checkpoint each row samples: (stage, name).
+ROW_CHECKPOINTS = {"base": ("03_cpt", "base"), "CPT": ("03_cpt", "cpt"), "SFT": ("04_sft", "sft"),
+                   "RL": ("05_rl", "rl"), "RL + logits processor": ("05_rl", "rl")}
+# The paper's reported gains on GPQA-Diamond, in accuracy points, over the row above (None: not reported).
+PAPER_DELTAS = {"base": None, "CPT": None, "SFT": None, "RL": 3.53, "RL + logits processor": 5.56}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def parse_int_grid(text: str, name: str = "grid") -> list[int]:
+    """"0,1,2" -> [0, 1, 2] (sorted, unique, non-negative)."""
+    try:
+        values = sorted({int(p) for p in str(text).split(",") if p.strip()})
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: write comma-separated whole numbers, e.g. \"0,1,2\"") from None
+    if not values:
+        raise ValueError(f"{name}={text!r} is empty: give at least one whole number, e.g. \"0,1,2\"")
+    if values[0] < 0:
+        raise ValueError(f"{name}={text!r}: step counts cannot be negative")
+    return values
+
+
+def lp_settings(min_steps_grid: str, max_steps_grid: str) -> list[tuple[int, int]]:
+    """Every (min_steps, max_steps) of the two grids with min_steps <= max_steps and max_steps >= 1."""
+    mins = parse_int_grid(min_steps_grid, "eval_lp_min_steps_grid")
+    maxs = parse_int_grid(max_steps_grid, "eval_lp_max_steps_grid")
+    out = [(lo, hi) for lo in mins for hi in maxs if lo <= hi and hi >= 1]
+    if not out:
+        raise ValueError(f"no (min_steps, max_steps) pair with min <= max and max >= 1 in {mins} x {maxs}: "
+                         f"widen eval_lp_max_steps_grid")
+    return out
+
+
+def constraints_factory(tokenizer, min_steps: int, max_steps: int) -> Callable:
+    """inference.generate's factory form: a fresh ReasoningConstraints per batch, told the prompt width."""
+    from steiner_lib.constraints import ReasoningConstraints
+
+    def make(prompt_width: int):
+        return [ReasoningConstraints(tokenizer, min_steps, max_steps, prompt_length=prompt_width)]
+
+    return make
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def extract_letter_anywhere(completion: str) -> str | None:
+    """The last "Answer: X" letter anywhere in the text (reasoning tokens or not), or None."""
+    matches = evaluation.ANSWER_RE.findall(completion)
+    return matches[-1] if matches else None
+
+
+def question_id(q) -> str:
+    return str(getattr(q, "question_id", None) or q.record_id)
+
+
+def score_completions(completions, letters: Sequence[str], question_ids: Sequence[str], tokenizer=None,
+                      letter_anywhere: bool = False) -> pd.DataFrame:
+    """evaluation.score_outputs, optionally reading the letter anywhere (the base model's rule)."""
+    scores = evaluation.score_outputs(completions, letters, tokenizer=tokenizer, question_ids=question_ids)
+    if letter_anywhere:
+        scores["letter"] = [extract_letter_anywhere(c) for c in scores["completion"]]
+        scores["correct"] = scores["letter"].notna() & (scores["letter"] == scores["correct_letter"])
+    scores["letter_rule"] = "anywhere" if letter_anywhere else "after reasoning_end"
+    return scores
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int
+    temperature: float = 0.0
+    seed: int = 0
+    batch_size: int = 16
+    progress: bool = True
+
+
+def sample_and_score(model, tokenizer, questions, decoding: Decoding, logits_processor=None,
+                     letter_anywhere: bool = False) -> pd.DataFrame:
+    """One completion per question (batched), scored; questions are Choice- or CountdownQuestions."""
+    from steiner_lib import inference
+
+    questions = list(questions)
+    if not questions:
+        raise ValueError("sample_and_score got no questions")
+    prompts, letters = evaluation.heldout_prompts(questions, decoding.seed)
+    outputs = inference.generate(model, tokenizer, prompts, max_new_tokens=decoding.max_new_tokens,
+                                 temperature=decoding.temperature, batch_size=decoding.batch_size,
+                                 seed=decoding.seed, logits_processor=logits_processor, progress=decoding.progress)
+    return score_completions(outputs, letters, [question_id(q) for q in questions], tokenizer, letter_anywhere)
+
+
+def validation_grid(model, tokenizer, questions, settings: Sequence[tuple[int, int]], decoding: Decoding,
+                    n_boot: int = 2000) -> pd.DataFrame:
+    """The RL model with each logits-processor setting on the validation questions: one row per setting."""
+    rows = []
+    for lo, hi in settings:
+        scores = sample_and_score(model, tokenizer, questions, decoding, constraints_factory(tokenizer, lo, hi))
+        rows.append({"min_steps": lo, "max_steps": hi, **_accuracy(scores, n_boot, decoding.seed),
+                     "format_error_rate": 100 * (1 - scores["format_ok"].mean()),
+                     "mean_steps": scores["n_steps"].mean()})
+    return pd.DataFrame(rows)
+
+
+def choose_setting(grid: pd.DataFrame) -> tuple[int, int]:
+    """The most accurate (min_steps, max_steps); ties go to the least forcing (lower min, then higher max)."""
+    if grid.empty:
+        raise ValueError("choose_setting got an empty grid: run validation_grid on at least one setting")
+    best = grid.sort_values(["accuracy", "min_steps", "max_steps"], ascending=[False, True, False]).iloc[0]
+    return int(best["min_steps"]), int(best["max_steps"])
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _accuracy(scores: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    mean, lo, hi = evaluation.bootstrap_ci(scores["correct"].astype(float), n_boot=n_boot, seed=seed,
+                                           groups=scores["question_id"])
+    return {"accuracy": 100 * mean, "acc_ci_low": 100 * lo, "acc_ci_high": 100 * hi}
+
+
+def per_question_correct(scores: pd.DataFrame) -> pd.Series:
+    return scores.groupby("question_id", sort=True)["correct"].mean().astype(float)
+
+
+def paired_delta(current: pd.DataFrame, previous: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
+    """current - previous accuracy (points), its paired-bootstrap 95% CI and two-sided p, on shared questions."""
+    a, b = per_question_correct(current), per_question_correct(previous)
+    if set(a.index) != set(b.index):
+        only = sorted(set(a.index) ^ set(b.index))[:3]
+        raise ValueError(f"the two rows were scored on different questions (e.g. {only}): "
+                         f"a paired test needs the same questions for both")
+    b = b.reindex(a.index)
+    diff, lo, hi, p = evaluation.paired_bootstrap_diff(a.to_numpy(), b.to_numpy(), n_boot=n_boot, seed=seed)
+    return {"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p}
+
+
+def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAPER_DELTAS,
+                n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per stage (in the order given): accuracy (%, 95% CI), delta to the previous row with
+    a paired bootstrap test, format-error rate (%), mean reasoning tokens, and the paper's delta."""
+    if not scores:
+        raise ValueError("stage_table got no rows: give {row name: score frame}")
+    rows, previous = [], None
+    for name, frame in scores.items():
+        row = {"stage": name, "questions": frame["question_id"].nunique(), **_accuracy(frame, n_boot, seed)}
+        if previous is None:
+            row.update(delta=np.nan, delta_ci_low=np.nan, delta_ci_high=np.nan, p_value=np.nan)
+        else:
+            row.update(paired_delta(frame, previous, n_boot, seed))
+        row["format_error_rate"] = 100 * (1 - frame["format_ok"].astype(float).mean())
+        tokens = pd.to_numeric(frame["reasoning_tokens"], errors="coerce")
+        row["reasoning_tokens"] = float(tokens.mean()) if tokens.notna().any() else np.nan
+        if paper_deltas is not None:
+            row["paper_delta"] = paper_deltas.get(name)
+        rows.append(row)
+        previous = frame
+    return pd.DataFrame(rows).set_index("stage")
+
+
+def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark") -> str:
+    """Markdown: which deltas reproduce (positive, 95% CI above 0) and which do not, computed from the table."""
+    lines = []
+    reproduced, not_reproduced = [], []
+    for stage, row in list(table.iterrows())[1:]:
+        ci = f"{row['delta']:+.1f} points (95% CI {row['delta_ci_low']:+.1f} to {row['delta_ci_high']:+.1f}, " \
+             f"p = {row['p_value']:.3f})"
+        paper = row.get("paper_delta") if "paper_delta" in table.columns else None
+        paper_text = f"; the paper reports {paper:+.2f}" if paper is not None and pd.notna(paper) else ""
+        if row["delta"] > 0 and row["delta_ci_low"] > 0:
+            reproduced.append(stage)
+            lines.append(f"- **{stage}** gains {ci}{paper_text}: the gain reproduces at this scale.")
+        elif row["delta_ci_high"] < 0:
+            not_reproduced.append(stage)
+            lines.append(f"- **{stage}** loses {ci}{paper_text}: it does **not** reproduce; at this scale "
+                         f"the step hurts.")
+        else:
+            not_reproduced.append(stage)
+            lines.append(f"- **{stage}** changes accuracy by {ci}{paper_text}: the interval includes 0, so the "
+                         f"effect does **not** reproduce at this scale.")
+    if not lines:
+        return f"On {benchmark}, the table has a single row: there is no delta to test."
+    head = (f"On {benchmark} ({int(table['questions'].iloc[0])} questions, greedy decoding), "
+            f"{len(reproduced)} of {len(lines)} stage effects reproduce (a positive delta whose 95% "
+            f"paired-bootstrap interval excludes 0)"
+            + (f": {', '.join(reproduced)}." if reproduced else ". None does."))
+    return head + "\n\n" + "\n".join(lines)
+
+
+def plot_stage_tables(tables: dict[str, pd.DataFrame]):
+    """Accuracy per stage with its 95% CI, one group of bars per split (e.g. diamond, control)."""
+    import matplotlib.pyplot as plt
+
+    if not tables:
+        raise ValueError("plot_stage_tables got no table: give {split name: stage_table(...)}")
+    stages_ = list(next(iter(tables.values())).index)
+    width = 0.8 / len(tables)
+    fig, ax = plt.subplots(figsize=(1.6 * len(stages_) + 2, 3.6))
+    x = np.arange(len(stages_))
+    for k, (split, t) in enumerate(tables.items()):
+        t = t.reindex(stages_)
+        err = np.vstack([t["accuracy"] - t["acc_ci_low"], t["acc_ci_high"] - t["accuracy"]])
+        ax.bar(x + (k - (len(tables) - 1) / 2) * width, t["accuracy"], width, yerr=err, capsize=3, label=split)
+    ax.set_xticks(x, stages_, rotation=15)
+    ax.set_ylabel("accuracy (%)")
+    ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance (4 choices)")
+    ax.set_ylim(0, 100)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- all rows
+
+
+def evaluate_stages(load: Callable, splits: dict[str, list], lp_setting: tuple[int, int], decoding: Decoding,
+                    rows: Sequence[str] = ROWS) -> dict[str, dict[str, pd.DataFrame]]:
+    """scores[split][row] for every row on every split; `load(stage, name)` returns (model, tokenizer).
+
+    Each checkpoint is loaded once and sampled on all splits before the next one is loaded.
+    """
+    scores: dict[str, dict[str, pd.DataFrame]] = {split: {} for split in splits}
+    loaded_key, model, tokenizer = None, None, None
+    for row in rows:
+        key = ROW_CHECKPOINTS[row]
+        if key != loaded_key:
+            model, tokenizer = load(*key)
+            loaded_key = key
+        processor = constraints_factory(tokenizer, *lp_setting) if row == "RL + logits processor" else None
+        for split, questions in splits.items():
+            scores[split][row] = sample_and_score(model, tokenizer, questions, decoding, processor,
+                                                  letter_anywhere=(row == "base")).assign(stage=row, split=split)
+    return scores
+
+
+def all_scores(scores: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
+    """One long frame of every scored output (for saving), error_kinds as text."""
+    frame = pd.concat([f for by_row in scores.values() for f in by_row.values()], ignore_index=True)
+    return frame.assign(error_kinds=frame["error_kinds"].astype(str))
+
+
+__all__ = ["ROWS", "ROW_CHECKPOINTS", "PAPER_DELTAS", "parse_int_grid", "lp_settings", "constraints_factory",
+           "extract_letter_anywhere", "question_id", "score_completions", "Decoding", "sample_and_score",
+           "validation_grid", "choose_setting", "per_question_correct", "paired_delta", "stage_table",
+           "reproduction_paragraph", "plot_stage_tables", "evaluate_stages", "all_scores"]

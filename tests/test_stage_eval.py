@@ -1,0 +1,171 @@
+"""The stage table's pieces on crafted score frames: grids, the letter rule, paired deltas, the choice, the prose."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steiner_lib import format as fmt
+from steiner_lib import stage_eval as se
+
+
+def frame(correct, ids=None, format_ok=True, tokens=10):
+    """A score frame as score_outputs makes it: one output per question."""
+    n = len(correct)
+    ids = ids or [f"q{i:03d}" for i in range(n)]
+    return pd.DataFrame({"question_id": ids, "sample": 0, "correct": [bool(c) for c in correct],
+                         "format_ok": format_ok, "reasoning_tokens": tokens})
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_parse_int_grid_sorts_and_dedups():
+    assert se.parse_int_grid("4, 2,2,10") == [2, 4, 10]
+
+
+@pytest.mark.parametrize("text, words", [("", "empty"), ("1,x", "whole numbers"), ("-1,2", "negative")])
+def test_parse_int_grid_names_the_problem(text, words):
+    with pytest.raises(ValueError, match=words):
+        se.parse_int_grid(text, "eval_lp_min_steps_grid")
+
+
+def test_lp_settings_keep_only_min_at_most_max():
+    assert se.lp_settings("0,3,5", "2,4") == [(0, 2), (0, 4), (3, 4)]
+    with pytest.raises(ValueError, match="widen"):
+        se.lp_settings("5", "2")
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_base_letter_is_read_anywhere_but_others_only_after_reasoning_end():
+    no_tokens = "I think the sum works. Answer: B"
+    scores = se.score_completions([no_tokens, no_tokens], ["B", "B"], ["a", "b"])
+    assert not scores["correct"].any()  # no <|reasoning_end|>: the standard rule reads no letter
+    base = se.score_completions([no_tokens, "Answer: A then Answer: (C)."], ["B", "C"], ["a", "b"],
+                                letter_anywhere=True)
+    assert base["letter"].tolist() == ["B", "C"] and base["correct"].all()
+    assert not base["format_ok"].any()  # the format is still scored as for every model
+    steiner = fmt.REASONING_START + fmt.REASONING_END + "\nAnswer: D"
+    assert se.score_completions([steiner], ["D"], ["c"])["correct"].all()
+
+
+# --------------------------------------------------------------------------- choice on validation
+
+
+def test_choose_setting_prefers_accuracy_then_least_forcing():
+    grid = pd.DataFrame({"min_steps": [0, 1, 2, 0], "max_steps": [4, 8, 8, 8], "accuracy": [40.0, 50.0, 50.0, 30.0]})
+    assert se.choose_setting(grid) == (1, 8)
+    tie = pd.DataFrame({"min_steps": [1, 0, 0], "max_steps": [8, 4, 8], "accuracy": [50.0, 50.0, 50.0]})
+    assert se.choose_setting(tie) == (0, 8)
+    with pytest.raises(ValueError, match="empty"):
+        se.choose_setting(tie.iloc[:0])
+
+
+# --------------------------------------------------------------------------- paired deltas and the table
+
+
+def test_paired_delta_pairs_by_question_not_by_row_order():
+    rng = np.random.default_rng(0)
+    prev = frame(rng.random(80) < 0.3)
+    better = prev.assign(correct=True)  # every question right
+    shuffled = better.sample(frac=1, random_state=1)  # same questions, other row order
+    d = se.paired_delta(shuffled, prev, n_boot=500)
+    assert d["delta"] == pytest.approx(100 * (1 - prev["correct"].mean()))
+    assert d["delta_ci_low"] > 0 and d["p_value"] < 0.01
+
+
+def test_paired_delta_rejects_different_questions():
+    with pytest.raises(ValueError, match="different questions"):
+        se.paired_delta(frame([1, 0], ids=["a", "b"]), frame([1, 0], ids=["a", "c"]))
+
+
+def test_stage_table_columns_and_values():
+    rng = np.random.default_rng(1)
+    base = frame(rng.random(60) < 0.25, format_ok=False, tokens=100)
+    same = base.copy()
+    scores = {"base": base, "CPT": same, "SFT": base.assign(correct=True)}
+    t = se.stage_table(scores, n_boot=300)
+    assert list(t.index) == ["base", "CPT", "SFT"]
+    assert np.isnan(t.loc["base", "delta"])
+    assert t.loc["CPT", "delta"] == 0 and t.loc["CPT", "p_value"] == 1  # a system against itself
+    assert t.loc["SFT", "accuracy"] == 100 and t.loc["SFT", "delta_ci_low"] > 0
+    assert t.loc["base", "acc_ci_low"] <= t.loc["base", "accuracy"] <= t.loc["base", "acc_ci_high"]
+    assert t.loc["base", "format_error_rate"] == 100 and t.loc["base", "reasoning_tokens"] == 100
+    assert pd.isna(t.loc["SFT", "paper_delta"])
+    assert "paper_delta" not in se.stage_table(scores, paper_deltas=None, n_boot=50).columns
+
+
+def test_paper_deltas_go_beside_rl_rows():
+    f = frame([1, 0, 1, 0])
+    t = se.stage_table({row: f for row in se.ROWS}, n_boot=50)
+    assert t.loc["RL", "paper_delta"] == 3.53 and t.loc["RL + logits processor", "paper_delta"] == 5.56
+
+
+# --------------------------------------------------------------------------- the paragraph
+
+
+def test_paragraph_says_which_effects_reproduce_and_which_do_not():
+    rng = np.random.default_rng(2)
+    low = frame(rng.random(100) < 0.2)
+    scores = {"SFT": low, "RL": low.assign(correct=True), "RL + logits processor": low.assign(correct=True),
+              }
+    t = se.stage_table(scores, n_boot=300)
+    text = se.reproduction_paragraph(t, "the diamond split")
+    assert "1 of 2 stage effects reproduce" in text and ": RL." in text
+    assert "**RL** gains" in text and "the paper reports +3.53" in text
+    assert "**RL + logits processor** changes accuracy by +0.0" in text and "does **not** reproduce" in text
+
+
+def test_paragraph_reports_a_significant_loss_plainly():
+    good = frame([1] * 50)
+    t = se.stage_table({"SFT": good, "RL": good.assign(correct=False)}, n_boot=200)
+    text = se.reproduction_paragraph(t)
+    assert "0 of 1" in text and "None does" in text and "**RL** loses -100.0" in text
+
+
+def test_paragraph_of_a_single_row():
+    assert "no delta" in se.reproduction_paragraph(se.stage_table({"base": frame([1, 0])}, n_boot=20))
+
+
+def test_plot_has_one_bar_per_stage_and_split():
+    t = se.stage_table({"base": frame([1, 0, 0, 0]), "SFT": frame([1, 1, 0, 0])}, n_boot=50)
+    fig = se.plot_stage_tables({"diamond": t, "control": t})
+    bars = fig.axes[0].patches
+    assert len(bars) == 4 and sorted(b.get_height() for b in bars) == [25, 25, 50, 50]
+
+
+# --------------------------------------------------------------------------- all rows, on a tiny random model
+
+
+def test_evaluate_stages_loads_each_checkpoint_once_and_forces_the_lp_row():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from steiner_lib import modeling
+    from steiner_lib.tasks.choice import ChoiceQuestion
+
+    tok = modeling.train_bpe_tokenizer(["Which value can be made? A) 12 B) 13 C) 14 D) 15 Answer: B"] * 3, 300)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=256, eos_token_id=tok.eos_token_id,
+                                         pad_token_id=tok.pad_token_id))
+    loads = []
+
+    def load(stage, name):
+        loads.append((stage, name))
+        return model, tok
+
+    questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(3)]
+    decoding = se.Decoding(max_new_tokens=6, seed=0, progress=False)
+    scores = se.evaluate_stages(load, {"diamond": questions, "control": questions[:2]}, (1, 2), decoding)
+    assert loads == [("03_cpt", "base"), ("03_cpt", "cpt"), ("04_sft", "sft"), ("05_rl", "rl")]
+    assert list(scores["diamond"]) == list(se.ROWS) and len(scores["control"]["RL"]) == 2
+    lp = scores["diamond"]["RL + logits processor"]["completion"]
+    assert all(c.startswith(fmt.REASONING_START) for c in lp)  # the processor forced the first token
+    assert (scores["diamond"]["base"]["letter_rule"] == "anywhere").all()
+    assert (scores["diamond"]["SFT"]["letter_rule"] == "after reasoning_end").all()
+    table = se.stage_table(scores["diamond"], n_boot=50)
+    assert list(table.index) == list(se.ROWS)
+    assert len(se.all_scores(scores)) == 5 * 3 + 5 * 2
