@@ -434,7 +434,7 @@ def hacking_watch(log: pd.DataFrame, rise: float = 0.25) -> str:
     def mean(frame, col):
         return float(frame[col].mean()) if col in frame and frame[col].notna().any() else float("nan")
 
-    parts, flags = [], []
+    parts, flags, drops = [], [], []
     for col, label in (("completion_length", "completion length (tokens)"), ("steps_per_episode", "steps per episode"),
                        ("backtracks_per_episode", "backtracks per episode")):
         a, b = mean(first, col), mean(last, col)
@@ -443,6 +443,8 @@ def hacking_watch(log: pd.DataFrame, rise: float = 0.25) -> str:
             parts.append(f"{label} went from {a:.2f} to {b:.2f} ({change:+.0%})")
             if change > rise:
                 flags.append(label)
+            elif change < -rise:
+                drops.append(label)
     sa, sb = mean(first, "solve_rate"), mean(last, "solve_rate")
     ra, rb = mean(first, "mean_reward"), mean(last, "mean_reward")
     text = (f"Over the first and last {k} logged steps, mean return went from {ra:.3f} to {rb:.3f}; "
@@ -455,4 +457,8 @@ def hacking_watch(log: pd.DataFrame, rise: float = 0.25) -> str:
                  "hacking at this sample size.")
     else:
         text += f"No quantity grew by more than {rise:.0%}: no sign of length or backtrack inflation in this run."
+    if drops:
+        text += (" The opposite happened to " + ", ".join(drops) + f" (down by more than {rise:.0%}): when most "
+                 "steps earn a negative reward, writing fewer of them is the cheapest way to a higher return"
+                 + (", and the solve rate did not improve with it." if not sb > sa else "."))
     return text

@@ -313,3 +313,21 @@ def test_log_frame_keeps_its_columns_without_kl():
     frame = rl.log_frame([{"step": 1, "reward": 0.5, "loss": 0.1}, {"train_runtime": 1.0}])
     assert list(frame.columns[:len(rl.LOG_COLUMNS)]) == list(rl.LOG_COLUMNS.values())
     assert len(frame) == 1 and math.isnan(frame["kl"].iloc[0]) and frame["mean_reward"].iloc[0] == 0.5
+
+
+def test_hacking_watch_flags_inflation_and_collapse():
+    import pandas as pd
+
+    from steiner_lib.rl import hacking_watch
+
+    steps = [1, 2, 3, 4, 5, 6]
+    inflating = pd.DataFrame({"step": steps, "mean_reward": [0, 0, 1, 1, 2, 2],
+                              "completion_length": [100, 100, 150, 150, 200, 200],
+                              "backtracks_per_episode": [1, 1, 1, 1, 3, 3], "solve_rate": [.3] * 6})
+    assert "Possible reward hacking" in hacking_watch(inflating)
+    honest = inflating.assign(solve_rate=[.1, .1, .3, .3, .6, .6])
+    assert "not counted as hacking" in hacking_watch(honest)
+    collapsing = inflating.assign(completion_length=[200, 200, 150, 150, 100, 100], backtracks_per_episode=[2] * 6)
+    text = hacking_watch(collapsing)
+    assert "The opposite happened to completion length" in text and "Possible reward hacking" not in text
+    assert "Too few" in hacking_watch(inflating.head(1))
