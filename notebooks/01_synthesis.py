@@ -55,19 +55,14 @@ synthesis_workers = 2
 
 # %%
 # Setup: validate the params (a clear error before any compute) and open the stage's directory.
-import logging
-
 import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import params as P, plots, stages, synthesis, teachers
+from steiner_lib import plots, stages, synthesis, teachers
 from steiner_lib.format import pretty
 from steiner_lib.tasks import choice
 
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-cfg = P.from_notebook("01_synthesis", globals())
-stage = stages.StageWriter(cfg, "01_synthesis")
-figures = stages.figures_dir(cfg)
+cfg, stage, figures = stages.open_notebook_stage("01_synthesis", globals())
 
 # %% [markdown]
 # ## The questions and their splits

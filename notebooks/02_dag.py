@@ -46,18 +46,13 @@ tokenizer_vocab_size = 1024
 
 # %%
 # Setup: validate the params, open this stage, read notebook 01's traces and questions.
-import logging
-
 from IPython.display import display
 
-from steiner_lib import dag, dataset, params as P, plots, stages, synthesis
+from steiner_lib import dag, dataset, plots, stages, synthesis
 from steiner_lib.format import pretty
 from steiner_lib.tasks import choice
 
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-cfg = P.from_notebook("02_dag", globals())
-stage = stages.StageWriter(cfg, "02_dag", inputs=("01_synthesis",))
-figures = stages.figures_dir(cfg)
+cfg, stage, figures = stages.open_notebook_stage("02_dag", globals(), inputs=("01_synthesis",))
 synthesis_dir = stage.input_dirs["01_synthesis"]
 trajectories = synthesis.load_trajectories(synthesis_dir / "trajectories.jsonl")
 questions = dataset.load_countdown_questions(synthesis_dir / "train.csv")

@@ -57,17 +57,12 @@ cpt_heldout_share = 0.05
 # %%
 # Setup: validate the params, open this stage, read the questions (01) and the paths and tokenizer (02).
 import copy
-import logging
-
 import datasets
 from IPython.display import display
 
-from steiner_lib import checkpoints, dataset, modeling, params as P, plots, pretraining, stages
+from steiner_lib import checkpoints, dataset, modeling, plots, pretraining, stages
 
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-cfg = P.from_notebook("03_cpt", globals())
-stage = stages.StageWriter(cfg, "03_cpt", inputs=("01_synthesis", "02_dag"))
-figures = stages.figures_dir(cfg)
+cfg, stage, figures = stages.open_notebook_stage("03_cpt", globals(), inputs=("01_synthesis", "02_dag"))
 train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")
 paths = datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths"))
 tokenizer = checkpoints.load_tokenizer(stage.input_dirs["02_dag"] / "tokenizer")

@@ -39,18 +39,13 @@ sft_max_new_tokens = 768
 
 # %%
 # Setup: validate the params, open this stage, load the CPT model, the paths and the validation questions.
-import logging
-
 import datasets
 from IPython.display import display
 
-from steiner_lib import checkpoints, dataset, evaluation, params as P, plots, sft, stages
+from steiner_lib import checkpoints, dataset, evaluation, plots, sft, stages
 from steiner_lib.format import pretty
 
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-cfg = P.from_notebook("04_sft", globals())
-stage = stages.StageWriter(cfg, "04_sft", inputs=("01_synthesis", "02_dag", "03_cpt"))
-figures = stages.figures_dir(cfg)
+cfg, stage, figures = stages.open_notebook_stage("04_sft", globals(), inputs=("01_synthesis", "02_dag", "03_cpt"))
 model, tokenizer = checkpoints.load_stage_model(cfg, "03_cpt", "cpt")
 paths = datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths"))
 validation = list(dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "validation.csv").values())

@@ -56,16 +56,11 @@ rl_eval_questions = 60
 
 # %%
 # Setup: validate the params, open this stage, load the SFT model, the training questions and their DAGs.
-import logging
-
 from IPython.display import Markdown, display
 
-from steiner_lib import checkpoints, dataset, evaluation, params as P, plots, rewards, rl, stages
+from steiner_lib import checkpoints, dataset, evaluation, plots, rewards, rl, stages
 
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-cfg = P.from_notebook("05_rl", globals())
-stage = stages.StageWriter(cfg, "05_rl", inputs=("01_synthesis", "02_dag", "04_sft"))
-figures = stages.figures_dir(cfg)
+cfg, stage, figures = stages.open_notebook_stage("05_rl", globals(), inputs=("01_synthesis", "02_dag", "04_sft"))
 model, tokenizer = checkpoints.load_stage_model(cfg, "04_sft", "sft")
 train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")
 graphs = dataset.load_dags(stage.input_dirs["02_dag"] / "dags.jsonl")

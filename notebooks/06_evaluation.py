@@ -41,17 +41,12 @@ eval_control_questions = 48
 
 # %%
 # Setup: validate the params, open this stage, load the three evaluation splits.
-import logging
-
 from IPython.display import Markdown, display
 
-from steiner_lib import checkpoints, params as P, stage_eval, stages
+from steiner_lib import checkpoints, stage_eval, stages
 from steiner_lib.tasks import gpqa
 
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-cfg = P.from_notebook("06_evaluation", globals())
-stage = stages.StageWriter(cfg, "06_evaluation", inputs=("01_synthesis", "03_cpt", "04_sft", "05_rl"))
-figures = stages.figures_dir(cfg)
+cfg, stage, figures = stages.open_notebook_stage("06_evaluation", globals(), inputs=("01_synthesis", "03_cpt", "04_sft", "05_rl"))
 e = cfg.eval
 synthesis = stage.input_dirs["01_synthesis"]
 benchmark = e.benchmark or str(synthesis / "diamond.csv")

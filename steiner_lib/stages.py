@@ -155,3 +155,14 @@ def figures_dir(params: Params) -> Path:
     d = project_root() / "figures" / params.values["run_name"]
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def open_notebook_stage(stage: str, namespace: dict, inputs: tuple[str, ...] = ()):
+    """The setup cell of every notebook: log to the notebook, validate the parameter globals
+    (a clear error before any compute), open the stage's directory (checking its inputs are
+    finished) and the run's figure directory. Returns (params, writer, figures directory)."""
+    from steiner_lib.params import from_notebook
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
+    params = from_notebook(stage, namespace)
+    return params, StageWriter(params, stage, inputs=inputs), figures_dir(params)
