@@ -12,7 +12,7 @@ Stages (one function each; SFT and RL sections are left for their owners to add)
 Target (issue 3): MFU >= 25% for the pretraining default.
 
     .venv/bin/python benchmarks/training.py [--steps 30] [--batch 16] [--seq-len 512]
-        [--variants default,threads1,batch32,bf16,eager,compile]
+        [--variants default,threads1,batch32,bf16,threads1_bf16,eager,compile]
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import pandas as pd
 import torch
 
 from steiner_lib import modeling, pretraining
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 # ---------------------------------------------------------------------------- the peak
@@ -94,6 +92,7 @@ VARIANTS = {
     "threads1": ({}, {"num_threads": 1}),
     "batch32": ({}, {"batch_size": 32}),
     "bf16": ({}, {"bf16": True}),
+    "threads1_bf16": ({}, {"num_threads": 1, "bf16": True}),
     "eager": ({"attn_implementation": "eager"}, {}),
     "compile": ({}, {"torch_compile": True}),
 }
@@ -156,7 +155,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--skip", type=int, default=3, help="first steps left out of the throughput")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--variants", default="default,threads1,batch32,bf16,eager,compile")
+    ap.add_argument("--variants", default="default,threads1,batch32,bf16,threads1_bf16,eager,compile")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pd.set_option("display.width", 200)

@@ -61,6 +61,7 @@ import datasets
 from IPython.display import display
 
 from steiner_lib import checkpoints, dataset, modeling, plots, pretraining, stages
+from steiner_lib.format import SPECIAL_TOKENS
 
 cfg, stage, figures = stages.open_notebook_stage("03_cpt", globals(), inputs=("01_synthesis", "02_dag"))
 train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")
@@ -91,14 +92,17 @@ else:
                                          eval_every=max(1, cfg.base.steps // 5), seed=cfg.run.seed)
     base_result = pretraining.train_lm(base, tokenizer, train_texts, heldout_texts, base_cfg)
     print(f"{modeling.count_parameters(base):,} parameters; {base_result.tokens_per_second:,.0f} tokens/s")
+    # The base never saw the 14 tokens: start their rows as a hub base's added tokens start.
+    modeling.init_token_embeddings(base, tokenizer, SPECIAL_TOKENS)
 checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
 
 # %% [markdown]
 # ## Continual pre-training
 #
 # The CPT corpus mixes regular text and notebook 02's reasoning paths (full ChatML texts with
-# the 14 tokens) at `cpt_reasoning_share` of the tokens, sized to the step budget. The
-# held-out loss is tracked separately on regular text and on reasoning text.
+# the 14 tokens) at `cpt_reasoning_share` of the tokens, sized to the step budget. Whole
+# questions and whole documents are held out before the mix is drawn; the held-out loss is
+# tracked separately on regular text and on reasoning text.
 
 # %%
 before_cpt = copy.deepcopy(base)
@@ -107,16 +111,15 @@ cpt_result = None
 if cfg.cpt.enabled:
     # Tokens for the step budget (at least a few batches, so tiny presets still fill blocks).
     budget = max(cfg.cpt.steps, 16) * cfg.cpt.batch_size * cfg.cpt.seq_len
-    mix = pretraining.cpt_corpus(regular, pretraining.paths_as_text(paths), cfg.cpt.reasoning_share,
+    pools = pretraining.cpt_pools(paths, regular, cfg.cpt.heldout_share, seed=cfg.run.seed)
+    mix = pretraining.cpt_corpus(pools["regular_train"], pools["reasoning_train"], cfg.cpt.reasoning_share,
                                  n_tokens_hint=budget, seed=cfg.run.seed, tokenizer=tokenizer)
     display(mix.table())
-    train_idx, held_idx = pretraining.split_heldout(list(range(len(mix.texts))), cfg.cpt.heldout_share, cfg.run.seed)
-    heldout = {src: [mix.texts[i] for i in held_idx if mix.sources[i] == src] for src in ("regular", "reasoning")}
+    heldout = {"regular": pools["regular_heldout"], "reasoning": pools["reasoning_heldout"]}
     cpt_cfg = pretraining.LMTrainConfig(max_steps=cfg.cpt.steps, batch_size=cfg.cpt.batch_size, seq_len=cfg.cpt.seq_len,
                                         learning_rate=cfg.cpt.learning_rate, eval_every=max(1, cfg.cpt.steps // 5),
                                         seed=cfg.run.seed)
-    cpt_result = pretraining.train_lm(model, tokenizer, [mix.texts[i] for i in train_idx],
-                                      {k: v for k, v in heldout.items() if v}, cpt_cfg)
+    cpt_result = pretraining.train_lm(model, tokenizer, mix.texts, {k: v for k, v in heldout.items() if v}, cpt_cfg)
 else:
     print("CPT skipped (cpt_enabled: false): the base model goes to SFT as it is.")
 checkpoints.save_checkpoint(model, tokenizer, stage.path("cpt"))
@@ -135,8 +138,9 @@ fig.savefig(figures / "cpt-loss.png", dpi=120, bbox_inches="tight")
 # %% [markdown]
 # ## What CPT did to the 14 token embeddings
 #
-# Before CPT the base model has never seen a reasoning token: its rows are where
-# initialisation (and weight decay) left them. @fig-token-embeddings and the table below show
+# Before CPT the base model has never seen a reasoning token: each row starts as the mean of
+# the rows of a short description of the token (the same initialisation a hub base model's
+# added tokens get). @fig-token-embeddings and the table below show
 # each row's norm before and after, how far it turned, and its nearest ordinary tokens.
 
 # %%

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+from steiner_lib import format as fmt
 from steiner_lib.format import SPECIAL_TOKENS
 
 log = logging.getLogger("steiner_lib.modeling")
@@ -81,7 +82,7 @@ def load_tokenizer(name_or_path: str):
     tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
     missing = [t for t in SPECIAL_TOKENS if t not in tok.get_vocab()]
     if missing:
-        tok.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
+        tok.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     if tok.chat_template is None:
         tok.chat_template = CHATML_TEMPLATE
     return tok
@@ -119,20 +120,20 @@ TOKEN_DESCRIPTIONS: dict[str, str] = {
     ENDOFTEXT: "end of text",
     IM_START: "start of a message",
     IM_END: "end of a message",
-    "<|reasoning_start|>": "start of reasoning",
-    "<|reasoning_end|>": "end of reasoning",
-    "<|reasoning_proceed|>": "proceed to the next step",
-    "<|reasoning_backtrack|>": "backtrack to an earlier step",
-    "<|reasoning_step_start|>": "start of a step",
-    "<|reasoning_step_end|>": "end of a step",
-    "<|reasoning_step_name_start|>": "start of the step name",
-    "<|reasoning_step_name_end|>": "end of the step name",
-    "<|reasoning_step_thought_start|>": "start of a thought",
-    "<|reasoning_step_thought_end|>": "end of a thought",
-    "<|reasoning_step_summary_start|>": "start of a summary",
-    "<|reasoning_step_summary_end|>": "end of a summary",
-    "<|reasoning_step_reflection_start|>": "start of a reflection",
-    "<|reasoning_step_reflection_end|>": "end of a reflection",
+    fmt.REASONING_START: "start of reasoning",
+    fmt.REASONING_END: "end of reasoning",
+    fmt.PROCEED: "proceed to the next step",
+    fmt.BACKTRACK: "backtrack to an earlier step",
+    fmt.STEP_START: "start of a step",
+    fmt.STEP_END: "end of a step",
+    fmt.NAME_START: "start of the step name",
+    fmt.NAME_END: "end of the step name",
+    fmt.THOUGHT_START: "start of a thought",
+    fmt.THOUGHT_END: "end of a thought",
+    fmt.SUMMARY_START: "start of a summary",
+    fmt.SUMMARY_END: "end of a summary",
+    fmt.REFLECTION_START: "start of a reflection",
+    fmt.REFLECTION_END: "end of a reflection",
 }
 
 

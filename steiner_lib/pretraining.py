@@ -28,6 +28,7 @@ import pandas as pd
 
 from steiner_lib import modeling
 from steiner_lib.format import SPECIAL_TOKENS
+from steiner_lib.tasks import choice
 from steiner_lib.tasks import text as task_text
 from steiner_lib.tasks.countdown import OP_SYMBOL, Operation, solve
 
@@ -64,8 +65,6 @@ def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1,
     the stand-in can be asked the later stages' prompts and gives a forward-CoT baseline.
     Regular texts are cut at paragraphs into pieces of at most `max_chars` characters.
     """
-    from steiner_lib.tasks import choice
-
     out = split_documents(regular_texts, max_chars)
     for q in questions:
         ops = solve(q.problem)
@@ -425,3 +424,22 @@ __all__ = [
     "split_heldout", "CPTCorpus", "cpt_corpus", "pack_texts", "LMTrainConfig", "LMTrainResult",
     "train_lm", "embedding_report",
 ]
+
+
+def cpt_pools(paths, regular_texts: list[str], heldout_share: float, seed: int) -> dict[str, list[str]]:
+    """CPT's text pools, held out BEFORE the mix is drawn: whole questions' reasoning paths and
+    whole regular documents, so no copy of a held-out text is trained on (cpt_corpus passes over a
+    small pool more than once). Returns reasoning_train, reasoning_heldout, regular_train,
+    regular_heldout (the last cut into pieces like the training text)."""
+    texts = paths_as_text(paths, kept_only=False)
+    kept = paths["kept"] if "kept" in paths.column_names else [True] * len(texts)
+    qids = list(paths["question_id"])
+    _, held_q = split_heldout(sorted(set(qids)), heldout_share, seed)
+    held_q = set(held_q)
+    regular_train, regular_held = split_heldout(list(regular_texts), heldout_share, seed)
+    return {
+        "reasoning_train": [t for q, t, k in zip(qids, texts, kept) if k and q not in held_q],
+        "reasoning_heldout": [t for q, t, k in zip(qids, texts, kept) if k and q in held_q],
+        "regular_train": regular_train,
+        "regular_heldout": split_documents(regular_held, 2000),
+    }

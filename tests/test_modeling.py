@@ -149,6 +149,15 @@ def test_a_base_that_already_has_the_tokens_is_left_alone(tmp_path):
     assert torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)
 
 
+def test_every_added_token_has_a_description_that_tokenizes_into_plain_text():
+    assert set(modeling.TOKEN_DESCRIPTIONS) == set(SPECIAL_TOKENS) | set(modeling.CHAT_TOKENS)
+    tok = modeling.train_bpe_tokenizer(modeling.regular_text()[:20], 400)
+    specials = set(tok.all_special_ids)
+    for text in modeling.TOKEN_DESCRIPTIONS.values():
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert ids and not specials & set(ids)
+
+
 def test_init_token_embeddings_names_the_fix_for_unknown_tokens():
     tok = modeling.train_bpe_tokenizer(modeling.regular_text()[:20], 400)
     model = modeling.build_model(tok, TINY)

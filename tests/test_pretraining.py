@@ -246,3 +246,24 @@ def test_embedding_report_shows_cpt_moving_the_reasoning_tokens(tokenizer, paths
     small = modeling.build_model(modeling.train_bpe_tokenizer(["a b c"] * 5, 300), TINY)
     with pytest.raises(ValueError, match="differ in shape"):
         P.embedding_report(before, small, tok)
+
+
+def test_cpt_pools_hold_out_whole_questions_and_documents():
+    import datasets
+
+    from steiner_lib import pretraining
+
+    paths = datasets.Dataset.from_dict({
+        "question_id": [f"q{i // 3}" for i in range(30)], "prompt": [f"question {i // 3}" for i in range(30)],
+        "reasoning": [f"<|reasoning_start|>path {i}<|reasoning_end|>" for i in range(30)],
+        "answer": ["Answer: A"] * 30, "kept": [i % 7 != 0 for i in range(30)]})
+    regular = [f"document {i}\n\nsecond paragraph {i}" for i in range(20)]
+    pools = pretraining.cpt_pools(paths, regular, heldout_share=0.2, seed=0)
+    assert pools["reasoning_heldout"] and pools["regular_heldout"]
+    assert not set(pools["reasoning_train"]) & set(pools["reasoning_heldout"])
+    train_q = {t.split("question ")[1].split("<")[0] for t in pools["reasoning_train"]}
+    held_q = {t.split("question ")[1].split("<")[0] for t in pools["reasoning_heldout"]}
+    assert not train_q & held_q  # whole questions on one side
+    held_docs = {t.split("\n")[0] for t in pools["regular_heldout"]}
+    assert not held_docs & {t.split("\n")[0] for t in pools["regular_train"]}
+    assert all("path 0<" not in t and "path 7<" not in t for t in pools["reasoning_train"])  # kept only
