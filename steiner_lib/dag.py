@@ -28,7 +28,7 @@ from steiner_lib import format as fmt
 from steiner_lib.format import Backtrack
 from steiner_lib.tasks import text
 from steiner_lib.tasks.countdown import Operation, State, distance_to_value
-from steiner_lib.traces import StepRecord, Trajectory
+from steiner_lib.traces import StepRecord, Trajectory, claimed_result
 
 QUESTION_NODE = 0
 STEP_FIELDS = tuple(attr for attr, _, _ in fmt.STEP_FIELDS)  # name, thought, summary, reflection
@@ -576,22 +576,10 @@ def path_operations(path: SampledPath) -> list[Operation]:
 def _backtrack_reason(path: SampledPath, left: int) -> str:
     """The reason for backtracking out of step `left` of a path (see tasks.text.backtrack_reason)."""
     record = path.steps[left][0]
-    claimed = None
-    if record.operation is not None and not record.arithmetic_ok:
-        gained = list(record.state)
-        for x in _rest_after(record.parent, record.operation):
-            gained.remove(x)
-        claimed = gained[0] if gained else None
+    claimed = claimed_result(record) if record.operation is not None and not record.arithmetic_ok else None
     reachable = distance_to_value(record.state, path.target) is not None
     return text.backtrack_reason(record.state, record.arithmetic_ok, record.operation, claimed,
                                  reachable and record.arithmetic_ok)
-
-
-def _rest_after(parent, operation) -> list[int]:
-    rest = list(parent)
-    rest.remove(operation.a)
-    rest.remove(operation.b)
-    return rest
 
 
 def path_to_trajectory(path: SampledPath, answer: str) -> Trajectory:

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from steiner_lib import dag, modeling
-from steiner_lib.format import render_reasoning
+from steiner_lib.format import render, render_reasoning
 from steiner_lib.stages import atomic_write_text
 from steiner_lib.tasks import choice, text
 from steiner_lib.tasks.countdown import Problem
@@ -151,7 +151,7 @@ def run_tokenizer(tokenizer_params, trajectories: list[Trajectory], max_traces: 
     # A BPE vocabulary of ~1K tokens is settled by a few thousand traces: more only costs time.
     step = max(1, len(trajectories) // max_traces)
     sample = trajectories[::step][:max_traces]
-    corpus = [render_reasoning(tr.trace()) + "\n" + tr.answer for tr in sample] + modeling.regular_text()
+    corpus = [render(tr.trace()) for tr in sample] + modeling.regular_text()
     return modeling.train_bpe_tokenizer(corpus, vocab_size=tokenizer_params.vocab_size)
 
 

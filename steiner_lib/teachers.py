@@ -56,7 +56,7 @@ from steiner_lib.tasks.choice import CountdownQuestion
 from steiner_lib.tasks.countdown import (
     Operation, Problem, State, combine, distance_to_value, solve, successors,
 )
-from steiner_lib.traces import StepRecord, Trajectory
+from steiner_lib.traces import StepRecord, Trajectory, claimed_result
 
 QUESTION_NODE = -1  # the node index of the question (the state before any step)
 
@@ -74,17 +74,6 @@ def make_record(parent: State, operation: Operation, claimed_result: int,
         arithmetic_ok=claimed_result == operation.result,
         step=text.step_texts(parent, operation, claimed_result, options),
     )
-
-
-def claimed_result(record: StepRecord) -> int:
-    """The result a step's text claims: the number its state gained over the parent's rest."""
-    rest = list(record.parent)
-    rest.remove(record.operation.a)
-    rest.remove(record.operation.b)
-    gained = list(record.state)
-    for x in rest:  # remove the untouched numbers; the one left is the claimed result
-        gained.remove(x)
-    return gained[0]
 
 
 def state_text(state: State) -> str:

@@ -24,6 +24,17 @@ class StepRecord:
     step: Step  # the step's text
 
 
+def claimed_result(record: StepRecord) -> int:
+    """The result a step's text claims: the number its state gained over the parent's rest."""
+    rest = list(record.parent)
+    rest.remove(record.operation.a)
+    rest.remove(record.operation.b)
+    gained = list(record.state)
+    for x in rest:  # remove the untouched numbers; the one left is the claimed result
+        gained.remove(x)
+    return gained[0]
+
+
 @dataclass(frozen=True)
 class Trajectory:
     question_id: str
