@@ -13,23 +13,14 @@ from steiner_lib.synthesis import (
     augment, load_trajectories, save_trajectories, shortcut_trajectory, shortest_records, synthesize,
     teacher_error_table,
 )
-from steiner_lib.tasks.choice import format_prompt, make_countdown_question
-from steiner_lib.tasks.countdown import apply, generate_problem, solve, verify_expression
+from steiner_lib.tasks.choice import format_prompt
+from steiner_lib.tasks.countdown import apply, solve, verify_expression
 from steiner_lib.teachers import LLMTeacher, SearchTeacher
+from helpers import make_questions
 
 
-def make_questions(n, seed=0, n_numbers=4, max_number=25, min_steps=2, max_steps=3):
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        p = generate_problem(rng, n_numbers, max_number, min_steps, max_steps)
-        q = make_countdown_question(p, rng, f"s{seed}-{len(out):04d}")
-        if q is not None:
-            out.append(q)
-    return out
-
-
-QUESTIONS = make_questions(60) + make_questions(20, seed=1, n_numbers=5, max_number=50, max_steps=4)
+QUESTIONS = make_questions(60, prefix="s") + make_questions(20, seed=1, n_numbers=5, max_number=50,
+                                                  max_steps=4, prefix="s")
 LETTERS = [format_prompt(q, 0)[1] for q in QUESTIONS]
 TEACHER = SearchTeacher(error_rate=0.5, arithmetic_error_rate=0.1, branching=3, max_explore_steps=4)
 

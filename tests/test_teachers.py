@@ -10,23 +10,11 @@ import pytest
 from steiner_lib import format as fmt
 from steiner_lib.format import Backtrack
 from steiner_lib.synthesis import augment, shortest_records
-from steiner_lib.tasks.choice import CountdownQuestion, make_countdown_question
 from steiner_lib.tasks.countdown import (
-    apply, distance_to_value, generate_problem, make_operation, successors,
+    apply, distance_to_value, make_operation, successors,
 )
 from steiner_lib.teachers import QUESTION_NODE, Draft, LLMTeacher, SearchTeacher, make_record, recover
-
-
-def make_questions(n: int, seed: int = 0, n_numbers: int = 4, max_number: int = 25,
-                   min_steps: int = 2, max_steps: int = 3) -> list[CountdownQuestion]:
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        p = generate_problem(rng, n_numbers, max_number, min_steps, max_steps)
-        q = make_countdown_question(p, rng, f"q{seed}-{len(out):04d}")
-        if q is not None:
-            out.append(q)
-    return out
+from helpers import make_questions
 
 
 QUESTIONS = make_questions(120)
