@@ -51,14 +51,26 @@ def chat_text(user: str, assistant: str | None = None) -> str:
     return text if assistant is None else text + assistant + IM_END
 
 
+# The split pattern of Qwen2 / Qwen2.5's tokenizer.json (single digits: \\p{N} without a +).
+QWEN2_PRETOKENIZE_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                             r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE tokenizer trained on `texts`, wrapped as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = list(CHAT_TOKENS) + list(SPECIAL_TOKENS)
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's pre-tokenizer: every digit is its own piece and a space never sticks to a digit, so a
+    # number is spelled by the same tokens wherever it appears (in the question, a step name, a
+    # backtrack target). With whole-number tokens (" 19" in the question but "19" in a name) a
+    # small model has to learn every number twice and cannot copy or add digit by digit.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials, show_progress=False,

@@ -54,6 +54,7 @@ class SFTStageConfig:
     eval_batch_size: int | None = None  # None: batch_size
     bf16: bool = False  # GPU presets; on CPU bf16 autocast is slower
     gradient_checkpointing: bool = False  # GPU presets with long sequences
+    group_by_length: bool = True  # batches of similar length: less padding (paths vary 2-3x in length)
     progress: bool = True  # the Trainer's progress bar
     output_dir: str | None = None  # Trainer scratch directory; None: a temporary one, removed after
 
@@ -190,6 +191,7 @@ def trl_config(cfg: SFTStageConfig, n_train: int, has_eval: bool, output_dir: st
         max_length=cfg.max_length,
         completion_only_loss=True,  # loss on the assistant turn only
         packing=False,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=cfg.logging_steps,
@@ -205,6 +207,7 @@ def trl_config(cfg: SFTStageConfig, n_train: int, has_eval: bool, output_dir: st
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # GPUs when there are; on CPUs, torchrun's processes form a gloo group
         dataset_num_proc=None,
     )
 

@@ -216,3 +216,19 @@ def test_flops_per_token_matches_a_hand_count():
     assert modeling.count_parameters(untied) == n_params + vocab * h
     # the input table is a lookup: untying adds parameters but no FLOPs
     assert modeling.model_flops_per_token(untied, seq) == modeling.model_flops_per_token(model, seq)
+
+
+# ---------------------------------------------------------------------------- tokenizer trained here
+
+
+def test_trained_tokenizer_spells_a_number_with_the_same_digit_tokens_everywhere():
+    # Qwen2's pre-tokenizer: single digits, spaces apart, so the number in the question, in a step
+    # name and in a backtrack target is the same token sequence (a small model can copy it).
+    texts = ["Using some of the numbers 7, 12, 16, 19 and 228, 487 leaves 19 × 12 = 228."] * 40
+    tok = modeling.train_bpe_tokenizer(texts, vocab_size=300)
+    pieces = lambda s: [tok.decode([i]) for i in tok(s, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    assert pieces("numbers 7, 228")[-4:] == [" ", "2", "2", "8"]
+    assert pieces("<|reasoning_step_name_start|>228 + 16")[1:4] == ["2", "2", "8"]
+    assert pieces("<|reasoning_backtrack|>228 + 16")[1:4] == ["2", "2", "8"]
+    text = "Combine 19 and 12: 19 × 12 = 228.\nAnswer: C"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
