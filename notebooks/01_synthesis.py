@@ -50,6 +50,7 @@ teacher_model = None
 teacher_backend = "transformers"
 teacher_max_new_tokens = 512
 teacher_temperature = 0.7
+teacher_tensor_parallel = 1
 synthesis_augmentations_per_question = 4
 synthesis_workers = 2
 
@@ -175,3 +176,27 @@ manifest = stage.finish(metrics={
     **{k: float(v) for k, v in synthesis.teacher_error_rates(errors).items()},
 })
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise re-runs this notebook with Papermill on a copy of the default run, so the
+# default run stays as it is. Once, from the repository root: `cp -r runs/cpu runs/ex`. Then,
+# per exercise, convert the script and run it with the default preset plus the change (`-p`
+# overrides `-f`; editing a copy of `params/cpu.yaml` with `run_name: ex` does the same):
+#
+# ```sh
+# jupytext --to ipynb --set-kernel python3 notebooks/01_synthesis.py
+# papermill notebooks/01_synthesis.ipynb runs/ex/executed/01_synthesis.ipynb -f params/cpu.yaml -p run_name ex -p teacher_error_rate 0.0
+# ```
+#
+# 1. **A teacher that never errs.** Run with `-p teacher_error_rate 0.0`, then `0.7`. How do
+#    @tbl-teacher-errors and @fig-teacher-errors change? With no wrong branches, where would
+#    the backtracking data of notebook 02 come from?
+# 2. **Harder questions.** Run with `-p task_n_numbers 5 -p task_max_steps 4`. Does the share of
+#    traces with an error grow with the depth of the search? How many questions reach the
+#    diamond split (@tbl-split-sizes)?
+# 3. **Hallucinated steps, edited in the library.** `teachers.slip` decides how wrong a
+#    hallucinated result is (off by 1 or 2). Make it off by 10 to 20 instead, re-run with
+#    `-p teacher_arithmetic_error_rate 0.2`, and read one augmented trace above: would a model
+#    find such slips easier to catch in its reflection?

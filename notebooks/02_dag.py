@@ -167,8 +167,46 @@ fig = plots.path_length_figure(kept.to_pandas())
 fig.savefig(figures / "path-lengths.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
+# ## Following one question
+#
+# @fig-dag-interactive is the first DAG of @fig-dag-examples again, to read rather than to look
+# at: hover a node for its state and the four features, click it to read the steps the clusterer
+# put there, and open the sampled path's steps one by one below the drawing. (The PDF shows the
+# static drawing.)
+
+# %%
+#| label: fig-dag-interactive
+#| fig-cap: "One question's DAG with one sampled path (numbered purple steps; dashed: backtracks). x: steps from the question. Hover a node for its features, click it for the texts of its steps; the path's steps are listed below it."
+from steiner_lib.dagview import DagView
+
+g, path = drawn[0]
+DagView(g, path, by_question[g.graph["question_id"]])
+
+# %% [markdown]
 # ## Save
 
 # %%
 manifest = stage.finish(metrics=dataset.summary_metrics(graphs, examples, agreement))
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# As in chapter 1: once `cp -r runs/cpu runs/ex`, then per exercise
+#
+# ```sh
+# jupytext --to ipynb --set-kernel python3 notebooks/02_dag.py
+# papermill notebooks/02_dag.ipynb runs/ex/executed/02_dag.ipynb -f params/cpu.yaml -p run_name ex -p dag_clusterer embedding
+# ```
+#
+# 1. **Cluster as the paper had to.** Run with `-p dag_clusterer embedding`, then add
+#    `-p dag_embedding_threshold 0.3`. Compare @tbl-clustering and the DAGs of @fig-dag-examples
+#    with the exact run: what does a loose threshold merge, and how many edges does it drop as
+#    cycles?
+# 2. **Paths without backtracking.** Run with `-p dag_max_backtracks 0`, then
+#    `-p dag_explore_prob 0.8`. How do @fig-path-lengths and @tbl-dataset-vs-paper move? Which
+#    setting looks most like the paper's ~1,600-token paths, and why can none of them reach it
+#    in this domain?
+# 3. **Choose what to draw, in the library.** `dataset.pick_dags_to_draw` prefers DAGs of 8-40
+#    nodes. Change it to prefer the largest DAGs, re-run, and follow the biggest one in
+#    @fig-dag-interactive: how many of its nodes are dead ends?

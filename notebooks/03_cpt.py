@@ -166,3 +166,25 @@ for name, result in (("base", base_result), ("cpt", cpt_result)):
         metrics.update({f"{name}_{k}": v for k, v in result.summary().items()})
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# As in chapter 1 (`cp -r runs/cpu runs/ex` once), then
+#
+# ```sh
+# jupytext --to ipynb --set-kernel python3 notebooks/03_cpt.py
+# papermill notebooks/03_cpt.ipynb runs/ex/executed/03_cpt.ipynb -f params/cpu.yaml -p run_name ex -p cpt_reasoning_share 0.9
+# ```
+#
+# 1. **The CPT mix.** Run with `-p cpt_reasoning_share 0.9`, then `0.1`. In @fig-cpt-loss, what
+#    happens to the held-out loss on regular text when almost every token is a reasoning path
+#    (forgetting), and to the loss on reasoning paths when almost none are?
+# 2. **Is CPT redundant?** The paper suspects so for small models. Copy `params/cpu.yaml` to
+#    `params/cpu_no_cpt.yaml`, set `run_name: cpu_no_cpt` and `cpt_enabled: false`, and run the
+#    whole pipeline: `python -m steiner_lib run --params params/cpu_no_cpt.yaml` (Papermill,
+#    notebook after notebook; about as long as the default run). The claims table of the default
+#    run (`make report`) then compares the two runs' RL accuracy, question by question.
+# 3. **A smaller model.** Run with `-p model_hidden_size 64 -p model_num_layers 2`. How much do the
+#    parameter count and the final losses change? Re-run notebooks 04-06 the same way (with the
+#    same `-p run_name ex`) to see whether the evaluation notices.

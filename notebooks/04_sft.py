@@ -87,9 +87,12 @@ report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.se
 display(report.summary.round(3))
 
 # %% [markdown]
-# Which format errors the invalid outputs show, and one sampled output:
+# Which format errors the invalid outputs show (@tbl-sft-errors; one output can show several), and
+# one sampled output:
 
 # %%
+#| label: tbl-sft-errors
+#| tbl-cap: "Format errors of the SFT model's held-out outputs: how many outputs show each kind (the parser's error kinds; an output with none parses)."
 display(evaluation.error_counts(report.scores).to_frame().T)
 print(pretty(report.scores["completion"].iloc[0]) if "completion" in report.scores else "")
 
@@ -104,3 +107,23 @@ manifest = stage.finish(metrics={
     **{f"heldout_{k.replace(' ', '_')}": float(v) for k, v in summary.items()},
 })
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# As in chapter 1 (`cp -r runs/cpu runs/ex` once), then
+#
+# ```sh
+# jupytext --to ipynb --set-kernel python3 notebooks/04_sft.py
+# papermill notebooks/04_sft.ipynb runs/ex/executed/04_sft.ipynb -f params/cpu.yaml -p run_name ex -p sft_steps 600
+# ```
+#
+# 1. **Train longer.** Run with `-p sft_steps 600`, then `-p sft_steps 100`. Does the held-out
+#    loss keep falling (@fig-sft-loss), and does the share of format-valid outputs follow?
+# 2. **How much is one seed worth?** Run with `-p run_seed 1`, then `-p run_seed 2`, and write
+#    down the held-out solve rate each time. Is the spread across seeds smaller or larger than
+#    the 95% interval of one run? (The evaluation's intervals are over questions only.)
+# 3. **Forward-only training data, in the library.** In `sft.sft_dataset`, keep only the rows
+#    whose path has no backtrack (the paths data set has an `n_backtracks` column; filter on
+#    `n_backtracks == 0` next to the `kept` filter). Re-run: does the fine-tuned model still
+#    backtrack on held-out questions?

@@ -53,6 +53,9 @@ rl_hallucination_penalty = 1.0
 rl_format_penalty = 0.5
 rl_unreachable_value = -0.5
 rl_eval_questions = 60
+rl_backend = "transformers"
+rl_vllm_gpu_memory = 0.3
+rl_vllm_tensor_parallel = 1
 
 # %%
 # Setup: validate the params, open this stage, load the SFT model, the training questions and their DAGs.
@@ -79,7 +82,8 @@ weights = rewards.RewardWeights(w_in_degree=r.w_in_degree, w_out_degree=r.w_out_
 rl_cfg = rl.RLStageConfig(steps=r.steps, batch_size=r.batch_size, num_generations=r.num_generations,
                           learning_rate=r.learning_rate, beta=r.beta, temperature=r.temperature,
                           max_completion_length=r.max_completion_length, credit=r.credit, seed=cfg.run.seed,
-                          prompt_seed=cfg.run.seed)
+                          prompt_seed=cfg.run.seed, backend=r.backend, vllm_gpu_memory=r.vllm_gpu_memory,
+                          vllm_tensor_parallel=r.vllm_tensor_parallel)
 result = rl.train_rl(model, tokenizer, train_questions, graphs, weights, rl_cfg)
 checkpoints.save_checkpoint(result.model, tokenizer, stage.path("rl"))
 steps_table = result.reward_table()
@@ -135,3 +139,24 @@ manifest = stage.finish(metrics={
     **{f"heldout_{k.replace(' ', '_')}": float(v) for k, v in report.summary["value"].to_dict().items()},
 })
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# As in chapter 1 (`cp -r runs/cpu runs/ex` once), then
+#
+# ```sh
+# jupytext --to ipynb --set-kernel python3 notebooks/05_rl.py
+# papermill notebooks/05_rl.ipynb runs/ex/executed/05_rl.ipynb -f params/cpu.yaml -p run_name ex -p rl_credit sequence
+# ```
+#
+# 1. **Step credit against one reward per output.** Run with `-p rl_credit sequence`, then
+#    `-p rl_credit return_to_go`. Compare @fig-rl-curves with the default (`step`): which
+#    learns the format fastest, and which finds the answer most often?
+# 2. **Breadth against depth.** The paper suspects its reward balances them badly. Run with
+#    `-p rl_w_out_degree 1.0 -p rl_w_in_degree 1.0` (breadth), then `-p rl_w_dist_question 1.0`
+#    (depth penalty). How do @fig-reward-distributions and the backtracks per episode change?
+# 3. **Your own reward, in the library.** `rewards.feature_reward` is the formula (its terms
+#    are summed). Drop the `dist_question` term or make the progress term quadratic, re-run,
+#    and re-run notebook 06 with `-p run_name ex` to see whether the change shows on the
+#    diamond split.

@@ -38,12 +38,14 @@ eval_temperature = 0.0
 eval_lp_min_steps_grid = "0,2"
 eval_lp_max_steps_grid = "6,10"
 eval_control_questions = 48
+eval_backend = "transformers"
+eval_tensor_parallel = 1
 
 # %%
 # Setup: validate the params, open this stage, load the three evaluation splits.
 from IPython.display import Markdown, display
 
-from steiner_lib import checkpoints, stage_eval, stages
+from steiner_lib import backends, stage_eval, stages
 from steiner_lib.tasks import gpqa
 
 cfg, stage, figures = stages.open_notebook_stage("06_evaluation", globals(), inputs=("01_synthesis", "03_cpt", "04_sft", "05_rl"))
@@ -53,6 +55,7 @@ benchmark = e.benchmark or str(synthesis / "diamond.csv")
 diamond = gpqa.load_choice_questions(benchmark)[:e.max_questions]
 validation = gpqa.load_choice_questions(str(synthesis / "validation.csv"))[:e.max_questions]
 control = gpqa.load_choice_questions(str(synthesis / "control.csv"))[:e.control_questions]
+load = backends.stage_loader(cfg, e.backend, e.tensor_parallel)  # transformers, or vLLM on GPUs
 decoding = stage_eval.Decoding(max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=cfg.run.seed)
 print(f"diamond: {len(diamond)} questions from {benchmark}; validation: {len(validation)}; control: {len(control)}")
 
@@ -64,7 +67,7 @@ print(f"diamond: {len(diamond)} questions from {benchmark}; validation: {len(val
 # max_steps). @tbl-lp-grid shows the grid.
 
 # %%
-rl_model, rl_tokenizer = checkpoints.load_stage_model(cfg, "05_rl", "rl")
+rl_model, rl_tokenizer = load("05_rl", "rl")
 settings = stage_eval.lp_settings(e.lp_min_steps_grid, e.lp_max_steps_grid)
 grid = stage_eval.validation_grid(rl_model, rl_tokenizer, validation, settings, decoding)
 lp_setting = stage_eval.choose_setting(grid)
@@ -83,8 +86,7 @@ display(grid.round(2))
 # chosen above.
 
 # %%
-scores = stage_eval.evaluate_stages(lambda s, n: checkpoints.load_stage_model(cfg, s, n),
-                                    {"diamond": diamond, "control": control}, lp_setting, decoding)
+scores = stage_eval.evaluate_stages(load, {"diamond": diamond, "control": control}, lp_setting, decoding)
 stage_eval.all_scores(scores).to_parquet(stage.path("scores.parquet"))
 table = stage_eval.stage_table(scores["diamond"], seed=cfg.run.seed)
 control_table = stage_eval.stage_table(scores["control"], paper_deltas=None, seed=cfg.run.seed)
@@ -136,3 +138,22 @@ for split, t in (("diamond", table), ("control", control_table)):
             metrics[f"{split}_{key}_p"] = float(values["p_value"])
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# As in chapter 1 (`cp -r runs/cpu runs/ex` once), then
+#
+# ```sh
+# jupytext --to ipynb --set-kernel python3 notebooks/06_evaluation.py
+# papermill notebooks/06_evaluation.ipynb runs/ex/executed/06_evaluation.ipynb -f params/cpu.yaml -p run_name ex -p eval_max_questions 200
+# ```
+#
+# 1. **Narrower intervals.** Run with `-p eval_max_questions 200` (the whole diamond split of the
+#    default preset). How much narrower are the intervals of @tbl-stage-table, and does any
+#    verdict change? How many questions would resolve a +3.53-point gain?
+# 2. **More forcing.** Run with `-p eval_lp_min_steps_grid "0,2,4,8" -p eval_lp_max_steps_grid "4,6,10,16"`.
+#    Does the setting chosen on validation (@tbl-lp-grid) still win on the diamond split?
+# 3. **The letter rule, in the library.** The base model's letter is read anywhere in its output
+#    (`stage_eval.extract_letter_anywhere`). Make it return None (every model must write
+#    `<|reasoning_end|>` first), re-run, and see how the base row and the first delta change.

@@ -35,11 +35,20 @@ def load_tokenizer(path) -> object:
 
 
 def save_checkpoint(model, tokenizer, path) -> None:
-    """save_pretrained of the model (LoRA adapters merged first) and its tokenizer into `path`."""
+    """save_pretrained of the model (LoRA adapters merged first) and its tokenizer into `path`.
+
+    Under `accelerate launch` every process calls it (ZeRO-3 / FSDP shards are gathered, a
+    collective) and the main process alone writes.
+    """
+    from steiner_lib import distributed
+
     path = Path(path)
     if hasattr(model, "merge_and_unload"):  # a PEFT model: store plain weights, loadable without PEFT
         model = model.merge_and_unload()
-    model.save_pretrained(str(path))
+    state = distributed.full_state_dict(model)
+    if not distributed.is_main_process():
+        return
+    model.save_pretrained(str(path), **({"state_dict": state} if state is not None else {}))
     tokenizer.save_pretrained(str(path))
     log.info("saved %s", path)
 

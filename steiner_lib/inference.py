@@ -16,11 +16,17 @@ whole batch's input_ids, prompt columns first. Pass a list (used as is for every
 call) or a function `make(prompt_width) -> list` called once per model.generate call: with left
 padding every row's completion starts at column `prompt_width`, so a stateful processor (Steiner's
 reasoning_constraints counts steps) can read each row's generated tokens as input_ids[r, prompt_width:].
+
+KV cache: each model.generate call gets a cache preallocated for prompt + max_new_tokens positions
+(`preallocated_cache`). transformers' default DynamicCache grows by torch.cat, which copies the whole
+cache at every step; at batch 64 that copying was about 30% of the generation time
+(benchmarks/generation.py measures it).
 """
 
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -96,6 +102,72 @@ def _processors(logits_processor, prompt_width: int):
                     f"prompt width returning them; got {type(logits_processor).__name__}")
 
 
+@lru_cache(maxsize=1)
+def _preallocated_layer_class():
+    """The layer class, made once (transformers is imported lazily, as everywhere in this module)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        """A DynamicLayer that writes new keys and values into a buffer of `capacity` positions
+        (allocated at the first update) and hands out views of its filled part, instead of growing by
+        torch.cat. Anything that replaces self.keys (crop, batch_select_indices, a longer sequence
+        than the capacity) is noticed at the next update, which then copies into a fresh buffer."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+            self._buffers = None
+
+        def _fits(self, length: int, key_states) -> bool:
+            if self._buffers is None or length == 0:
+                return False
+            keys = self._buffers[0]
+            return (self.keys.data_ptr() == keys.data_ptr() and self.keys.shape[:2] == keys.shape[:2]
+                    and key_states.shape[0] == keys.shape[0] and length <= keys.shape[-2])
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            old = self.get_seq_length()
+            new = old + key_states.shape[-2]
+            if not self._fits(new, key_states):
+                size = max(self.capacity, new)
+                buffers = (key_states.new_empty(*key_states.shape[:2], size, key_states.shape[-1]),
+                           value_states.new_empty(*value_states.shape[:2], size, value_states.shape[-1]))
+                if old:
+                    buffers[0][..., :old, :] = self.keys
+                    buffers[1][..., :old, :] = self.values
+                self._buffers = buffers
+            keys, values = self._buffers
+            keys[..., old:new, :] = key_states
+            values[..., old:new, :] = value_states
+            self.keys, self.values = keys[..., :new, :], values[..., :new, :]
+            return self.keys, self.values
+
+    return PreallocatedLayer
+
+
+def preallocated_cache(model, capacity: int):
+    """A DynamicCache whose layers write into buffers of `capacity` positions (no per-step torch.cat),
+    or None (model.generate then makes its default cache) when the model's layers are not all plain
+    full-attention DynamicLayers (sliding windows, linear attention) or its generation config asks for
+    another cache implementation."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    if getattr(getattr(model, "generation_config", None), "cache_implementation", None) is not None:
+        return None
+    config = model.config.get_text_config(decoder=True)
+    try:
+        cache = DynamicCache(config=config)
+    except (KeyError, ValueError, TypeError, AttributeError):  # a layout it cannot build: keep the default
+        return None
+    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    layer_class = _preallocated_layer_class()
+    cache.layers = [layer_class(capacity) for _ in cache.layers]
+    return cache
+
+
 def _batch_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**63)
 
@@ -107,7 +179,7 @@ def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, l
 
     stop = set(gen_kwargs["eos_token_id"])
     texts: list[str] = []
-    new_tokens = 0
+    new_tokens = slots = 0
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -118,8 +190,12 @@ def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, l
                                 add_special_tokens=False).to(model.device)
                 torch.manual_seed(_batch_seed(seed, index))
                 width = enc["input_ids"].shape[1]
-                out = model.generate(**enc, **gen_kwargs, logits_processor=_processors(logits_processor, width))
-                for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                cache = preallocated_cache(model, width + gen_kwargs["max_new_tokens"]) if gen_kwargs["use_cache"] \
+                    else None
+                out = model.generate(**enc, **gen_kwargs, logits_processor=_processors(logits_processor, width),
+                                     **({"cache": cache} if cache is not None else {}))
+                slots += out[:, width:].numel()
+                for row in out[:, width:].tolist():
                     text, n = _decode(tokenizer, row, stop)
                     texts.append(text)
                     new_tokens += n
@@ -127,7 +203,7 @@ def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, l
         model.train(was_training)
     if stats is not None:
         seconds = time.perf_counter() - start
-        stats.update(sequences=len(texts), new_tokens=new_tokens, seconds=seconds,
+        stats.update(sequences=len(texts), new_tokens=new_tokens, batch_slots=slots, seconds=seconds,
                      tokens_per_s=new_tokens / max(seconds, 1e-9))
     return texts
 
@@ -144,7 +220,8 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temp
 
     temperature 0 is greedy. logits_processor: a list, or a function of the prompt width (module
     docstring). `stats`, if a dict, receives sequences, new_tokens (up to and
-    excluding eos), seconds and tokens_per_s.
+    excluding eos), batch_slots (positions generated including the padding of rows that
+    finished before their batch did), seconds and tokens_per_s.
     """
     _check(prompts, max_new_tokens, temperature, top_p, n_samples, batch_size)
     check_tokenizer(tokenizer)
@@ -168,4 +245,4 @@ def generate_one_by_one(model, tokenizer, prompts: Sequence[str], max_new_tokens
     return _regroup(texts, len(prompts), n_samples)
 
 
-__all__ = ["generate", "generate_one_by_one", "check_tokenizer"]
+__all__ = ["generate", "generate_one_by_one", "check_tokenizer", "preallocated_cache"]

@@ -56,9 +56,19 @@ QWEN2_PRETOKENIZE_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p
                              r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+def qwen2_pre_tokenizer():
+    """Qwen2's pre-tokenizer: its split pattern (one digit per piece), then byte-level bytes."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE tokenizer trained on `texts`, wrapped as a transformers fast tokenizer."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = list(CHAT_TOKENS) + list(SPECIAL_TOKENS)
@@ -67,10 +77,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
     # number is spelled by the same tokens wherever it appears (in the question, a step name, a
     # backtrack target). With whole-number tokens (" 19" in the question but "19" in a name) a
     # small model has to learn every number twice and cannot copy or add digit by digit.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = qwen2_pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials, show_progress=False,

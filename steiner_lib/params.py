@@ -60,6 +60,7 @@ class TeacherParams:
     backend: Literal["transformers", "vllm"] = knob("transformers", "llm teacher: generation backend")
     max_new_tokens: int = knob(512, "llm teacher: tokens per continuation", lo=1)
     temperature: float = knob(0.7, "llm teacher: sampling temperature", lo=0.0)
+    tensor_parallel: int = knob(1, "llm teacher, vllm backend: GPUs the teacher model is split over (tensor parallel)", lo=1)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ class RlParams:
     format_penalty: float = knob(0.5, "reward: penalty on every token of an output that does not parse", lo=0.0)
     unreachable_value: float = knob(-0.5, "reward: the progress term at a dead end")
     eval_questions: int = knob(60, "held-out validation questions sampled after RL", lo=1)
+    backend: Literal["transformers", "vllm", "auto"] = knob("transformers", "RL rollouts: transformers generate, or vLLM colocated on the training GPUs (TRL use_vllm); auto: vllm if installed and a GPU is visible")
+    vllm_gpu_memory: float = knob(0.3, "RL, vllm backend: share of each GPU's memory vLLM may take (TRL vllm_gpu_memory_utilization)", lo=0.05, hi=0.95)
+    vllm_tensor_parallel: int = knob(1, "RL, vllm backend: GPUs each vLLM engine spans (TRL vllm_tensor_parallel_size; divides the process count)", lo=1)
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,32 @@ class EvalParams:
     lp_min_steps_grid: str = knob("0,2", "logits processor: min_steps values tried on validation (comma-separated)")
     lp_max_steps_grid: str = knob("6,10", "logits processor: max_steps values tried on validation (comma-separated)")
     control_questions: int = knob(48, "questions of the control split (no search needed)", lo=1)
+    backend: Literal["transformers", "vllm", "auto"] = knob("transformers", "evaluation generation: transformers, vllm, or auto (vllm if installed and a GPU is visible)")
+    tensor_parallel: int = knob(1, "evaluation, vllm backend: GPUs each evaluated model is split over", lo=1)
+
+
+@dataclass(frozen=True)
+class ScalingParams:
+    questions: int = knob(24, "first questions of the diamond split used by every scaling measurement", lo=1)
+    stages: str = knob("SFT,RL", "checkpoints whose scaling curves are drawn (comma-separated; of base, CPT, SFT, RL)")
+    max_new_tokens: int = knob(640, "tokens per output (room for forced steps beyond eval_max_new_tokens)", lo=8)
+    batch_size: int = knob(16, "prompts per generate call", lo=1)
+    min_steps_grid: str = knob("0,2,6", "sequential scaling: min_steps forced (max_steps: none), comma-separated")
+    budgets: str = knob("128,384", "sequential scaling: budget-forcing targets in reasoning tokens, comma-separated")
+    budget_grace: int = knob(64, "budget forcing: tokens past the budget before reasoning_end is forced mid-step", lo=0)
+    samples: int = knob(4, "parallel scaling: samples per question in the pool the votes draw from", lo=1)
+    vote_ks: str = knob("1,2,4", "parallel scaling: samples per majority vote, comma-separated (<= samples)")
+    vote_draws: int = knob(32, "parallel scaling: random k-subsets of the pool scored per question and k", lo=1)
+    temperature: float = knob(0.7, "parallel scaling: sampling temperature of the pool", lo=0.01)
+    length_bins: int = knob(4, "cause 1: quantile bins of reasoning length", lo=1)
+    context_bins: int = knob(4, "cause 3: quantile bins of context position", lo=1)
+    soft_bias: float = knob(4.0, "cause 4: logit bias of the soft variant of reasoning_constraints", lo=0.01)
+    retrain_variants: bool = knob(False, "causes 1-2: retrain the long-path SFT and reward-weight RL variants (minutes; on in cpu-full and smoke)")
+    long_paths_share: float = knob(0.5, "cause 1 variant: SFT on this longest share of the paths", lo=0.01, hi=1.0)
+    variant_sft_steps: int = knob(100, "cause 1 variant: SFT steps from the CPT checkpoint", lo=1)
+    reward_variants: str = knob("depth-heavy,breadth-heavy", "cause 2: reward-weight variants, comma-separated")
+    reward_factor: float = knob(3.0, "cause 2: how much a variant scales its favoured terms", lo=0.01)
+    variant_rl_steps: int = knob(15, "cause 2: RL steps of each variant from the SFT checkpoint", lo=1)
 
 
 SECTIONS: dict[str, type] = {
@@ -178,6 +208,7 @@ SECTIONS: dict[str, type] = {
     "sft": SftParams,
     "rl": RlParams,
     "eval": EvalParams,
+    "scaling": ScalingParams,
 }
 
 # Which sections each notebook reads. A stage's params hash covers exactly these.
@@ -188,6 +219,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "04_sft": ("run", "sft"),
     "05_rl": ("run", "rl"),
     "06_evaluation": ("run", "eval"),
+    "07_inference_scaling": ("run", "scaling"),
+    "08_summary": ("run",),  # reads the manifests and tables of 01-07; runs last
 }
 STAGES: tuple[str, ...] = tuple(STAGE_SECTIONS)
 
@@ -337,6 +370,9 @@ def _cross_checks(v: dict) -> list[str]:
         out.append("base_seq_len / cpt_seq_len exceed model_max_position_embeddings")
     if v["teacher_kind"] == "llm" and not v["teacher_model"]:
         out.append("teacher_kind is 'llm' but teacher_model is null: name a hub model or a local path")
+    if v["teacher_kind"] == "llm" and v["synthesis_workers"] > 1:
+        out.append(f"synthesis_workers ({v['synthesis_workers']}) must be 1 with teacher_kind 'llm': the "
+                   f"teacher's model lives in one process (its generation is batched on the GPU instead)")
     return out
 
 

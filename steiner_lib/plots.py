@@ -259,7 +259,7 @@ def feature_histograms(df: pd.DataFrame, columns: Sequence[str], titles: Sequenc
         n_nan = _hist_on(ax, values, nan_label="none")
         title = titles[i] if titles else col
         ax.set_title(title + (f"\n({n_nan} of {len(df)} none/unreachable)" if n_nan else ""), fontsize=9)
-        ax.set_xlabel(col, fontsize=8)
+        ax.set_xlabel(title, fontsize=8)  # the readable name (with its unit), not the column name
     for j in range(len(columns), nrows * ncols):
         axes[j // ncols][j % ncols].set_axis_off()
     fig.tight_layout()
@@ -393,16 +393,98 @@ def reward_distributions(table: pd.DataFrame):
 
 def rl_curves(log: pd.DataFrame):
     """RL training curves: reward, KL, completion length, backtracks per episode, solve rate."""
-    panels = [("mean_reward", "mean episode return"), ("kl", "KL to the SFT policy"),
-              ("completion_length", "completion length (tokens)"),
-              ("backtracks_per_episode", "backtracks per episode"), ("solve_rate", "solve rate"),
-              ("format_valid_share", "format-valid share")]
-    panels = [(c, t) for c, t in panels if c in log.columns and log[c].notna().any()]
+    panels = [("mean_reward", "mean episode return", "return (sum of step rewards)"),
+              ("kl", "KL to the SFT policy", "KL (nats per token)"),
+              ("completion_length", "completion length", "tokens per rollout"),
+              ("backtracks_per_episode", "backtracks per episode", "backtracks per rollout"),
+              ("solve_rate", "solve rate", "share of rollouts"),
+              ("format_valid_share", "format-valid share", "share of rollouts")]
+    panels = [p for p in panels if p[0] in log.columns and log[p[0]].notna().any()]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
-    for ax, (col, title) in zip(axes[0], panels):
+    for ax, (col, title, unit) in zip(axes[0], panels):
         d = log[["step", col]].dropna()
         ax.plot(d["step"], d[col], marker="o", ms=3, color="#7b2cbf")
         ax.set_xlabel("RL step")
+        ax.set_ylabel(unit, fontsize=8)
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- inference scaling (notebook 07)
+
+SCALING_MARKERS = {"min_steps": ("o", "-"), "budget": ("s", "--"), "vote": ("^", ":"), "soft_bias": ("D", "-.")}
+
+
+def _ci_line(ax, x, y, lo, hi, **kw):
+    y, lo, hi = (np.asarray(v, dtype=float) for v in (y, lo, hi))
+    ax.errorbar(x, y, yerr=np.vstack([y - lo, hi - y]), capsize=3, ms=5, lw=1.2, **kw)
+
+
+def scaling_curves(table: pd.DataFrame, methods: Sequence[str] | None = None, labels: dict | None = None):
+    """Accuracy (95% CI) against mean reasoning tokens per question, one line per (model, method):
+    colour = model, marker and line style = method. table: scaling.sequential_curve / vote_curve rows."""
+    if table.empty:
+        raise ValueError("scaling_curves got an empty table")
+    methods = list(methods or dict.fromkeys(table["method"]))
+    labels = labels or {}
+    models = list(dict.fromkeys(table["model"]))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for model in models:
+        for method in methods:
+            d = table[(table["model"] == model) & (table["method"] == method)].sort_values("tokens")
+            if d.empty:
+                continue
+            marker, ls = SCALING_MARKERS.get(method, ("x", "-"))
+            _ci_line(ax, d["tokens"], d["accuracy"], d["ci_low"], d["ci_high"], marker=marker, ls=ls,
+                     color=colors[model], label=f"{model}: {labels.get(method, method)}")
+    ax.set_xscale("log", base=2)
+    ax.axhline(25, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("mean reasoning tokens per question (all samples; log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_length(bins: dict, train_tokens=None, xlabel: str = "reasoning tokens of the output"):
+    """Accuracy (95% CI) per length bin for each model; the training paths' lengths as a histogram behind."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    if train_tokens is not None and len(train_tokens):
+        twin = ax.twinx()
+        twin.hist(np.asarray(train_tokens, dtype=float), bins=30, color="#d9d9d9", alpha=0.8)
+        twin.set_ylabel("training paths", color="#808080")
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+    for i, (model, b) in enumerate(bins.items()):
+        if len(b):
+            _ci_line(ax, b["tokens"], b["accuracy"], b["ci_low"], b["ci_high"], marker="o", color=plt.cm.tab10(i),
+                     label=f"{model} ({int(b['outputs'].sum())} outputs)")
+    ax.axhline(25, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def context_rates(rates: pd.DataFrame, titles: dict | None = None):
+    """One panel per event kind: the share of bad events (95% CI) against the context position."""
+    titles = titles or {}
+    kinds = list(dict.fromkeys(rates["kind"])) if len(rates) else ["backtrack", "end"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        d = rates[rates["kind"] == kind] if len(rates) else rates
+        if len(d):
+            _ci_line(ax, d["position"], d["bad_share"], d["ci_low"], d["ci_high"], marker="o", color="#7b2cbf")
+            for x, y, n in zip(d["position"], d["bad_share"], d["events"]):
+                ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("tokens generated before the event")
+        ax.set_ylabel("share (%)")
+        ax.set_title(titles.get(kind, kind), fontsize=9)
     fig.tight_layout()
     return fig

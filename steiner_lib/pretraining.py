@@ -318,6 +318,7 @@ def train_lm(model, tokenizer, train_texts: list[str], heldout_texts, cfg: LMTra
 
 def _train_lm(model, tokenizer, train_texts, heldout_texts, cfg: LMTrainConfig, progress: bool, callbacks,
               start: float) -> LMTrainResult:
+    import torch
     from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainingArguments
 
     max_pos = getattr(model.config, "max_position_embeddings", None)
@@ -343,7 +344,7 @@ def _train_lm(model, tokenizer, train_texts, heldout_texts, cfg: LMTrainConfig, 
             weight_decay=cfg.weight_decay, adam_beta2=0.95, max_grad_norm=cfg.max_grad_norm,
             logging_steps=cfg.logging_steps, eval_strategy="steps" if eval_ds is not None else "no",
             eval_steps=cfg.eval_every, eval_on_start=eval_ds is not None, save_strategy="no",
-            report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, bf16=cfg.bf16,
+            report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
             torch_compile=cfg.torch_compile, dataloader_drop_last=True, disable_tqdm=not progress,
             log_level="warning",
         )

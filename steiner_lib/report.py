@@ -10,6 +10,12 @@ config and concatenates lists, so the book is index.qmd followed by the notebook
 actually executed, and a run with only 01-02 renders as well as a run with all seven.
 Figures and tables are code cells carrying Quarto options (`#| label: fig-x`, `#| fig-cap: ...`);
 prose refers to them as `@fig-x`.
+
+The book is: index.qmd (the opening page; it embeds the results table of notebook 08), the stage
+notebooks 01-07 as chapters, then limitations.qmd, then notebook 08_summary (the claims table and
+the reproducibility statement, computed by the run) as an appendix. The copies in report/notebooks
+are tidied for readers (tidy_notebook): progress bars and library warnings dropped, repeated log
+lines collapsed, paths made relative; the executed notebooks under runs/ are never changed.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ INLINE_CODE = re.compile(r"`[^`\n]+`")
 YAML_HEADER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
 QMD_CHUNK = re.compile(r"^```\{[a-zA-Z]+[^}]*\}[^\n]*\n(.*?)^```", re.M | re.S)
 CAPTION_KEY = {"fig": "fig-cap", "tbl": "tbl-cap"}
+APPENDIX_STAGES = ("08_summary",)      # notebooks that run last and go to the book's appendices
+BACK_CHAPTERS = ("limitations.qmd",)   # .qmd chapters after the notebooks, when they exist
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # tqdm: "name:  40%|████      | 4/10 [...]"
+LIBRARY_WARNING = re.compile(r"site-packages/\S+:\d+: \w*Warning: ")
 KIND_NAME = {"fig": "Figure", "tbl": "Table"}
 
 
@@ -188,6 +199,129 @@ def book_chapters(report_dir: str | Path) -> list[str]:
     return _flatten_chapters(book.get("chapters")) + _flatten_chapters(book.get("appendices"))
 
 
+# ---------------------------------------------------------------- tidy outputs for readers
+
+def tidy_stream(text: str, root: str | Path | None = None) -> str:
+    """A stream output as a reader should see it: carriage-return overwrites applied (a progress
+    bar's final state), ANSI codes removed, progress bars and warnings from installed libraries
+    dropped, runs of identical lines collapsed into one with a count, `root/` paths made relative."""
+    root = str(root if root is not None else _default_report_dir().parent)
+    lines, skip_indented = [], False
+    for line in ANSI.sub("", text).split("\n"):
+        line = line.rstrip("\r").split("\r")[-1]
+        if skip_indented and line.startswith("  "):
+            continue  # the source line that follows a warning
+        skip_indented = bool(LIBRARY_WARNING.search(line))
+        if skip_indented or PROGRESS_BAR.search(line):
+            continue
+        lines.append(line.replace(root + "/", ""))
+    out: list[list] = []
+    for line in lines:
+        if out and out[-1][0] == line and line.strip():
+            out[-1][1] += 1
+        else:
+            out.append([line, 1])
+    text = "\n".join(line if n == 1 else f"{line}  [repeated {n} times]" for line, n in out)
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + ("\n" if text.strip() else "")
+
+
+def html_table_to_markdown(table_html: str) -> str | None:
+    """A pandas HTML table (DataFrame._repr_html_) as a Markdown pipe table, or None when the HTML
+    holds no table or more than one. Quarto's typst/PDF route shows text/markdown but not text/html,
+    so without this a DataFrame would print as plain text in the PDF."""
+    from html.parser import HTMLParser
+
+    if table_html.count("<table") != 1:
+        return None
+
+    class Rows(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.cell, self.head = [], None, False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "thead":
+                self.head = True
+            elif tag == "tr":
+                self.rows.append((self.head, []))
+            elif tag in ("td", "th") and self.rows:
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag == "thead":
+                self.head = False
+            elif tag in ("td", "th") and self.cell is not None:
+                self.rows[-1][1].append(" ".join("".join(self.cell).split()))
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Rows()
+    parser.feed(table_html[table_html.index("<table"):])
+    head = [cells for is_head, cells in parser.rows if is_head]
+    body = [cells for is_head, cells in parser.rows if not is_head and cells]
+    if not head and body:
+        head, body = [body[0]], body[1:]
+    if not head:
+        return None
+    header = list(head[0])
+    for extra in head[1:]:  # pandas puts the index name in a second header row: merge it in
+        for i, v in enumerate(extra):
+            if v and i < len(header):
+                header[i] = f"{header[i]} {v}".strip()
+    width = max([len(header)] + [len(r) for r in body])
+    pad = lambda r: [c.replace("|", "\\|") for c in r] + [""] * (width - len(r))
+    lines = ["| " + " | ".join(pad(header)) + " |", "|" + "|".join(["---"] * width) + "|"]
+    lines += ["| " + " | ".join(pad(r)) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def tidy_notebook(nb, root: str | Path | None = None):
+    """A copy of an executed notebook fit for the book: the default `parameters` cell dropped when
+    Papermill injected the run's values below it, consecutive stream outputs merged and
+    tidied (tidy_stream), empty ones dropped, the Trainer's HTML progress widgets dropped (the loss
+    curves are the figures), and HTML tables given a Markdown twin for the PDF. Figures, tables and
+    every other output are otherwise kept as they are."""
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    tags = lambda c: c.get("metadata", {}).get("tags", [])
+    if any("injected-parameters" in tags(c) for c in nb.cells):
+        # Papermill's injected cell holds the values this run used; the defaults above it would only mislead.
+        nb.cells = [c for c in nb.cells if "parameters" not in tags(c)]
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        merged = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                if merged and merged[-1].get("output_type") == "stream" and merged[-1]["name"] == out["name"]:
+                    merged[-1]["text"] += out["text"]
+                else:
+                    merged.append(nbformat.from_dict({"output_type": "stream", "name": out["name"], "text": out["text"]}))
+                continue
+            data = out.get("data") or {}
+            html_text = "".join(data.get("text/html", ""))
+            if "<progress" in html_text:
+                continue
+            if "<table" in html_text and "text/markdown" not in data and "image/png" not in data:
+                markdown = html_table_to_markdown(html_text)
+                if markdown:
+                    data["text/markdown"] = markdown  # for the PDF; HTML formats still pick text/html
+            merged.append(out)
+        outputs = []
+        for out in merged:
+            if out.get("output_type") == "stream":
+                out["text"] = tidy_stream(out["text"], root)
+                if not out["text"].strip():
+                    continue
+            outputs.append(out)
+        cell.outputs = outputs
+    return nb
+
+
 # ---------------------------------------------------------------- prepare
 
 @contextmanager
@@ -226,17 +360,24 @@ def prepare_report(run_dir: str | Path, report_dir: str | Path | None = None) ->
                           f"run the notebooks first (python -m steiner_lib run --params params/<preset>.yaml)")
     if not (report_dir / "_quarto.yml").is_file():
         raise ReportError(f"{report_dir} has no _quarto.yml: pass the report/ directory of the repository")
+    import nbformat
+
     with _replaced_atomically(report_dir / "notebooks") as tmp:
         for nb in notebooks:
             try:  # fail here, naming the file, rather than later inside Quarto
-                _read_notebook(nb)
+                book_copy = tidy_notebook(_read_notebook(nb))
             except Exception as e:  # nbformat raises several kinds; all mean "not a notebook"
                 raise ReportError(f"{nb}: not a readable notebook ({e}); rerun its stage") from None
-            shutil.copy2(nb, tmp / nb.name)
+            nbformat.write(book_copy, str(tmp / nb.name))
             log.info("chapter %s <- %s", nb.name, nb)
-        chapters = {"book": {"chapters": [f"notebooks/{nb.name}" for nb in notebooks]}}
-        header = "# Written by steiner_lib.report.prepare_report: the executed notebooks, in stage order.\n"
-        (tmp / Path(CHAPTERS_FILE).name).write_text(header + yaml.safe_dump(chapters, sort_keys=False))
+        appendix = [nb for nb in notebooks if nb.stem in APPENDIX_STAGES]
+        book = {"chapters": [f"notebooks/{nb.name}" for nb in notebooks if nb not in appendix]
+                + [q for q in BACK_CHAPTERS if (report_dir / q).is_file()]}
+        if appendix:
+            book["appendices"] = [f"notebooks/{nb.name}" for nb in appendix]
+        header = ("# Written by steiner_lib.report.prepare_report: the executed notebooks in stage order, "
+                  "then the back chapters; the summary notebook as an appendix.\n")
+        (tmp / Path(CHAPTERS_FILE).name).write_text(header + yaml.safe_dump({"book": book}, sort_keys=False))
     log.info("%d chapters copied into %s and listed in %s", len(notebooks), report_dir / "notebooks",
              CHAPTERS_FILE)
     return report_dir
@@ -434,10 +575,11 @@ class _Target:
     cell: object
 
 
-def _cross_reference_table(chapters: list[tuple[str, object]]) -> dict[str, _Target]:
-    """label -> where it is and its number ("Figure 2.1": chapter 2, first figure), as Quarto numbers a book."""
+def _cross_reference_table(chapters: list[tuple[str, object, str]]) -> dict[str, _Target]:
+    """label -> where it is and its number ("Figure 2.1": chapter 2, first figure; "Table A.1" in the
+    first appendix), as Quarto numbers a book. chapters: (page, notebook, chapter number) triples."""
     table = {}
-    for number, (page, nb) in enumerate(chapters, start=1):
+    for page, nb, number in chapters:
         counts = {"fig": 0, "tbl": 0}
         for cell in nb.cells:
             if cell.cell_type != "code":
@@ -484,8 +626,9 @@ def _strip_quarto_markdown(markdown: str) -> str:
     return re.sub(r"^( {0,3}#{1,6} .*?)\s*\{[#.][^}]*\}\s*$", r"\1", markdown, flags=re.M)
 
 
-def _caption_html(target: _Target) -> str:
-    return (f'<p id="{target.anchor}" class="caption"><strong>{html.escape(target.text)}</strong>: '
+def _caption_html(target: _Target, anchor: bool = True) -> str:
+    ident = f' id="{target.anchor}"' if anchor else ""
+    return (f'<p{ident} class="caption"><strong>{html.escape(target.text)}</strong>: '
             f'{html.escape(target.caption)}</p>')
 
 
@@ -505,48 +648,87 @@ def _notebook_for_html(nb, page: str, table: dict[str, _Target], nav: str):
             cell.source = strip_cell_options(cell.source)
             if label in table and table[label].page == page:
                 caption = nbformat.v4.new_output("display_data", data={"text/html": _caption_html(table[label])})
-                # Quarto's defaults: figure captions below, table captions above.
+                # Quarto's defaults: figure captions below, table captions above. A link to a figure
+                # lands on an anchor above it, so the reader sees the figure, then its caption.
                 if label.startswith("fig-"):
-                    cell.outputs = list(cell.outputs) + [caption]
+                    anchor = nbformat.v4.new_output("display_data", data={"text/html": f'<div id="{label}"></div>'})
+                    below = nbformat.v4.new_output("display_data",
+                                                   data={"text/html": _caption_html(table[label], anchor=False)})
+                    cell.outputs = [anchor] + list(cell.outputs) + [below]
                 else:
                     cell.outputs = [caption] + list(cell.outputs)
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(nav))
     return nb
 
 
+@dataclass
+class _Page:
+    rel: str       # notebooks/02_dag.ipynb or limitations.qmd
+    page: str      # 02_dag.html
+    number: str    # "2", "A"; "" for the unnumbered opening page
+    title: str
+    nb: object = None  # the notebook (None for a .qmd page)
+
+
+def _book_pages(report_dir: Path) -> list[_Page]:
+    """The book's pages after the opening one, numbered as Quarto numbers them (1, 2, ...; A, B for appendices)."""
+    book = load_quarto_config(report_dir).get("book") or {}
+    main, appendices = _flatten_chapters(book.get("chapters")), _flatten_chapters(book.get("appendices"))
+    pages, n = [], 0
+    for i, rel in enumerate(main + appendices):
+        path = report_dir / rel
+        if rel == "index.qmd" or not path.is_file() or not rel.endswith((".ipynb", ".qmd")):
+            continue
+        if i < len(main):
+            n += 1
+            number = str(n)
+        else:
+            number = chr(ord("A") + i - len(main))
+        if rel.endswith(".ipynb"):
+            nb = _read_notebook(path)
+            pages.append(_Page(rel, f"{Path(rel).stem}.html", number, notebook_title(nb, Path(rel).stem), nb))
+        else:
+            m = re.search(r"^#\s+(.+?)\s*(\{[^}]*\})?\s*$", strip_code(YAML_HEADER.sub("", path.read_text())), re.M)
+            pages.append(_Page(rel, f"{Path(rel).stem}.html", number, m.group(1) if m else Path(rel).stem))
+    return pages
+
+
 def _render_with_nbconvert(report_dir: Path, out_dir: Path) -> Path:
     from nbconvert import HTMLExporter
 
-    rels = [c for c in book_chapters(report_dir) if c.endswith(".ipynb") and (report_dir / c).is_file()]
-    if not rels:
+    pages = _book_pages(report_dir)
+    if not any(p.nb is not None for p in pages):
         raise ReportError(f"no chapter notebooks in {report_dir / 'notebooks'}: run prepare_report(run_dir) first")
-    chapters = [(f"{Path(rel).stem}.html", _read_notebook(report_dir / rel)) for rel in rels]
-    titles = [notebook_title(nb, Path(rel).stem) for rel, (_, nb) in zip(rels, chapters)]
-    table = _cross_reference_table(chapters)
+    table = _cross_reference_table([(p.page, p.nb, p.number) for p in pages if p.nb is not None])
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     # The lab template has no alt attribute for outputs, so nbconvert fills in a generic one and warns
     # once per page; the captions next to the figures describe them. Keep its errors, drop that noise.
     exporter.log = logging.getLogger("steiner_lib.report.nbconvert")
     exporter.log.setLevel(logging.ERROR)
+    book_title = str((load_quarto_config(report_dir).get("book") or {}).get("title", "Report"))
     with _replaced_atomically(out_dir) as tmp:
-        for i, (page, nb) in enumerate(chapters):
+        for i, page in enumerate(pages):
             nav = " · ".join(
                 ["[Contents](index.html)"]
-                + ([f"previous: [{titles[i - 1]}]({chapters[i - 1][0]})"] if i > 0 else [])
-                + ([f"next: [{titles[i + 1]}]({chapters[i + 1][0]})"] if i + 1 < len(chapters) else []))
-            body, _ = exporter.from_notebook_node(_notebook_for_html(nb, page, table, nav),
-                                                  resources={"metadata": {"name": titles[i]}})
-            (tmp / page).write_text(body, encoding="utf-8")
-            log.info("%s -> %s", rels[i], out_dir / page)
-        index = _index_html(report_dir, list(zip([p for p, _ in chapters], titles)), table)
-        (tmp / "index.html").write_text(index, encoding="utf-8")
+                + ([f"previous: [{pages[i - 1].title}]({pages[i - 1].page})"] if i > 0 else [])
+                + ([f"next: [{pages[i + 1].title}]({pages[i + 1].page})"] if i + 1 < len(pages) else []))
+            if page.nb is not None:
+                body, _ = exporter.from_notebook_node(_notebook_for_html(page.nb, page.page, table, nav),
+                                                      resources={"metadata": {"name": page.title}})
+            else:
+                body = _qmd_html(report_dir, page.rel, page.page, table, book_title, page.title, nav)
+            (tmp / page.page).write_text(body, encoding="utf-8")
+            log.info("%s -> %s", page.rel, out_dir / page.page)
+        contents = [(p.page, f"{p.number}. {p.title}" if p.number.isdigit() else f"Appendix {p.number}: {p.title}")
+                    for p in pages]
+        (tmp / "index.html").write_text(_index_html(report_dir, contents, table), encoding="utf-8")
         log.info("index.qmd -> %s", out_dir / "index.html")
-    log.info("%d chapters and an index page in %s", len(chapters), out_dir)
+    log.info("%d chapters and an index page in %s", len(pages), out_dir)
     return out_dir
 
 
 def _embed_html(target: str, table: dict[str, _Target]) -> str:
-    """An embed shortcode's replacement on the index page: the cell's output, its caption, a link to it."""
+    """An embed shortcode's replacement on a .qmd page: the cell's output, its caption, a link to it."""
     file, _, ids = target.partition("#")
     page = f"{Path(file).stem}.html"
     parts = []
@@ -558,7 +740,7 @@ def _embed_html(target: str, table: dict[str, _Target]) -> str:
         outputs = []
         for out in t.cell.get("outputs", []):
             data = out.get("data", {})
-            if "image/png" in data:
+            if "image/png" in data and (label.startswith("fig-") or "text/html" not in data):
                 png = data["image/png"]
                 png = png if isinstance(png, str) else base64.b64encode(png).decode()
                 outputs.append(f'<img src="data:image/png;base64,{png.strip()}" alt="{html.escape(t.caption)}">')
@@ -571,36 +753,55 @@ def _embed_html(target: str, table: dict[str, _Target]) -> str:
     return "".join(parts).replace("\n", " ")  # one line: markdown-it passes it through as one HTML block
 
 
-def _index_html(report_dir: Path, pages: list[tuple[str, str]], table: dict[str, _Target]) -> str:
+def _markdown_html(report_dir: Path, rel: str, page: str, table: dict[str, _Target]) -> str:
+    """A .qmd file's body as HTML: embeds replaced by the cells' outputs, references as links."""
     from markdown_it import MarkdownIt
 
-    config = load_quarto_config(report_dir)
-    book_title = str((config.get("book") or {}).get("title", "Report"))
-    qmd = report_dir / "index.qmd"
+    qmd = report_dir / rel
     markdown = YAML_HEADER.sub("", qmd.read_text()) if qmd.is_file() else ""
     markdown = EMBED.sub(lambda m: "\n\n" + _embed_html(m.group(1), table) + "\n\n", markdown)
-    markdown = _strip_quarto_markdown(_link_references(markdown, table, "index.html"))
-    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
-    contents = "".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in pages)
+    markdown = _strip_quarto_markdown(_link_references(markdown, table, page))
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+
+
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 56rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; }
+table { border-collapse: collapse; margin: .5rem 0; } th, td { border: 1px solid #ccc; padding: .3rem .5rem; vertical-align: top; }
+figure { margin: 1.5rem 0; overflow-x: auto; } figure img { max-width: 100%; } figcaption { font-size: .9rem; }
+pre { background: #f5f5f5; padding: .6rem; overflow-x: auto; }
+nav ul { list-style: none; padding-left: .4rem; }
+"""
+
+
+def _page_html(title: str, header: str, body: str) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(book_title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; }}
-table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: .3rem .5rem; vertical-align: top; }}
-figure {{ margin: 1.5rem 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: .9rem; }}
-pre {{ background: #f5f5f5; padding: .6rem; overflow-x: auto; }}
-nav ol {{ padding-left: 1.4rem; }}
-</style></head>
+<title>{html.escape(title)}</title>
+<style>{PAGE_STYLE}</style></head>
 <body>
-<header><h1>{html.escape(book_title)}</h1>
-<p><em>Rendered with nbconvert because Quarto was not found; the chapters are the executed notebooks.</em></p>
-<nav><h2>Chapters</h2><ol>{contents}</ol></nav></header>
+<header>{header}</header>
 <main>
 {body}
 </main>
 </body></html>
 """
+
+
+def _qmd_html(report_dir: Path, rel: str, page: str, table: dict[str, _Target], book_title: str, title: str,
+              nav: str) -> str:
+    from markdown_it import MarkdownIt
+
+    nav_html = MarkdownIt("commonmark").renderInline(nav)
+    return _page_html(f"{title} - {book_title}", f"<p>{nav_html}</p>", _markdown_html(report_dir, rel, page, table))
+
+
+def _index_html(report_dir: Path, pages: list[tuple[str, str]], table: dict[str, _Target]) -> str:
+    config = load_quarto_config(report_dir)
+    book_title = str((config.get("book") or {}).get("title", "Report"))
+    contents = "".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in pages)
+    header = (f"<h1>{html.escape(book_title)}</h1>\n<p><em>Rendered with nbconvert because Quarto was not found; "
+              f"the chapters are the executed notebooks.</em></p>\n<nav><h2>Contents</h2><ul>{contents}</ul></nav>")
+    return _page_html(book_title, header, _markdown_html(report_dir, "index.qmd", "index.html", table))
 
 
 # ---------------------------------------------------------------- command line

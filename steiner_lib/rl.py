@@ -83,6 +83,9 @@ class RLStageConfig:
     progress: bool = True  # the Trainer's progress bar
     keep_scored: int = 5_000  # scored completions kept for RLResult.scored (the most recent)
     output_dir: str | None = None  # Trainer scratch directory; None: a temporary one, removed after
+    backend: str = "transformers"  # rollouts: transformers | vllm (TRL use_vllm, colocate mode) | auto (backends)
+    vllm_gpu_memory: float = 0.3  # vllm: share of each GPU's memory the colocated engine takes
+    vllm_tensor_parallel: int = 1  # vllm: GPUs per engine (must divide the number of training processes)
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,6 +107,11 @@ class RLStageConfig:
             problems.append(f"credit={self.credit!r} (choose one of {CREDITS})")
         if self.scale_rewards not in SCALES:
             problems.append(f"scale_rewards={self.scale_rewards!r} (choose one of {SCALES})")
+        if self.backend not in ("transformers", "vllm", "auto"):
+            problems.append(f"backend={self.backend!r} (choose transformers, vllm or auto)")
+        if not 0 < self.vllm_gpu_memory < 1 or self.vllm_tensor_parallel < 1:
+            problems.append(f"vllm_gpu_memory={self.vllm_gpu_memory} (need 0 < share < 1), "
+                            f"vllm_tensor_parallel={self.vllm_tensor_parallel} (need >= 1)")
         if problems:
             raise ValueError("RLStageConfig: " + "; ".join(problems))
 
@@ -324,9 +332,14 @@ def log_frame(log_history: list[dict]) -> pd.DataFrame:
 
 
 def grpo_config(cfg: RLStageConfig, output_dir: str):
-    """The trl.GRPOConfig this stage runs with (transformers generation, no saving, no reporting)."""
+    """The trl.GRPOConfig this stage runs with (no saving, no reporting). Rollouts by transformers, or by
+    vLLM in TRL's colocate mode (one engine inside the training processes, sharing their GPUs)."""
+    import torch
     from trl import GRPOConfig
 
+    from steiner_lib.backends import resolve_backend
+
+    use_vllm = resolve_backend(cfg.backend, "RL rollouts") == "vllm"
     return GRPOConfig(
         output_dir=output_dir,
         max_steps=cfg.steps,
@@ -342,7 +355,10 @@ def grpo_config(cfg: RLStageConfig, output_dir: str):
         max_completion_length=cfg.max_completion_length,
         scale_rewards=cfg.scale_rewards,
         loss_type=cfg.loss_type,
-        use_vllm=False,
+        use_vllm=use_vllm,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory,
+        vllm_tensor_parallel_size=cfg.vllm_tensor_parallel,
         mask_truncated_completions=False,  # a cut completion is scored (format penalty), not dropped
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -356,6 +372,7 @@ def grpo_config(cfg: RLStageConfig, output_dir: str):
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        use_cpu=not torch.cuda.is_available(),  # GPUs when there are; on CPUs, torchrun's processes form a gloo group
         log_completions=False,
     )
 

@@ -111,7 +111,17 @@ def execute_stage(params: Params, stage: str, source: Path, progress: bool = Tru
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from steiner_lib import distributed
+
     ipynb = to_ipynb(source)
+    if not distributed.is_main_process():  # under accelerate launch: compute in step with rank 0, keep nothing
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix=f"steiner-rank{distributed.rank()}-") as scratch:
+            t0 = time.time()
+            pm.execute_notebook(str(ipynb), str(Path(scratch) / f"{stage}.ipynb"), parameters=params.for_stage(stage),
+                                kernel_name="python3", cwd=str(project_root()), progress_bar=False, log_output=False)
+            return time.time() - t0
     out_dir = executed_dir(params)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{stage}.tmp-{uuid.uuid4().hex[:8]}.ipynb"
@@ -155,9 +165,19 @@ def parse_only(only: str | None, available: list[str]) -> list[str]:
 
 def run(params_path: str | Path, only: str | None = None, force: bool = False,
         progress: bool = True) -> list[StageOutcome]:
+    from steiner_lib import distributed
+
     params = load_preset(params_path)  # validates before any compute
+    if distributed.world_size() > 1 and not force:
+        # Every process must run the same stages in step; a skip decided per process could differ.
+        log.info("launched as %d processes: every selected stage runs (as with --force)", distributed.world_size())
+        force = True
     sources = notebook_sources()
     selected = parse_only(only, list(sources))
+    if distributed.world_size() > 1 and len(selected) != 1:
+        # Each notebook's kernel opens its own process group; a second one in the same launch hangs.
+        raise RunnerError(f"launched as {distributed.world_size()} processes with {len(selected)} stages: launch one "
+                          f"stage at a time, e.g. accelerate launch ... -m steiner_lib run --params <preset> --only 04")
     outcomes: list[StageOutcome] = []
     rerun_rest = force
     for stage in selected:

@@ -130,6 +130,7 @@ class StageWriter:
             "params_hash": self.params.stage_hash(self.stage),
             "inputs": self.inputs,
             "seed": self.params.values["run_seed"],
+            "processes": _process_group_size(),  # > 1: trained by several processes (batch sizes are per process)
             "versions": package_versions(),
             "git_commit": git_commit(),
             "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
@@ -139,6 +140,12 @@ class StageWriter:
             "files": sorted(str(p.relative_to(self.dir)) for p in self.dir.rglob("*") if p.is_file()),
         }
         atomic_write_json(self.dir / MANIFEST, manifest)
+        from steiner_lib import distributed
+
+        if not distributed.is_main_process():  # under accelerate launch only rank 0 publishes the stage
+            shutil.rmtree(self.dir, ignore_errors=True)
+            log.info("stage %s: rank %d computed it; rank 0 publishes it", self.stage, distributed.rank())
+            return manifest
         old = None
         if self.final_dir.exists():
             old = self.final_dir.parent / f".old-{self.stage}-{uuid.uuid4().hex[:8]}"
@@ -151,7 +158,23 @@ class StageWriter:
         return manifest
 
 
+def _process_group_size() -> int:
+    """Processes in the torch.distributed group a Trainer of this stage opened (1 when none)."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # never import torch just to ask
+    return dist.get_world_size() if dist is not None and dist.is_available() and dist.is_initialized() else 1
+
+
 def figures_dir(params: Params) -> Path:
+    from steiner_lib import distributed
+
+    if not distributed.is_main_process():  # under accelerate launch only rank 0 writes the figures
+        import tempfile
+
+        d = Path(tempfile.gettempdir()) / f"steiner-figures-{params.values['run_name']}-rank{distributed.rank()}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
     d = project_root() / "figures" / params.values["run_name"]
     d.mkdir(parents=True, exist_ok=True)
     return d

@@ -61,15 +61,24 @@ def augment(q: CountdownQuestion, letter: str, teacher: Teacher, rng: random.Ran
     """Truncation augmentation: keep the first k steps of the shortest solution (k uniform in
     [0, len - 1] unless `cut_at` is given; 0 = start from the question), let the teacher
     explore without the answer, then give it the answer. meta: see steiner_lib.teachers."""
+    draft = _cut(q, rng, cut_at)
+    teacher.continue_without_answer(q, draft, rng)
+    draft.tell_answer()
+    teacher.continue_with_answer(q, draft, rng)
+    return _finish(q, letter, teacher, draft)
+
+
+def _cut(q: CountdownQuestion, rng: random.Random, cut_at: int | None = None) -> Draft:
+    """The draft of an augmentation: the shortest solution's first k steps (k drawn from rng)."""
     records = shortest_records(q)
     k = rng.randrange(len(records)) if cut_at is None else cut_at
     if not 0 <= k < len(records):
         raise ValueError(f"cut_at={cut_at}: the shortest solution of {q.question_id} has "
                          f"{len(records)} steps, so cut_at must be in 0..{len(records) - 1}")
-    draft = Draft.start(q, records[:k])
-    teacher.continue_without_answer(q, draft, rng)
-    draft.tell_answer()
-    teacher.continue_with_answer(q, draft, rng)
+    return Draft.start(q, records[:k])
+
+
+def _finish(q: CountdownQuestion, letter: str, teacher, draft: Draft) -> Trajectory:
     if not draft.is_solved():
         raise RuntimeError(f"{type(teacher).__name__} left {q.question_id} unsolved; "
                            f"continue_with_answer must end on the answer (see teachers.recover)")
@@ -85,6 +94,49 @@ def question_trajectories(q: CountdownQuestion, letter: str, teacher: Teacher,
     rng = random.Random(f"{seed}:{q.question_id}")  # str seeds hash with SHA-512: stable everywhere
     return [shortcut_trajectory(q, letter)] + [
         augment(q, letter, teacher, rng) for _ in range(augmentations_per_question)]
+
+
+def synthesize_batched(questions: list[CountdownQuestion], letters: list[str], teacher: LLMTeacher,
+                       augmentations_per_question: int, seed: int, progress: bool = True,
+                       batch_size: int = 512) -> list[Trajectory]:
+    """`synthesize` for the LLM teacher, its requests batched across questions (vLLM serves a batch
+    at once; one request at a time would decode at single-sequence speed).
+
+    Round r writes every question's r-th augmentation: all cuts, then the exploration requests in
+    batches of `batch_size`, then the recovery requests. Each question keeps its own
+    random.Random(seed:question_id), drawn in the order `augment` draws it, so the output is
+    exactly that of `question_trajectories` one question at a time (tests/test_synthesis_batched.py).
+    """
+    rngs = [random.Random(f"{seed}:{q.question_id}") for q in questions]
+    out = [[shortcut_trajectory(q, letter)] for q, letter in zip(questions, letters)]
+    bar = tqdm(total=len(questions) * augmentations_per_question, desc="synthesis (batched)", unit="trace",
+               disable=not progress)
+
+    def run(requests: list, absorb) -> None:
+        todo = [(i, r) for i, r in enumerate(requests) if r is not None]
+        for lo in range(0, len(todo), batch_size):
+            chunk = todo[lo:lo + batch_size]
+            texts = teacher.generate_many([r[0] for _, r in chunk], [r[1] for _, r in chunk])
+            for (i, (_, _, prefill)), text_ in zip(chunk, texts):
+                absorb(i, prefill, text_)
+
+    try:
+        for _ in range(augmentations_per_question):
+            drafts = [_cut(q, rng) for q, rng in zip(questions, rngs)]
+            run([teacher.exploration_request(q, d, rng) for q, d, rng in zip(questions, drafts, rngs)],
+                lambda i, prefill, text_: teacher.absorb_exploration(drafts[i], prefill, text_))
+            for d in drafts:
+                d.tell_answer()
+            recoveries = [teacher.recovery_request(q, d, rng) for q, d, rng in zip(questions, drafts, rngs)]
+            run(recoveries, lambda i, prefill, text_: teacher.absorb_recovery(drafts[i], prefill, text_))
+            for i, (q, letter, d) in enumerate(zip(questions, letters, drafts)):
+                if recoveries[i] is None:
+                    teacher.absorb_recovery(d)
+                out[i].append(_finish(q, letter, teacher, d))
+                bar.update(1)
+    finally:
+        bar.close()
+    return [t for ts in out for t in ts]
 
 
 # The job a forked worker runs: set before the pool starts, so children inherit it unpickled.
@@ -135,6 +187,8 @@ def synthesize(questions: list[CountdownQuestion], letters: list[str], teacher: 
     if workers > 1 and isinstance(teacher, LLMTeacher):
         raise ValueError("synthesize(workers > 1) forks processes, which an LLMTeacher's model does not "
                          "survive: use workers=1 with the LLM teacher")
+    if isinstance(teacher, LLMTeacher):  # same output, generation batched across questions
+        return synthesize_batched(questions, letters, teacher, augmentations_per_question, seed, progress)
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
         warnings.warn("this platform cannot fork processes; synthesizing in one process instead")
         workers = 1

@@ -438,7 +438,7 @@ class LLMTeacher:
 
     def __init__(self, model_name_or_path: str, backend: str = "transformers", max_new_tokens: int = 512,
                  temperature: float = 0.7, device: str = "cpu", prompt_seed: int = 0,
-                 max_explore_steps: int | None = None):
+                 max_explore_steps: int | None = None, tensor_parallel_size: int = 1):
         if backend not in BACKENDS:
             raise ValueError(f"LLMTeacher backend={backend!r}: choose one of {BACKENDS}")
         if max_new_tokens < 1 or temperature < 0:
@@ -451,6 +451,7 @@ class LLMTeacher:
         self.device = device
         self.prompt_seed = prompt_seed
         self.max_explore_steps = max_explore_steps
+        self.tensor_parallel_size = tensor_parallel_size  # vLLM only: GPUs the model is split over
         self._tokenizer = None
         self._model = None
         self._engine = None
@@ -540,34 +541,66 @@ class LLMTeacher:
                     "LLMTeacher(backend='vllm') needs vLLM, a GPU dependency that is not installed here. "
                     "On a GPU machine run `pip install .[gpu]`; on a CPU use backend='transformers'."
                 ) from e
-            self._engine = (vllm, vllm.LLM(model=self.model_name_or_path, seed=0))
+            self._engine = (vllm, vllm.LLM(model=self.model_name_or_path, seed=0,
+                                                 tensor_parallel_size=self.tensor_parallel_size))
         return self._engine
+
+    def _sampling_params(self, vllm, seed: int):
+        # spaces_between_special_tokens=False: the 14 tokens come back exactly as the parser reads them
+        return vllm.SamplingParams(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=seed,
+                                   skip_special_tokens=False, spaces_between_special_tokens=False)
 
     def _generate_vllm(self, prompt: str, seed: int) -> str:
         vllm, engine = self._vllm()
-        params = vllm.SamplingParams(temperature=self.temperature, max_tokens=self.max_new_tokens,
-                                     seed=seed, skip_special_tokens=False)
-        return engine.generate([prompt], params, use_tqdm=False)[0].outputs[0].text
+        return engine.generate([prompt], self._sampling_params(vllm, seed), use_tqdm=False)[0].outputs[0].text
 
-    # -- the two phases --
+    def generate_many(self, prompts: list[str], seeds: list[int]) -> list[str]:
+        """`generate` for many prompts: one vLLM call (each request seeded as alone), or one by one."""
+        if self.backend != "vllm":
+            return [self.generate(p, s) for p, s in zip(prompts, seeds)]
+        vllm, engine = self._vllm()
+        outputs = engine.generate(list(prompts), [self._sampling_params(vllm, s) for s in seeds], use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
 
-    def continue_without_answer(self, q: CountdownQuestion, draft: Draft, rng: random.Random) -> None:
+    # -- the two phases; each is a request (prompt, seed, pre-fill) and an absorb, so that
+    # synthesis.synthesize_batched can send many drafts' requests in one generate_many call --
+
+    def exploration_request(self, q: CountdownQuestion, draft: Draft, rng: random.Random) -> tuple[str, int, str]:
         prefill = reasoning_so_far(draft, open_move=True)
-        out = self.generate(self.build_prompt(self.question_prompt(q), prefill), rng.randrange(2**31))
+        return self.build_prompt(self.question_prompt(q), prefill), rng.randrange(2**31), prefill
+
+    def absorb_exploration(self, draft: Draft, prefill: str, out: str) -> None:
         options = draft.options
         draft.notes["stop_reason"] = self.absorb(
             draft, prefill + out, done=lambda d: any(v in d.state for v in options),
             limit=self.max_explore_steps)
 
-    def continue_with_answer(self, q: CountdownQuestion, draft: Draft, rng: random.Random) -> None:
-        if not draft.is_solved():
-            user = self.question_prompt(q) + "\n\n" + HINT.format(value=draft.target)
-            prefill = reasoning_so_far(draft)
-            out = self.generate(self.build_prompt(user, prefill), rng.randrange(2**31))
+    def recovery_request(self, q: CountdownQuestion, draft: Draft, rng: random.Random) -> tuple[str, int, str] | None:
+        """None when the draft already holds the answer (no generation, no random draw)."""
+        if draft.is_solved():
+            return None
+        user = self.question_prompt(q) + "\n\n" + HINT.format(value=draft.target)
+        prefill = reasoning_so_far(draft)
+        return self.build_prompt(user, prefill), rng.randrange(2**31), prefill
+
+    def absorb_recovery(self, draft: Draft, prefill: str | None = None, out: str | None = None) -> None:
+        if prefill is not None:
             self.absorb(draft, prefill + out, done=lambda d: d.is_solved())
         if not draft.is_solved():
             draft.notes["fallback_recovery"] = True
             recover(draft)
+
+    def continue_without_answer(self, q: CountdownQuestion, draft: Draft, rng: random.Random) -> None:
+        prompt, seed, prefill = self.exploration_request(q, draft, rng)
+        self.absorb_exploration(draft, prefill, self.generate(prompt, seed))
+
+    def continue_with_answer(self, q: CountdownQuestion, draft: Draft, rng: random.Random) -> None:
+        request = self.recovery_request(q, draft, rng)
+        if request is None:
+            self.absorb_recovery(draft)
+        else:
+            prompt, seed, prefill = request
+            self.absorb_recovery(draft, prefill, self.generate(prompt, seed))
 
     @staticmethod
     def absorb(draft: Draft, reasoning: str, done, limit: int | None = None) -> str:
@@ -629,4 +662,4 @@ def make_teacher(teacher_params, prompt_seed: int = 0) -> "SearchTeacher | LLMTe
                              branching=p.branching, max_explore_steps=p.max_explore_steps)
     return LLMTeacher(p.model, backend=p.backend, max_new_tokens=p.max_new_tokens,
                       temperature=p.temperature, max_explore_steps=p.max_explore_steps,
-                      prompt_seed=prompt_seed)
+                      prompt_seed=prompt_seed, tensor_parallel_size=p.tensor_parallel)

@@ -98,9 +98,12 @@ def test_special_tokens_are_kept_and_eos_and_padding_dropped(model, tok, prompts
     # shorter ones are padded while the longest finishes.
     pieces = [fmt.REASONING_START, fmt.STEP_START, fmt.PROCEED, fmt.STEP_START]
     scripts = [[ids[p] for p in pieces[:r + 1]] + [eos] for r in range(len(prompts))]
+    stats = {}
     out = inference.generate(model, tok, prompts, max_new_tokens=10, temperature=0.0, batch_size=len(prompts),
-                             logits_processor=lambda width: [Script(width, scripts)], progress=False)
+                             logits_processor=lambda width: [Script(width, scripts)], progress=False, stats=stats)
     assert [o[0] for o in out] == ["".join(pieces[:r + 1]) for r in range(len(prompts))]
+    # real tokens 1 + 2 + 3 + 4; the batch computed 4 rows x 5 columns (the longest row and its eos)
+    assert stats["new_tokens"] == 10 and stats["batch_slots"] == 4 * 5
     for o in out:
         assert modeling.IM_END not in o[0] and modeling.ENDOFTEXT not in o[0]
 
@@ -109,7 +112,7 @@ def test_generation_runs_to_max_new_tokens_without_eos(model, tok, prompts):
     stats = {}
     out = inference.generate(model, tok, prompts[:3], max_new_tokens=7, temperature=1.0, batch_size=2,
                              logits_processor=[NoStop(tok.eos_token_id)], progress=False, stats=stats)
-    assert stats["new_tokens"] == 3 * 7 and stats["tokens_per_s"] > 0
+    assert stats["new_tokens"] == stats["batch_slots"] == 3 * 7 and stats["tokens_per_s"] > 0
     assert len(out) == 3 and all(len(o) == 1 for o in out)
 
 
@@ -117,6 +120,50 @@ def test_kv_cache_off_gives_the_same_greedy_text(model, tok, prompts):
     kwargs = dict(max_new_tokens=8, temperature=0.0, progress=False)
     assert inference.generate(model, tok, prompts[:2], use_cache=False, **kwargs) == \
         inference.generate(model, tok, prompts[:2], **kwargs)
+
+
+def test_preallocated_cache_gives_the_default_caches_outputs(model, tok, prompts):
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    kwargs = dict(max_new_tokens=9, do_sample=False, eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id)
+    cache = inference.preallocated_cache(model, enc["input_ids"].shape[1] + 9)
+    assert cache is not None
+    with torch.inference_mode():
+        default = model.generate(**enc, **kwargs)
+        preallocated = model.generate(**enc, **kwargs, cache=cache)
+    assert torch.equal(default, preallocated)
+    assert cache.layers[0].keys.shape[-2] == enc["input_ids"].shape[1] + 8  # the last token is never fed back
+
+
+def test_preallocated_layer_matches_concatenation_through_crop_select_and_overflow():
+    from transformers.cache_utils import DynamicLayer
+
+    layer = inference._preallocated_layer_class()(capacity=6)
+    plain = DynamicLayer()
+    torch.manual_seed(0)
+
+    def both(n, batch=3):
+        k, v = torch.randn(batch, 2, n, 4), torch.randn(batch, 2, n, 4)
+        got, want = layer.update(k, v), plain.update(k.clone(), v.clone())
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+    both(4)
+    both(1)
+    buffer = layer._buffers[0]
+    assert layer.keys.data_ptr() == buffer.data_ptr()  # written in place, no new tensor
+    layer.crop(-2), plain.crop(-2)
+    both(1)
+    index = torch.tensor([2, 0])
+    layer.batch_select_indices(index), plain.batch_select_indices(index)
+    both(1, batch=2)
+    both(5, batch=2)  # past the capacity: a larger buffer
+    assert layer.get_seq_length() == plain.get_seq_length() == 10
+
+
+def test_no_preallocated_cache_for_sliding_window_layers(tok):
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, use_sliding_window=True, sliding_window=8,
+                         max_window_layers=0)
+    assert inference.preallocated_cache(Qwen2ForCausalLM(config), 32) is None
 
 
 def test_model_mode_is_restored_and_bad_arguments_are_named(model, tok, prompts):

@@ -136,9 +136,33 @@ def test_the_real_report_checks_clean_against_the_executed_notebooks(smoke_run, 
     if out is not None:  # the nbconvert fallback: every figure and table of every notebook is in its page
         for stage in notebook_sources():
             nb = nbformat.read(report_dir / "notebooks" / f"{stage}.ipynb", as_version=4)
-            n_png = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-                        for o in c.get("outputs", []))
+            outputs = [o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+            # A bundle with text/html too (the interactive DAG view) shows its HTML; its PNG is for the PDF.
+            n_png = sum("image/png" in d and "text/html" not in d for d in outputs)
+            n_html = sum("text/html" in d for d in outputs)
             html = (out / f"{stage}.html").read_text()
-            assert html.count("data:image/png") >= n_png > 0
-            assert "<table" in html
-        assert all(f"{s}.html" in (out / "index.html").read_text() for s in notebook_sources())
+            assert html.count("data:image/png") >= n_png
+            assert n_png + n_html > 0 and "<table" in html
+        assert 'class="steiner-dagview"' in (out / "02_dag.html").read_text()
+        summary_page = (out / "08_summary.html").read_text()
+        for label in ("tbl-claims", "tbl-notebook-times", "tbl-versions", "tbl-hardware"):
+            assert f'id="{label}"' in summary_page
+        index = (out / "index.html").read_text()
+        assert all(f"{s}.html" in index for s in notebook_sources())
+        assert '<figure id="tbl-claims">' in index  # the results table on the opening page
+        assert (out / "limitations.html").is_file()
+
+
+def test_artifacts_of_the_scaling_stage(smoke_run):
+    # The smoke preset runs every code path of 07: all methods, the soft bias and both retrained variants.
+    import pandas as pd
+
+    tmp, path, _ = smoke_run
+    d, manifest = require(P.load_preset(path), "07_inference_scaling")
+    for name in ("scaling_curves.csv", "outputs.parquet", "backtrack_events.parquet", "context_rates.csv",
+                 "length_bins.csv"):
+        assert (d / name).exists(), name
+    curves = pd.read_csv(d / "scaling_curves.csv")
+    assert {"min_steps", "budget", "vote", "soft_bias"} <= set(curves["method"])
+    assert {"SFT", "RL", "SFT (long paths)", "RL depth-heavy", "RL breadth-heavy"} <= set(curves["model"])
+    assert "soft_minus_hard_delta" in manifest["metrics"]

@@ -233,7 +233,9 @@ def test_check_reports_a_broken_config(tmp_path):
 PLANNED_LABELS = {
     "01_synthesis": ["tbl-split-sizes", "tbl-teacher-errors", "fig-teacher-errors"],
     "02_dag": ["tbl-clustering", "fig-dag-examples", "fig-node-features", "fig-path-lengths",
-               "tbl-dataset-vs-paper"],
+               "tbl-dataset-vs-paper", "fig-dag-interactive"],
+    "06_evaluation": ["tbl-lp-grid", "tbl-stage-table", "tbl-control-table", "fig-stage-accuracy"],
+    "08_summary": ["tbl-claims", "tbl-notebook-times", "tbl-versions", "tbl-hardware"],
 }
 
 
@@ -259,7 +261,10 @@ def test_real_index_resolves_against_the_planned_labels(tmp_path):
     prepare_report(executed.parent, rd)
     assert check_quarto_project(rd) == []
     index = (REAL_REPORT / "index.qmd").read_text()
-    assert len(re.findall(r"\{\{< embed notebooks/\S+#fig-", index)) == 2
+    assert len(re.findall(r"\{\{< embed notebooks/\S+#fig-", index)) == 3
+    assert "{{< embed notebooks/08_summary.ipynb#tbl-claims >}}" in index  # the results table, on the first page
+    chapters = book_chapters(rd)
+    assert chapters[0] == "index.qmd" and chapters[-2:] == ["limitations.qmd", "notebooks/08_summary.ipynb"]
     shutil.rmtree(rd / "notebooks")  # not prepared: the check says what to run
     problems = check_quarto_project(rd)
     assert any("notebooks/_chapters.yml" in p and "prepare_report" in p for p in problems)
@@ -280,7 +285,7 @@ def test_render_without_quarto_writes_self_contained_pages(book, monkeypatch, ca
 
     index = (out / "index.html").read_text()
     links = [index.index(f'href="{page}">{title}</a>') for page, title in
-             [("01_alpha.html", "Alpha chapter"), ("02_beta.html", "Beta chapter")]]
+             [("01_alpha.html", "1. Alpha chapter"), ("02_beta.html", "2. Beta chapter")]]
     assert links == sorted(links)  # every chapter, in order, with its title
     assert "Preface" in index and "{{<" not in index and "{.unnumbered}" not in index
     assert index.count("data:image/png;base64,") == 1  # the embedded fig-c
@@ -365,3 +370,109 @@ def test_real_notebook_sources_pass_the_check_with_the_real_index(tmp_path):
     shutil.copytree(REAL_REPORT, rd, ignore=shutil.ignore_patterns("notebooks", "_build", ".quarto"))
     prepare_report(executed.parent, rd)
     assert check_quarto_project(rd) == []
+
+
+# ---------------------------------------------------------------- tidy copies, back chapters, appendix
+
+def test_tidy_stream_keeps_what_a_reader_needs():
+    root = "/home/me/steiner"
+    text = ("\rsynthesis:   0%|          | 0/600 [00:00<?, ?q/s]\rsynthesis: 100%|##########| 600/600 [00:01<00:00]\n"
+            "3000 trajectories\n"
+            "/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found\n  from .autonotebook import tqdm\n"
+            + "accelerate: the used dataset had no length\n" * 3
+            + f"wrote {root}/runs/cpu/01_synthesis in 3.7 s\n\x1b[A\rDone 40%\rDone 100%\n")
+    out = report.tidy_stream(text, root=root)
+    assert out.splitlines() == ["3000 trajectories", "accelerate: the used dataset had no length  [repeated 3 times]",
+                                "wrote runs/cpu/01_synthesis in 3.7 s", "Done 100%"]
+    assert report.tidy_stream("\r 10%|#    | 1/10\r100%|#####| 10/10\n") == ""
+
+
+def test_prepare_tidies_the_book_copies_and_leaves_the_run_alone(tmp_path):
+    run = make_run(tmp_path)
+    src = run / "executed" / "01_alpha.ipynb"
+    nb = nbformat.read(str(src), as_version=4)
+    cell = nb.cells[2]  # fig-a
+    cell.outputs = ([nbformat.v4.new_output("stream", name="stderr", text=f"\rbar {i}0%|#  | {i}/9") for i in range(9)]
+                    + [nbformat.v4.new_output("stream", name="stdout", text="kept line\n"),
+                       nbformat.v4.new_output("display_data", data={"text/html": "<div><progress value='1'></progress>"
+                                                                    "<table><tr><td>No log</td></tr></table></div>"})]
+                    + list(cell.outputs))
+    nbformat.write(nb, str(src))
+    before = src.read_text()
+    rd = make_report_dir(tmp_path)
+    prepare_report(run, rd)
+    assert src.read_text() == before  # the executed notebook is never changed
+    copy_ = nbformat.read(str(rd / "notebooks" / "01_alpha.ipynb"), as_version=4).cells[2]
+    kinds = [(o.output_type, o.get("name")) for o in copy_.outputs]
+    assert kinds == [("stream", "stdout"), ("display_data", None)]  # bars and the progress widget gone
+    assert copy_.outputs[0].text == "kept line\n" and "image/png" in copy_.outputs[1].data
+
+
+def test_summary_notebook_is_an_appendix_after_the_back_chapters(tmp_path, monkeypatch):
+    run = make_run(tmp_path)
+    write_nb(run / "executed" / "08_summary.ipynb", "Claims and reproducibility", [
+        nbformat.v4.new_markdown_cell("Back to @fig-a."), table_cell("tbl-claims", "The claims.")])
+    rd = make_report_dir(tmp_path, INDEX_QMD + "\n{{< embed notebooks/08_summary.ipynb#tbl-claims >}}\n")
+    (rd / "limitations.qmd").write_text("# Limitations\n\nSee @tbl-claims and @fig-c.\n")
+    prepare_report(run, rd)
+    assert book_chapters(rd) == ["index.qmd", "notebooks/01_alpha.ipynb", "notebooks/02_beta.ipynb",
+                                 "limitations.qmd", "notebooks/08_summary.ipynb"]
+    chapters = yaml.safe_load((rd / "notebooks" / "_chapters.yml").read_text())["book"]
+    assert chapters["appendices"] == ["notebooks/08_summary.ipynb"]
+    assert check_quarto_project(rd) == []
+
+    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    out = render_report(rd, tmp_path / "html")
+    assert sorted(p.name for p in out.iterdir()) == ["01_alpha.html", "02_beta.html", "08_summary.html",
+                                                     "index.html", "limitations.html"]
+    index = (out / "index.html").read_text()
+    order = [index.index(t) for t in ("1. Alpha chapter", "2. Beta chapter", "3. Limitations",
+                                      "Appendix A: Claims and reproducibility")]
+    assert order == sorted(order)
+    assert '<figure id="tbl-claims">' in index and "<table>" in index  # the embedded results table
+    limitations = (out / "limitations.html").read_text()
+    assert 'href="08_summary.html#tbl-claims">Table A.1</a>' in limitations
+    assert 'href="02_beta.html#fig-c">Figure 2.1</a>' in limitations
+    assert "previous: " in limitations and 'href="08_summary.html"' in limitations  # navigation
+    assert "Table A.1" in (out / "08_summary.html").read_text()
+
+
+def test_html_bundles_show_their_html_and_the_png_goes_to_the_pdf(tmp_path, monkeypatch):
+    """An output carrying text/html and image/png (an interactive figure with a static fallback)
+    shows its HTML in the nbconvert pages; Quarto picks the PNG for typst by itself."""
+    run = make_run(tmp_path)
+    cell = figure_cell("fig-view", "An interactive view.")
+    cell.outputs[0]["data"]["text/html"] = '<div class="steiner-dagview"><svg></svg></div>'
+    write_nb(run / "executed" / "03_gamma.ipynb", "Gamma", [cell])
+    rd = make_report_dir(tmp_path)
+    prepare_report(run, rd)
+    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    page = (render_report(rd, tmp_path / "html") / "03_gamma.html").read_text()
+    assert 'class="steiner-dagview"' in page and 'id="fig-view"' in page
+
+
+def test_dataframe_tables_get_a_markdown_twin_for_the_pdf():
+    import pandas as pd
+
+    frame = pd.DataFrame({"n": [8, 2], "share": [0.8, 0.2]}, index=pd.Index(["train", "a|b"], name="split"))
+    md = report.html_table_to_markdown(frame._repr_html_())
+    assert md.splitlines() == ["| split | n | share |", "|---|---|---|", "| train | 8 | 0.8 |", "| a\\|b | 2 | 0.2 |"]
+    assert report.html_table_to_markdown("<p>no table</p>") is None
+    nb = nbformat.v4.new_notebook()
+    cell = table_cell("tbl-x")
+    nb.cells = [cell]
+    tidy = report.tidy_notebook(nb)
+    assert tidy.cells[0].outputs[0].data["text/markdown"].startswith("| split | n |")
+    assert "text/markdown" not in cell.outputs[0].data  # the input notebook is not changed
+
+
+def test_book_copy_shows_the_injected_parameters_not_the_defaults():
+    nb = nbformat.v4.new_notebook()
+    defaults = nbformat.v4.new_code_cell("run_name = 'cpu'")
+    defaults.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell("# Parameters\nrun_name = 'ex'")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells = [defaults, injected, nbformat.v4.new_code_cell("x = 1")]
+    assert [c.source for c in report.tidy_notebook(nb).cells] == [injected.source, "x = 1"]
+    nb.cells = [defaults, nbformat.v4.new_code_cell("x = 1")]  # not run by Papermill: keep the defaults
+    assert len(report.tidy_notebook(nb).cells) == 2

@@ -1,0 +1,258 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Inference-time scaling: why more thinking does not help
+#
+# **In the paper.** Steiner was meant to scale at inference like o1: more reasoning tokens, higher
+# accuracy. It did not. Forcing more steps with `reasoning_constraints(min_steps, ...)` gave no gain on
+# almost every benchmark and a loss on some (GPQA among them). The author names four suspects: CPT and
+# SFT never showed the model long outputs; the RL reward balances breadth and depth badly; the
+# backtracking context leads the model to confirm wrong answers or reject right ones; forcing logits is
+# too blunt. None was tested.
+#
+# **Here.** Each checkpoint answers the diamond questions of notebook 06 (the first `scaling_questions`
+# of them) while three knobs spend more tokens: forced steps (min_steps, greedy), s1-style budget forcing
+# (reasoning_end refused before B tokens, forced soon after) and majority votes over k sampled outputs.
+# All three go on one plot against the tokens they spend per question. Then each suspect gets a
+# measurement, a figure and a conclusion computed from the numbers. Intervals are 95% bootstraps over
+# questions; comparisons are paired on the same questions.
+
+# %% tags=["parameters"]
+run_name = "cpu"
+run_seed = 0
+run_root = "runs"
+scaling_questions = 24
+scaling_stages = "SFT,RL"
+scaling_max_new_tokens = 640
+scaling_batch_size = 16
+scaling_min_steps_grid = "0,2,6"
+scaling_budgets = "128,384"
+scaling_budget_grace = 64
+scaling_samples = 4
+scaling_vote_ks = "1,2,4"
+scaling_vote_draws = 32
+scaling_temperature = 0.7
+scaling_length_bins = 4
+scaling_context_bins = 4
+scaling_soft_bias = 4.0
+scaling_retrain_variants = False
+scaling_long_paths_share = 0.5
+scaling_variant_sft_steps = 100
+scaling_reward_variants = "depth-heavy,breadth-heavy"
+scaling_reward_factor = 3.0
+scaling_variant_rl_steps = 15
+
+# %%
+# Setup: validate the params, open this stage, load the diamond questions and the plan of settings.
+import time
+from dataclasses import replace
+
+import datasets
+import pandas as pd
+from IPython.display import Markdown, display
+
+from steiner_lib import backends, dataset, plots, scaling, stage_eval, stages
+from steiner_lib.tasks import gpqa
+
+cfg, stage, figures = stages.open_notebook_stage(
+    "07_inference_scaling", globals(), inputs=("01_synthesis", "02_dag", "03_cpt", "04_sft", "05_rl"))
+s, seed, t0 = cfg.scaling, cfg.run.seed, time.time()
+diamond_csv = stage.input_dirs["01_synthesis"] / "diamond.csv"
+questions = gpqa.load_choice_questions(str(diamond_csv))[:s.questions]  # as notebook 06 reads them
+problems = dataset.load_countdown_questions(diamond_csv)  # the same questions, for the exact solver
+grid = lambda text, name: tuple(stage_eval.parse_int_grid(text, name))  # noqa: E731
+plan = scaling.Plan(min_steps=grid(s.min_steps_grid, "scaling_min_steps_grid"), budgets=grid(s.budgets, "scaling_budgets"),
+                    samples=s.samples, ks=grid(s.vote_ks, "scaling_vote_ks"), draws=s.vote_draws,
+                    grace_tokens=s.budget_grace, soft_bias=s.soft_bias)
+models = scaling.parse_names(s.stages, ("base", "CPT", "SFT", "RL"), "scaling_stages")
+greedy = stage_eval.Decoding(max_new_tokens=s.max_new_tokens, temperature=0.0, seed=seed, batch_size=s.batch_size,
+                             progress=False)
+sampled = replace(greedy, temperature=s.temperature)
+load = backends.stage_loader(cfg, "transformers")  # budget forcing and the soft bias are transformers processors
+print(f"{len(questions)} diamond questions; models {models}; plan {plan}")
+
+# %% [markdown]
+# ## Accuracy against reasoning tokens
+#
+# For each checkpoint: greedy outputs under every min_steps of the grid (no step cap) and every token
+# budget, and one pool of `scaling_samples` sampled outputs per question from which every vote of k
+# samples is drawn (k-subsets of the pool, so the k's share samples). A vote spends the tokens of all k
+# samples. The last model of the list also runs the soft-bias variant, used in cause 4.
+
+# %%
+outputs, curves = [], []
+for name in models:
+    model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[name])
+    out, curve = scaling.measure(model, tokenizer, name, questions, plan, greedy, sampled, soft=name == models[-1])
+    outputs.append(out)
+    curves.append(curve)
+    print(f"{name}: {len(out)} outputs, {time.time() - t0:.0f} s so far")
+outputs, curves = pd.concat(outputs, ignore_index=True), pd.concat(curves, ignore_index=True)
+
+# %% [markdown]
+# @fig-scaling-curves is the main result: every way of spending more tokens, for every checkpoint, at
+# matched token budgets; @tbl-scaling-curves gives the numbers.
+
+# %%
+#| label: fig-scaling-curves
+#| fig-cap: "Accuracy on the diamond questions (95% bootstrap CI over questions) against mean reasoning tokens spent per question (log scale). Colour: checkpoint; circles: forced steps (min_steps grid), squares: budget forcing, triangles: majority vote over k samples (scaling_vote_ks) (tokens of all k). A curve that rose to the right would be inference-time scaling; the dashed line is chance."
+main = curves[curves["method"] != "soft_bias"]
+fig = plots.scaling_curves(main, labels=scaling.METHOD_LABELS)
+fig.savefig(figures / "scaling-curves.png", dpi=120, bbox_inches="tight")
+
+# %%
+#| label: tbl-scaling-curves
+#| tbl-cap: "Every point of the scaling plot: setting (min_steps, token budget, or k), accuracy (%, 95% CI), mean reasoning tokens per question, format-error rate (%)."
+display(main.round(1))
+
+# %%
+display(Markdown(scaling.scaling_paragraph(main)))
+
+# %% [markdown]
+# ## Cause 1: training never showed long outputs
+#
+# If the model only learned lengths it saw, accuracy should drop for outputs longer than the training
+# paths. @fig-accuracy-by-length bins each checkpoint's sampled pool (natural lengths, no forcing) by
+# reasoning tokens, with the lengths of the training paths behind. With `scaling_retrain_variants`, a
+# variant is SFT-trained from the CPT checkpoint on the longest `scaling_long_paths_share` of the paths and
+# run on the same sequential grid.
+
+# %%
+paths = datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths")).filter(lambda k: k, input_columns="kept")
+pools = {m: outputs[(outputs["model"] == m) & (outputs["method"] == "pool")] for m in models}
+bins = {m: scaling.length_bins(p, s.length_bins, seed=seed) for m, p in pools.items() if len(p)}
+long_variant = None
+if s.retrain_variants:
+    model, tokenizer = load("03_cpt", "cpt")
+    sft_params = stages.read_manifest(stage.input_dirs["04_sft"])["params"]
+    info = scaling.train_long_path_variant(model, tokenizer, paths, s.long_paths_share, s.variant_sft_steps, sft_params, seed)
+    long_variant = "SFT (long paths)"
+    out, curve = scaling.measure(model, tokenizer, long_variant, questions, plan, greedy)
+    outputs, curves = pd.concat([outputs, out], ignore_index=True), pd.concat([curves, curve], ignore_index=True)
+    print(f"long-path variant: {info}")
+
+# %%
+#| label: fig-accuracy-by-length
+#| fig-cap: "Accuracy (95% CI) of sampled outputs binned by their reasoning tokens (quantile bins, each point at the bin's mean length), per checkpoint; grey bars: reasoning tokens of the SFT training paths. Points right of the grey mass are lengths training never showed."
+fig = plots.accuracy_by_length(bins, paths["reasoning_tokens"])
+fig.savefig(figures / "accuracy-by-length.png", dpi=120, bbox_inches="tight")
+
+# %%
+display(Markdown(scaling.length_paragraph(bins, paths["reasoning_tokens"], curves, long_variant,
+                                          reference="SFT" if "SFT" in models else models[0])))
+
+# %% [markdown]
+# ## Cause 2: the RL reward balances breadth and depth badly
+#
+# The step reward of notebook 05 mixes breadth terms (node in- and out-degree) and depth terms (distance
+# from the question, progress to the answer). With `scaling_retrain_variants`, RL restarts from the SFT
+# checkpoint with each reweighting of @tbl-reward-variants for `scaling_variant_rl_steps` steps (notebook
+# 05's other settings), and runs the same grid (@fig-reward-variants).
+
+# %%
+rl_params = stages.read_manifest(stage.input_dirs["05_rl"])["params"]
+weights, rl_kwargs = scaling.rl_settings(rl_params)
+variants = scaling.reward_variants(weights, scaling.parse_names(
+    s.reward_variants, ("depth-heavy", "breadth-heavy"), "scaling_reward_variants"), s.reward_factor)
+if s.retrain_variants:
+    train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")
+    graphs = dataset.load_dags(stage.input_dirs["02_dag"] / "dags.jsonl")
+    for name, w in variants.items():
+        model, tokenizer = load("04_sft", "sft")
+        model = scaling.train_reward_variant(model, tokenizer, train_questions, graphs, w, rl_kwargs, s.variant_rl_steps, seed)
+        out, curve = scaling.measure(model, tokenizer, f"RL {name}", questions, plan, greedy)
+        outputs, curves = pd.concat([outputs, out], ignore_index=True), pd.concat([curves, curve], ignore_index=True)
+
+# %%
+#| label: tbl-reward-variants
+#| tbl-cap: "Reward weights: notebook 05's (RL) and the reweighted variants (see steiner_lib/rewards.py for the formula)."
+display(scaling.weights_table({"RL": weights, **{f"RL {n}": w for n, w in variants.items()}}))
+
+# %%
+#| label: fig-reward-variants
+#| fig-cap: "Forced steps and budget forcing for the RL checkpoint and each reward-weight variant (95% CIs over questions), against mean reasoning tokens per question. Without scaling_retrain_variants only the RL curve is drawn."
+shown = ["RL"] + [f"RL {n}" for n in variants]
+fig = plots.scaling_curves(curves[curves["model"].isin(shown) & curves["method"].isin(["min_steps", "budget"])],
+                           labels=scaling.METHOD_LABELS)
+fig.savefig(figures / "reward-variants.png", dpi=120, bbox_inches="tight")
+
+# %%
+if s.retrain_variants and "RL" in models:
+    display(Markdown(scaling.variant_paragraph(curves, [f"RL {n}" for n in variants])))
+else:
+    display(Markdown("The reward variants were not retrained in this preset (`scaling_retrain_variants: false`, "
+                     "to keep notebooks 06 and 07 within their time budget); `params/cpu-full.yaml` runs them."))
+
+# %% [markdown]
+# ## Cause 3: the backtracking context misleads
+#
+# Every output of every checkpoint above is replayed step by step. A backtrack is *wrong* when the
+# branch it abandons can still reach the correct option (the exact solver's `reachable_values` on the
+# state after the last step); an end is *wrong* when it confirms a wrong answer. @fig-context-rates plots
+# both shares against the context the decision was made in (tokens generated so far).
+
+# %%
+events = pd.concat([scaling.backtrack_events(o, problems, tokenizer).assign(model=m)
+                    for m, o in outputs.groupby("model", sort=False)], ignore_index=True)
+edges = scaling.context_edges(events, s.context_bins)
+rates = scaling.event_rates(events, edges, seed=seed)
+
+# %%
+#| label: fig-context-rates
+#| fig-cap: "Left: share of backtracks that abandon a branch from which the correct option is still reachable; right: share of ends (reasoning_end) that confirm a wrong answer. Both against the tokens generated before the decision (quantile bins, all outputs of all checkpoints; 95% CIs over questions; n: events per bin)."
+fig = plots.context_rates(rates, {"backtrack": "backtracks that abandon a solvable branch",
+                                  "end": "ends that confirm a wrong answer"})
+fig.savefig(figures / "context-rates.png", dpi=120, bbox_inches="tight")
+
+# %%
+display(Markdown(scaling.context_paragraph(events, rates)))
+
+# %% [markdown]
+# ## Cause 4: forcing logits is too blunt
+#
+# The same rule as `reasoning_constraints(min_steps)`, but as a nudge: `SoftReasoningBias` adds
+# `scaling_soft_bias` to the favoured token's logit instead of masking every other token.
+# @fig-soft-vs-hard compares the two at each min_steps > 0, on the same questions.
+
+# %%
+last = models[-1]
+hard = outputs[(outputs["model"] == last) & (outputs["method"] == "min_steps") & (outputs["value"] > 0)]
+soft = outputs[(outputs["model"] == last) & (outputs["method"] == "soft_bias")]
+comparison = scaling.paired_by_setting(soft, hard, seed=seed) if len(soft) else None
+
+# %%
+#| label: fig-soft-vs-hard
+#| fig-cap: "The last checkpoint with hard step forcing (circles) and the soft logit bias (diamonds) at the same min_steps settings: accuracy (95% CI) against mean reasoning tokens per question."
+fig = plots.scaling_curves(curves[(curves["model"] == last) & curves["method"].isin(["min_steps", "soft_bias"])],
+                           labels=scaling.METHOD_LABELS)
+fig.savefig(figures / "soft-vs-hard.png", dpi=120, bbox_inches="tight")
+
+# %%
+display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias) if comparison
+                 else "The min_steps grid holds no value above 0: no soft-bias comparison."))
+
+# %% [markdown]
+# ## Save
+
+# %%
+curves.to_csv(stage.path("scaling_curves.csv"), index=False)
+outputs.assign(error_kinds=outputs["error_kinds"].astype(str)).to_parquet(stage.path("outputs.parquet"))
+events.to_parquet(stage.path("backtrack_events.parquet"))
+rates.to_csv(stage.path("context_rates.csv"), index=False)
+pd.concat(bins, names=["model"]).to_csv(stage.path("length_bins.csv"))
+metrics = {f"slope_{m}_{k}": scaling.scaling_slope(c) for (m, k), c in curves.groupby(["model", "method"])}
+metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in curves.groupby(["model", "method"])})
+metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean()) for k, e in events.dropna(subset=["bad"]).groupby("kind")})
+metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
+manifest = stage.finish(metrics=metrics)
+print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")

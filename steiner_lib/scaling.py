@@ -1,0 +1,596 @@
+"""Inference-time scaling (notebook 07): accuracy against reasoning tokens, and the paper's suspects.
+
+Three ways to spend more tokens on a question, compared at matched budgets (x = mean reasoning
+tokens spent per question, summed over samples):
+
+- sequential, step forcing: Steiner's reasoning_constraints(min_steps, max_steps=None), greedy;
+- sequential, budget forcing (s1): constraints.BudgetForcing with min = max = B reasoning tokens
+  (<|reasoning_end|> is refused below B and forced at the first step boundary after it);
+- parallel: k samples (temperature > 0) and a majority vote over their answer letters. One pool
+  of n samples per question is drawn once; each k < n is scored over `draws` random k-subsets of
+  the pool (all of them when there are fewer), so the k's share their samples.
+
+The paper's suspects for "more thinking does not help" each get a measurement:
+
+1. training never showed long outputs: accuracy by bins of reasoning length (`length_bins`), and
+   a variant SFT-trained on the longest paths only (`long_paths`);
+2. the RL reward balances breadth and depth badly: RL variants with other weights
+   (`reward_variants`);
+3. backtracking context misleads: per output, each backtrack that abandons a branch the exact
+   solver can still finish, and each end that confirms a wrong answer, by context position
+   (`backtrack_events`, `event_rates`);
+4. forcing logits is too blunt: constraints.SoftReasoningBias against hard forcing (`soft_factory`).
+
+Confidence intervals are evaluation.bootstrap_ci over questions (a question's samples or vote
+draws are averaged first); paired differences use evaluation.paired_bootstrap_diff.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from steiner_lib import evaluation, stage_eval
+from steiner_lib import format as fmt
+from steiner_lib.rewards import RewardWeights
+from steiner_lib.tasks import text
+from steiner_lib.tasks.countdown import apply, combine, reachable_values
+
+METHODS = ("min_steps", "budget", "vote", "soft_bias")
+METHOD_LABELS = {"min_steps": "sequential: forced steps (min_steps)", "budget": "sequential: budget forcing",
+                 "vote": "parallel: majority vote over k", "soft_bias": "sequential: soft bias (min_steps)"}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def parse_names(text_: str, allowed: Sequence[str], name: str) -> list[str]:
+    """"SFT,RL" -> ["SFT", "RL"], each checked against `allowed` (order kept, duplicates dropped)."""
+    names = list(dict.fromkeys(p.strip() for p in str(text_).split(",") if p.strip()))
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ValueError(f"{name}={text_!r}: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'empty'}; "
+                         f"choose from {', '.join(allowed)} (comma-separated)")
+    return names
+
+
+def step_factory(tokenizer, min_steps: int) -> Callable:
+    """Hard step forcing: reasoning_constraints(min_steps, max_steps=None) (either backend)."""
+    return stage_eval.constraints_factory(tokenizer, min_steps, None)
+
+
+def budget_factory(tokenizer, budget: int, grace_tokens: int = 64) -> Callable:
+    """s1-style budget forcing at `budget` reasoning tokens, on top of the structural rules."""
+    from steiner_lib.constraints import BudgetForcing, ReasoningConstraints
+
+    if budget < 1:
+        raise ValueError(f"budget={budget}: need >= 1 reasoning token")
+
+    def make(prompt_width: int):
+        return [ReasoningConstraints(tokenizer, 0, None, prompt_length=prompt_width),
+                BudgetForcing(tokenizer, budget, budget, grace_tokens, prompt_length=prompt_width)]
+
+    return make
+
+
+def soft_factory(tokenizer, min_steps: int, bias: float) -> Callable:
+    """The rule of reasoning_constraints(min_steps, None) as a logit bias instead of a mask."""
+    from steiner_lib.constraints import SoftReasoningBias
+
+    def make(prompt_width: int):
+        return [SoftReasoningBias(tokenizer, min_steps, None, bias=bias, prompt_length=prompt_width)]
+
+    return make
+
+
+def processor_for(tokenizer, method: str, value, grace_tokens: int = 64, soft_bias: float = 4.0):
+    """The logits processor of one sequential setting (None for min_steps 0: the model is free)."""
+    if method == "min_steps":
+        return step_factory(tokenizer, int(value))
+    if method == "budget":
+        return budget_factory(tokenizer, int(value), grace_tokens)
+    if method == "soft_bias":
+        return soft_factory(tokenizer, int(value), soft_bias)
+    raise ValueError(f"method={method!r}: a sequential setting is min_steps, budget or soft_bias")
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_pool(model, tokenizer, questions, decoding: stage_eval.Decoding, n_samples: int,
+                logits_processor=None) -> pd.DataFrame:
+    """n_samples completions per question (one batched call), scored (stage_eval.score_completions)."""
+    from steiner_lib import backends
+
+    questions = list(questions)
+    if not questions:
+        raise ValueError("sample_pool got no questions")
+    if n_samples > 1 and decoding.temperature == 0:
+        raise ValueError(f"{n_samples} greedy samples per question would be identical: set a temperature > 0")
+    prompts, letters = evaluation.heldout_prompts(questions, decoding.seed)
+    outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=decoding.max_new_tokens,
+                                temperature=decoding.temperature, n_samples=n_samples,
+                                batch_size=decoding.batch_size, seed=decoding.seed,
+                                logits_processor=logits_processor, progress=decoding.progress)
+    return stage_eval.score_completions(outputs, letters, [stage_eval.question_id(q) for q in questions], tokenizer)
+
+
+def sequential_runs(model, tokenizer, questions, decoding: stage_eval.Decoding, settings: Sequence[tuple[str, int]],
+                    grace_tokens: int = 64, soft_bias: float = 4.0) -> pd.DataFrame:
+    """Greedy scores for each (method, value) setting, one long frame with method and value columns."""
+    frames = []
+    for method, value in settings:
+        processor = processor_for(tokenizer, method, value, grace_tokens, soft_bias)
+        scores = stage_eval.sample_and_score(model, tokenizer, questions, decoding, processor)
+        frames.append(scores.assign(method=method, value=value))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- majority vote
+
+
+def vote(letters: Sequence, rng: np.random.Generator) -> str | None:
+    """The most frequent letter (None: no sample answered); ties broken uniformly at random."""
+    counts = Counter(x for x in letters if isinstance(x, str))
+    if not counts:
+        return None
+    top = max(counts.values())
+    tied = sorted(k for k, v in counts.items() if v == top)
+    return tied[0] if len(tied) == 1 else tied[int(rng.integers(len(tied)))]
+
+
+def _subsets(n: int, k: int, draws: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    if math.comb(n, k) <= draws:
+        return list(itertools.combinations(range(n), k))
+    return [tuple(rng.choice(n, size=k, replace=False)) for _ in range(draws)]
+
+
+def majority_vote(pool: pd.DataFrame, k: int, draws: int = 32, seed: int = 0) -> pd.DataFrame:
+    """Per question: the share of k-subsets of its pool whose vote is right, and the reasoning
+    tokens a k-subset spends (sum over its samples, averaged over subsets)."""
+    if k < 1:
+        raise ValueError(f"k={k}: vote over at least 1 sample")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for qid, group in pool.groupby("question_id", sort=True):
+        n = len(group)
+        if k > n:
+            raise ValueError(f"k={k} but question {qid} has only {n} samples: draw a pool of >= {k} samples")
+        letters = group["letter"].tolist()
+        correct_letter = group["correct_letter"].iloc[0]
+        tokens = pd.to_numeric(group["reasoning_tokens"], errors="coerce").fillna(0).to_numpy(dtype=float)
+        subsets = _subsets(n, k, draws, rng)
+        right = [vote([letters[i] for i in s], rng) == correct_letter for s in subsets]
+        spent = [tokens[list(s)].sum() for s in subsets]
+        rows.append({"question_id": qid, "correct": float(np.mean(right)), "tokens": float(np.mean(spent)),
+                     "format_ok": float(group["format_ok"].mean())})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def curve_point(per_question: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy (%) with a bootstrap 95% CI over questions, mean tokens per question, format-error rate.
+
+    per_question: rows with question_id, correct and tokens (several rows per question are averaged
+    per question first), and optionally format_ok."""
+    acc, lo, hi = evaluation.bootstrap_ci(per_question["correct"].astype(float), n_boot=n_boot, seed=seed,
+                                          groups=per_question["question_id"])
+    tokens = per_question.groupby("question_id")["tokens"].mean()
+    out = {"accuracy": 100 * acc, "ci_low": 100 * lo, "ci_high": 100 * hi, "tokens": float(tokens.mean()),
+           "questions": int(per_question["question_id"].nunique())}
+    if "format_ok" in per_question:
+        out["format_error_rate"] = 100 * (1 - float(per_question["format_ok"].astype(float).mean()))
+    return out
+
+
+def _as_per_question(scores: pd.DataFrame) -> pd.DataFrame:
+    tokens = pd.to_numeric(scores["reasoning_tokens"], errors="coerce").fillna(0)
+    return pd.DataFrame({"question_id": scores["question_id"], "correct": scores["correct"].astype(float),
+                         "tokens": tokens.astype(float), "format_ok": scores["format_ok"].astype(float)})
+
+
+def sequential_curve(runs: pd.DataFrame, model_name: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per (method, value) of `sequential_runs`' frame."""
+    rows = []
+    for (method, value), scores in runs.groupby(["method", "value"], sort=True):
+        rows.append({"model": model_name, "method": method, "value": value,
+                     **curve_point(_as_per_question(scores), n_boot, seed)})
+    return pd.DataFrame(rows)
+
+
+def vote_curve(pool: pd.DataFrame, ks: Sequence[int], model_name: str, draws: int = 32, n_boot: int = 2000,
+               seed: int = 0) -> pd.DataFrame:
+    """One row per k: majority-vote accuracy over k samples and the tokens k samples spend."""
+    rows = [{"model": model_name, "method": "vote", "value": k,
+             **curve_point(majority_vote(pool, k, draws, seed), n_boot, seed)} for k in ks]
+    return pd.DataFrame(rows)
+
+
+def scaling_slope(curve: pd.DataFrame) -> float:
+    """Accuracy points per doubling of tokens: least-squares slope of accuracy on log2(tokens)
+    (NaN when the tokens span less than 1.25x: the forcing did not change the length)."""
+    d = curve[curve["tokens"] > 0]
+    # Under a 1.25x token range the slope is noise divided by almost nothing: report none.
+    if len(d) < 2 or d["tokens"].max() < 1.25 * d["tokens"].min():
+        return float("nan")
+    return float(np.polyfit(np.log2(d["tokens"].to_numpy(float)), d["accuracy"].to_numpy(float), 1)[0])
+
+
+def _per_doubling(slope: float) -> str:
+    return "tokens barely change, no slope" if slope != slope else f"{slope:+.1f} points per doubling"
+
+
+def scaling_paragraph(table: pd.DataFrame) -> str:
+    """Markdown: for each model and method, does accuracy rise with tokens? Computed from the table."""
+    lines = []
+    for (model, method), curve in table.groupby(["model", "method"], sort=False):
+        curve = curve.sort_values("tokens")
+        first, last, best = curve.iloc[0], curve.iloc[-1], curve.loc[curve["accuracy"].idxmax()]
+        slope = scaling_slope(curve)
+        overlap = last["ci_low"] <= first["ci_high"] and first["ci_low"] <= last["ci_high"]
+        verdict = ("no measurable change (the two 95% intervals overlap)" if overlap else
+                   "a gain" if last["accuracy"] > first["accuracy"] else "a loss")
+        lines.append(f"- **{model}, {METHOD_LABELS.get(method, method)}**: from {first['tokens']:.0f} to "
+                     f"{last['tokens']:.0f} tokens per question, accuracy goes {first['accuracy']:.1f}% -> "
+                     f"{last['accuracy']:.1f}% ({_per_doubling(slope)}; best {best['accuracy']:.1f}% "
+                     f"at {best['tokens']:.0f} tokens): {verdict}.")
+    gains = sum("a gain" in line for line in lines)
+    head = (f"Of {len(lines)} scaling curves, {gains} show a gain from the fewest to the most tokens whose 95% "
+            f"intervals do not overlap" + (": more tokens do not buy accuracy here, as in the paper."
+                                           if gains == 0 else "."))
+    return head + "\n\n" + "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to measure for one model: the sequential settings, the vote pool, the soft-bias settings."""
+
+    min_steps: tuple[int, ...] = (0, 2, 4, 8)
+    budgets: tuple[int, ...] = (128, 256, 512)
+    samples: int = 8  # pool size (0: no parallel scaling)
+    ks: tuple[int, ...] = (1, 2, 4, 8)
+    draws: int = 32
+    grace_tokens: int = 64
+    soft_bias: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.samples and max(self.ks, default=0) > self.samples:
+            raise ValueError(f"vote sizes {list(self.ks)} exceed the pool of {self.samples} samples: "
+                             f"raise scaling_samples or lower scaling_vote_ks")
+
+    def sequential(self, soft: bool = False) -> list[tuple[str, int]]:
+        out = [("min_steps", m) for m in self.min_steps] + [("budget", b) for b in self.budgets]
+        return out + ([("soft_bias", m) for m in self.min_steps if m > 0] if soft else [])
+
+
+def measure(model, tokenizer, name: str, questions, plan: Plan, greedy: stage_eval.Decoding,
+            sampled: stage_eval.Decoding | None = None, soft: bool = False, n_boot: int = 2000):
+    """(outputs, curve) of one model: every scored output (model, method, value columns; the vote pool
+    has method "pool") and its scaling-curve rows (sequential settings, then votes over the pool)."""
+    runs = sequential_runs(model, tokenizer, questions, greedy, plan.sequential(soft), plan.grace_tokens,
+                           plan.soft_bias)
+    curves = [sequential_curve(runs, name, n_boot, greedy.seed)]
+    frames = [runs]
+    if sampled is not None and plan.samples:
+        pool = sample_pool(model, tokenizer, questions, sampled, plan.samples).assign(method="pool", value=plan.samples)
+        curves.append(vote_curve(pool, plan.ks, name, plan.draws, n_boot, sampled.seed))
+        frames.append(pool)
+    outputs = pd.concat(frames, ignore_index=True).assign(model=name)
+    return outputs, pd.concat(curves, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- cause 1: length
+
+
+def length_bins(scores: pd.DataFrame, n_bins: int = 4, n_boot: int = 2000, seed: int = 0,
+                edges: Sequence[float] | None = None) -> pd.DataFrame:
+    """Accuracy (%, bootstrap CI over questions) of outputs binned by reasoning tokens (quantile bins)."""
+    tokens = pd.to_numeric(scores["reasoning_tokens"], errors="coerce")
+    frame = scores.assign(tokens=tokens).dropna(subset=["tokens"])
+    if frame.empty:
+        raise ValueError("length_bins got no output with a reasoning-token count: score with a tokenizer")
+    if edges is None:
+        edges = np.unique(np.quantile(frame["tokens"], np.linspace(0, 1, n_bins + 1)))
+    edges = np.asarray(edges, dtype=float)
+    if len(edges) < 2:
+        edges = np.array([edges[0], edges[0] + 1])
+    index = np.clip(np.searchsorted(edges, frame["tokens"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
+    rows = []
+    for b in range(len(edges) - 1):
+        part = frame[index == b]
+        if part.empty:
+            continue
+        acc, lo, hi = evaluation.bootstrap_ci(part["correct"].astype(float), n_boot=n_boot, seed=seed,
+                                              groups=part["question_id"])
+        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "tokens": float(part["tokens"].mean()),
+                     "outputs": len(part), "questions": part["question_id"].nunique(),
+                     "accuracy": 100 * acc, "ci_low": 100 * lo, "ci_high": 100 * hi})
+    return pd.DataFrame(rows)
+
+
+def long_paths(paths_dataset, share: float):
+    """The longest `share` of notebook 02's kept paths (by reasoning tokens): the long-path SFT data."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share={share}: keep a share in (0, 1] of the paths")
+    if "kept" in paths_dataset.column_names:
+        paths_dataset = paths_dataset.filter(lambda kept: kept, input_columns="kept")
+    tokens = np.asarray(paths_dataset["reasoning_tokens"], dtype=float)
+    cut = float(np.quantile(tokens, 1 - share))
+    keep = [i for i, t in enumerate(tokens) if t >= cut]
+    return paths_dataset.select(keep), cut
+
+
+def length_paragraph(bins: dict[str, pd.DataFrame], train_tokens: Sequence[float], curves: pd.DataFrame,
+                     variant: str | None = None, reference: str = "SFT") -> str:
+    """Markdown for cause 1, from the length bins, the training lengths and (optionally) the variant."""
+    p95 = float(np.quantile(np.asarray(train_tokens, float), 0.95))
+    lines = [f"Training paths hold at most {max(train_tokens):.0f} reasoning tokens (95% below {p95:.0f})."]
+    for model, b in bins.items():
+        if len(b) < 2:
+            lines.append(f"- **{model}**: a single length bin, no trend to read.")
+            continue
+        short, long_ = b.iloc[0], b.iloc[-1]
+        beyond = b[b["bin_low"] >= p95]
+        lines.append(f"- **{model}**: outputs of {short['bin_low']:.0f}-{short['bin_high']:.0f} tokens are right "
+                     f"{short['accuracy']:.1f}% of the time (95% CI {short['ci_low']:.1f}-{short['ci_high']:.1f}), "
+                     f"outputs of {long_['bin_low']:.0f}-{long_['bin_high']:.0f} tokens {long_['accuracy']:.1f}% "
+                     f"({long_['ci_low']:.1f}-{long_['ci_high']:.1f})"
+                     + (f"; {int(beyond['outputs'].sum())} outputs are longer than 95% of the training paths."
+                        if len(beyond) else "."))
+    if variant is not None and variant in set(curves["model"]):
+        slopes = {m: scaling_slope(curves[(curves["model"] == m) & (curves["method"] == "min_steps")])
+                  for m in (reference, variant)}
+        better = slopes[variant] > slopes[reference]
+        lines.append(f"- The variant trained on long paths only scales at {_per_doubling(slopes[variant])} "
+                     f"of forced-step tokens, against {_per_doubling(slopes[reference])} for {reference}: "
+                     + ("training on longer outputs makes forcing more useful, which supports this cause."
+                        if better else "training on longer outputs does not make forcing more useful here, "
+                                       "so this cause is not supported at this scale."))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- cause 2: reward weights
+
+
+def reward_variants(weights: RewardWeights, names: Sequence[str], factor: float = 3.0) -> dict[str, RewardWeights]:
+    """Reweighted copies of `weights`: "depth-heavy" multiplies the depth terms (distance from the
+    question, progress to the answer) by `factor` and zeroes the breadth terms (in/out-degree);
+    "breadth-heavy" multiplies the breadth terms by `factor` and divides the depth terms by it."""
+    if factor <= 0:
+        raise ValueError(f"factor={factor}: need > 0")
+    out = {}
+    for name in names:
+        if name == "depth-heavy":
+            out[name] = replace(weights, w_in_degree=0.0, w_out_degree=0.0,
+                                w_dist_question=weights.w_dist_question * factor,
+                                w_dist_answer=weights.w_dist_answer * factor)
+        elif name == "breadth-heavy":
+            out[name] = replace(weights, w_in_degree=weights.w_in_degree * factor,
+                                w_out_degree=weights.w_out_degree * factor,
+                                w_dist_question=weights.w_dist_question / factor,
+                                w_dist_answer=weights.w_dist_answer / factor)
+        else:
+            raise ValueError(f"reward variant {name!r}: choose depth-heavy or breadth-heavy")
+    return out
+
+
+def rl_settings(rl_params: dict) -> tuple[RewardWeights, dict]:
+    """The reward weights and RLStageConfig keywords notebook 05 trained with, from its manifest params."""
+    w = {f: float(rl_params[f"rl_{f}"]) for f in RewardWeights.__dataclass_fields__}
+    keys = ("batch_size", "num_generations", "learning_rate", "beta", "temperature", "max_completion_length", "credit")
+    return RewardWeights(**w), {k: rl_params[f"rl_{k}"] for k in keys}
+
+
+def train_reward_variant(model, tokenizer, train_questions, graphs, weights: RewardWeights, rl_kwargs: dict,
+                         steps: int, seed: int = 0):
+    """RL from `model` (trained in place) for `steps` steps with other reward weights; returns the model."""
+    from steiner_lib import rl
+
+    cfg = rl.RLStageConfig(steps=steps, seed=seed, prompt_seed=seed, progress=False,
+                           logging_steps=max(1, min(5, steps)), **rl_kwargs)
+    return rl.train_rl(model, tokenizer, train_questions, graphs, weights, cfg).model
+
+
+def train_long_path_variant(model, tokenizer, paths_dataset, share: float, steps: int, sft_params: dict,
+                            seed: int = 0) -> dict:
+    """SFT `model` (the CPT checkpoint; trained in place) on the longest `share` of the paths for `steps`
+    steps, with notebook 04's batch size, learning rate and length cap (sft_params: its manifest params)."""
+    from steiner_lib import sft
+
+    long_ds, cut = long_paths(paths_dataset, share)
+    cfg = sft.SFTStageConfig(max_steps=steps, batch_size=sft_params["sft_batch_size"],
+                             learning_rate=sft_params["sft_learning_rate"], max_length=sft_params["sft_max_length"],
+                             eval_share=0.0, seed=seed, progress=False, logging_steps=max(1, min(10, steps)))
+    result = sft.train_sft(model, tokenizer, sft.sft_dataset(long_ds), None, cfg)
+    return {"paths": len(long_ds), "min_reasoning_tokens": cut, "steps": result.steps,
+            "final_train_loss": result.final_train_loss}
+
+
+def weights_table(variants: dict[str, RewardWeights]) -> pd.DataFrame:
+    return pd.DataFrame({name: asdict(w) for name, w in variants.items()}).T
+
+
+def variant_paragraph(curves: pd.DataFrame, variants: Sequence[str], reference: str = "RL",
+                      method: str = "min_steps") -> str:
+    """Markdown for cause 2: each reward variant's scaling slope and best accuracy beside the reference."""
+    ref = curves[(curves["model"] == reference) & (curves["method"] == method)]
+    ref_slope = scaling_slope(ref)
+    lines = [f"{reference} (the weights of notebook 05) scales at {_per_doubling(ref_slope)} of tokens "
+             f"(best {ref['accuracy'].max():.1f}%)."]
+    helped = []
+    for name in variants:
+        c = curves[(curves["model"] == name) & (curves["method"] == method)]
+        if c.empty:
+            continue
+        slope = scaling_slope(c)
+        if slope > ref_slope and c["accuracy"].max() > ref["accuracy"].max():
+            helped.append(name)
+        lines.append(f"- **{name}**: {_per_doubling(slope)}, best {c['accuracy'].max():.1f}% "
+                     f"at {c.loc[c['accuracy'].idxmax(), 'tokens']:.0f} tokens.")
+    verdict = (f"Reweighting ({', '.join(helped)}) gives both a steeper curve and a higher best accuracy, "
+               f"which supports the cause." if helped else
+               "No reweighting gives both a steeper curve and a higher best accuracy: the breadth/depth balance "
+               "of the reward is not what keeps forcing from helping at this scale.")
+    return "\n".join(lines) + "\n\n" + verdict
+
+
+# --------------------------------------------------------------------------- cause 3: backtracking context
+
+
+def _states_after_steps(trace: fmt.Trace, start) -> list[tuple | None]:
+    """The state after each step, replayed as evaluation.replay_steps does (None: state unknown)."""
+    state, after, states = start, {}, []
+    for i, step in enumerate(trace.steps):
+        if i > 0 and isinstance(trace.moves[i - 1], fmt.Backtrack):
+            to = trace.moves[i - 1].to.strip()
+            state = start if to == fmt.QUESTION else after.get(to)
+        if state is not None:
+            op = text.read_step_operation(step, state)
+            if op is None:
+                state = None
+            elif combine(op.a, op.op, op.b) != op.result:
+                state = text.claimed_state(state, op)
+            else:
+                state = apply(state, op)
+        after[step.name] = after[step.name.strip()] = state
+        states.append(state)
+    return states
+
+
+def backtrack_events(scores: pd.DataFrame, questions: dict, tokenizer) -> pd.DataFrame:
+    """One row per backtrack and per end of every scored output.
+
+    backtrack: `bad` when the abandoned state (after the step just written) still reaches the
+    target (countdown.reachable_values; a state reached by wrong arithmetic counts as unknown);
+    end: `bad` when the output ends its reasoning and answers a wrong letter (None: no letter, so it
+    confirms nothing and is left out of the rates). `position` is the
+    number of tokens generated before the event (the context the decision was made in).
+    """
+    from steiner_lib import modeling
+    from steiner_lib.rewards import step_spans
+
+    rows, prefixes = [], []
+    for r in scores.itertuples(index=False):
+        problem = questions[r.question_id].problem
+        parsed = fmt.parse(r.completion)
+        trace = parsed.trace
+        spans = step_spans(r.completion, trace.steps)
+        states = _states_after_steps(trace, tuple(sorted(problem.numbers)))
+        for i, move in enumerate(trace.moves):
+            if not isinstance(move, fmt.Backtrack) or spans[i] is None:
+                continue
+            state = states[i]
+            solvable = None if state is None else problem.target in reachable_values(state)
+            rows.append({"question_id": r.question_id, "kind": "backtrack", "bad": solvable,
+                         "step": i + 1})
+            prefixes.append(r.completion[:spans[i][1]])
+        end = r.completion.find(fmt.REASONING_END)
+        if end >= 0:
+            rows.append({"question_id": r.question_id, "kind": "end", "step": len(trace.steps),
+                         "bad": None if r.letter is None else r.letter != r.correct_letter})
+            prefixes.append(r.completion[:end])
+    if not rows:
+        return pd.DataFrame(columns=["question_id", "kind", "bad", "step", "position"])
+    frame = pd.DataFrame(rows)
+    frame["position"] = modeling.count_tokens(tokenizer, prefixes)
+    return frame
+
+
+def event_rates(events: pd.DataFrame, edges: Sequence[float], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per kind and context-position bin: the share of bad events (%) with a bootstrap CI over questions."""
+    edges = np.asarray(edges, dtype=float)
+    rows = []
+    known = events.dropna(subset=["bad"])
+    for kind, part in known.groupby("kind", sort=True):
+        index = np.clip(np.searchsorted(edges, part["position"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
+        for b in range(len(edges) - 1):
+            cell = part[index == b]
+            if cell.empty:
+                continue
+            share, lo, hi = evaluation.bootstrap_ci(cell["bad"].astype(float), n_boot=n_boot, seed=seed,
+                                                    groups=cell["question_id"])
+            rows.append({"kind": kind, "bin_low": edges[b], "bin_high": edges[b + 1],
+                         "position": float(cell["position"].mean()), "events": len(cell),
+                         "bad_share": 100 * share, "ci_low": 100 * lo, "ci_high": 100 * hi})
+    return pd.DataFrame(rows)
+
+
+def context_edges(events: pd.DataFrame, n_bins: int) -> np.ndarray:
+    """Quantile bin edges of the event positions (at least two edges)."""
+    if events.empty:
+        return np.array([0.0, 1.0])
+    edges = np.unique(np.quantile(events["position"].astype(float), np.linspace(0, 1, n_bins + 1)))
+    return edges if len(edges) >= 2 else np.array([edges[0], edges[0] + 1.0])
+
+
+def context_paragraph(events: pd.DataFrame, rates: pd.DataFrame) -> str:
+    """Markdown for cause 3: how often backtracks and ends go wrong, and whether that grows with context."""
+    known = events.dropna(subset=["bad"])
+    lines = []
+    for kind, what in (("backtrack", "backtracks abandon a branch the solver can still finish"),
+                       ("end", "ends confirm a wrong answer")):
+        part, r = known[known["kind"] == kind], rates[rates["kind"] == kind] if len(rates) else rates
+        if part.empty:
+            lines.append(f"- No {kind} event to measure.")
+            continue
+        share = 100 * part["bad"].astype(float).mean()
+        text_ = f"- {share:.1f}% of {len(part)} {what}"
+        if len(r) >= 2:
+            first, last = r.iloc[0], r.iloc[-1]
+            rising = last["ci_low"] > first["ci_high"]
+            text_ += (f"; {first['bad_share']:.1f}% in the shortest contexts (~{first['position']:.0f} tokens) "
+                      f"against {last['bad_share']:.1f}% in the longest (~{last['position']:.0f} tokens): "
+                      + ("the share grows with the context, as the paper suspects." if rising else
+                         "no growth with the context that the 95% intervals can separate."))
+        lines.append(text_ + ("" if len(r) >= 2 else "."))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- cause 4: soft bias
+
+
+def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
+    """a - b accuracy (points), paired on (question, setting value), CI over questions, pooled over settings."""
+    key = ["question_id", "value"]
+    merged = a[key + ["correct"]].merge(b[key + ["correct"]], on=key, suffixes=("_a", "_b"))
+    if merged.empty:
+        raise ValueError("the two runs share no (question, setting): run them on the same questions and grid")
+    per_q = merged.groupby("question_id")[["correct_a", "correct_b"]].mean()
+    diff, lo, hi, p = evaluation.paired_bootstrap_diff(per_q["correct_a"].to_numpy(float),
+                                                       per_q["correct_b"].to_numpy(float), n_boot=n_boot, seed=seed)
+    return {"delta": 100 * diff, "ci_low": 100 * lo, "ci_high": 100 * hi, "p_value": p,
+            "questions": len(per_q), "settings": merged["value"].nunique()}
+
+
+def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: float) -> str:
+    """Markdown for cause 4, from the soft and hard curves and their paired comparison."""
+    hard = curves[(curves["model"] == model) & (curves["method"] == "min_steps")]
+    soft = curves[(curves["model"] == model) & (curves["method"] == "soft_bias")]
+    c = comparison
+    head = (f"With min_steps > 0 ({c['settings']} settings, {c['questions']} questions), a soft bias of {bias:g} "
+            f"logits changes {model}'s accuracy by {c['delta']:+.1f} points against hard forcing (paired 95% CI "
+            f"{c['ci_low']:+.1f} to {c['ci_high']:+.1f}, p = {c['p_value']:.3f}), spending {soft['tokens'].mean():.0f} "
+            f"tokens per question on average against {hard['tokens'].mean():.0f}. ")
+    if c["ci_low"] > 0:
+        verdict = "Softer steering helps: forcing was too blunt, as the paper suspects."
+    elif c["ci_high"] < 0:
+        verdict = "Softer steering hurts: bluntness is not what holds forcing back."
+    else:
+        verdict = "The interval includes 0: the bluntness of forcing is not shown to matter at this scale."
+    return head + verdict
+
+
+__all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
+           "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
+           "sequential_curve", "vote_curve", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
+           "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
+           "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
+           "soft_paragraph"]
