@@ -256,3 +256,24 @@ metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean()) for
 metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# As in chapter 1 (`cp -r runs/cpu runs/ex` once), then
+#
+# ```sh
+# jupytext --to ipynb --set-kernel python3 notebooks/07_inference_scaling.py
+# papermill notebooks/07_inference_scaling.ipynb runs/ex/executed/07_inference_scaling.ipynb -f params/cpu.yaml -p run_name ex -p scaling_retrain_variants true
+# ```
+#
+# 1. **The retrained variants.** Run with `-p scaling_retrain_variants true` (what
+#    `params/cpu-full.yaml` does). Does the SFT variant trained on the longest paths keep its accuracy
+#    on long outputs better (@fig-accuracy-by-length), and does either reward variant bend its curve
+#    upward (@fig-reward-variants)?
+# 2. **A bigger vote.** Run with `-p scaling_samples 16 -p scaling_vote_ks "1,2,4,8,16"`. Where on
+#    @fig-scaling-curves does majority voting stop paying for its tokens, and is it above or below
+#    budget forcing at the same token count?
+# 3. **A softer nudge, in the library.** `constraints.SoftReasoningBias` adds a fixed bias; change it
+#    to grow with the number of steps still missing, re-run, and compare with hard forcing
+#    (@fig-soft-vs-hard). Does any soft schedule beat the hard rule on these checkpoints?
