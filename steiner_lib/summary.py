@@ -251,6 +251,11 @@ def claims_paragraph(claims: pd.DataFrame) -> str:
     ok = tested[tested == "reproduced"]
     lines = [f"Of {len(tested)} claims this run tests, **{len(ok)} reproduce{'s' if len(ok) == 1 else ''}**"
              + (f" ({', '.join(ok.index)})" if len(ok) else "") + "."]
+    null_claims = [c for c in ok.index if "unchanged" in c or c.startswith("no ")]
+    if null_claims:  # absence of evidence: a claim of no effect "reproduces" whenever nothing is detected
+        lines.append(f"{len(null_claims)} of these claim{'' if len(null_claims) > 1 else 's'} no effect "
+                     f"({', '.join(null_claims)}): {'they count' if len(null_claims) > 1 else 'it counts'} as reproduced because no change was detected, "
+                     f"which at this run's sample sizes (see the interval widths in the table) is weak evidence.")
     failed = tested[tested != "reproduced"]
     if len(failed):
         lines.append("Not reproduced: " + "; ".join(f"{c} ({w})" for c, w in failed.items()) + ".")

@@ -49,6 +49,14 @@ def run(tmp_path):
     return run
 
 
+def test_paragraph_says_a_reproduced_claim_of_no_effect_is_weak_evidence():
+    claims = pd.DataFrame({"verdict": ["reproduced", "reproduced"]},
+                          index=["RL improves GPQA-Diamond", "RL leaves a no-search control unchanged (MMLU)"])
+    text = summary.claims_paragraph(claims)
+    assert "1 of these claims no effect (RL leaves a no-search control unchanged (MMLU))" in text
+    assert "weak evidence" in text and "RL improves GPQA-Diamond)" not in text.split("weak evidence")[0].split("no effect")[1]
+
+
 def test_delta_verdicts():
     assert delta_verdict(3.0, 0.5, 6.0) == "reproduced"
     assert delta_verdict(3.0, -0.5, 6.0) == "not reproduced (95% CI includes 0)"
