@@ -302,18 +302,23 @@ def length_bins(scores: pd.DataFrame, n_bins: int = 4, n_boot: int = 2000, seed:
     edges = np.asarray(edges, dtype=float)
     if len(edges) < 2:
         edges = np.array([edges[0], edges[0] + 1])
-    index = np.clip(np.searchsorted(edges, frame["tokens"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
-    rows = []
+    rows = [{"bin_low": low, "bin_high": high, "tokens": float(part["tokens"].mean()), "outputs": len(part),
+             "questions": part["question_id"].nunique(), "accuracy": mean, "ci_low": lo, "ci_high": hi}
+            for low, high, part, mean, lo, hi in _binned_percent_ci(frame, "tokens", "correct", edges, n_boot, seed)]
+    return pd.DataFrame(rows)
+
+
+def _binned_percent_ci(frame: pd.DataFrame, by: str, value: str, edges: np.ndarray, n_boot: int, seed: int):
+    """(bin_low, bin_high, rows, mean %, ci_low %, ci_high %) for each non-empty bin of frame[by] between
+    edges (the last bin closed); the CI is a bootstrap over questions of frame[value]."""
+    index = np.clip(np.searchsorted(edges, frame[by].to_numpy(), side="right") - 1, 0, len(edges) - 2)
     for b in range(len(edges) - 1):
         part = frame[index == b]
         if part.empty:
             continue
-        acc, lo, hi = evaluation.bootstrap_ci(part["correct"].astype(float), n_boot=n_boot, seed=seed,
-                                              groups=part["question_id"])
-        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "tokens": float(part["tokens"].mean()),
-                     "outputs": len(part), "questions": part["question_id"].nunique(),
-                     "accuracy": 100 * acc, "ci_low": 100 * lo, "ci_high": 100 * hi})
-    return pd.DataFrame(rows)
+        mean, lo, hi = evaluation.bootstrap_ci(part[value].astype(float), n_boot=n_boot, seed=seed,
+                                               groups=part["question_id"])
+        yield edges[b], edges[b + 1], part, 100 * mean, 100 * lo, 100 * hi
 
 
 def long_paths(paths_dataset, share: float):
@@ -510,16 +515,9 @@ def event_rates(events: pd.DataFrame, edges: Sequence[float], n_boot: int = 2000
     rows = []
     known = events.dropna(subset=["bad"])
     for kind, part in known.groupby("kind", sort=True):
-        index = np.clip(np.searchsorted(edges, part["position"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
-        for b in range(len(edges) - 1):
-            cell = part[index == b]
-            if cell.empty:
-                continue
-            share, lo, hi = evaluation.bootstrap_ci(cell["bad"].astype(float), n_boot=n_boot, seed=seed,
-                                                    groups=cell["question_id"])
-            rows.append({"kind": kind, "bin_low": edges[b], "bin_high": edges[b + 1],
-                         "position": float(cell["position"].mean()), "events": len(cell),
-                         "bad_share": 100 * share, "ci_low": 100 * lo, "ci_high": 100 * hi})
+        rows += [{"kind": kind, "bin_low": low, "bin_high": high, "position": float(cell["position"].mean()),
+                  "events": len(cell), "bad_share": share, "ci_low": lo, "ci_high": hi}
+                 for low, high, cell, share, lo, hi in _binned_percent_ci(part, "position", "bad", edges, n_boot, seed)]
     return pd.DataFrame(rows)
 
 
