@@ -21,7 +21,7 @@
 # too blunt. None was tested.
 #
 # **Here.** Each checkpoint answers the diamond questions of notebook 06 (the first `scaling_questions`
-# of them) while three knobs spend more tokens: forced steps (min_steps, greedy), s1-style budget forcing
+# of them) while three knobs spend more tokens: forced steps (min_steps), s1-style budget forcing
 # (reasoning_end refused before B tokens, forced soon after) and majority votes over k sampled outputs.
 # All three go on one plot against the tokens they spend per question. Then each suspect gets a
 # measurement, a figure and a conclusion computed from the numbers. Intervals are 95% bootstraps over
@@ -55,7 +55,6 @@ scaling_variant_rl_steps = 15
 # %%
 # Setup: validate the params, open this stage, load the diamond questions and the plan of settings.
 import time
-from dataclasses import replace
 
 import datasets
 import pandas as pd
@@ -75,17 +74,18 @@ plan = scaling.Plan(min_steps=grid(s.min_steps_grid, "scaling_min_steps_grid"), 
                     samples=s.samples, ks=grid(s.vote_ks, "scaling_vote_ks"), draws=s.vote_draws,
                     grace_tokens=s.budget_grace, soft_bias=s.soft_bias)
 models = scaling.parse_names(s.stages, ("base", "CPT", "SFT", "RL"), "scaling_stages")
-greedy = stage_eval.Decoding(max_new_tokens=s.max_new_tokens, temperature=0.0, seed=seed, batch_size=s.batch_size,
-                             progress=False)
-sampled = replace(greedy, temperature=s.temperature)
+# One output per question and setting, sampled at scaling_temperature like the vote pool (greedy
+# outputs of these small models loop to the token cap: see notebook 06).
+single = stage_eval.Decoding(max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=seed,
+                             batch_size=s.batch_size, progress=False)
 load = backends.stage_loader(cfg, "transformers")  # budget forcing and the soft bias are transformers processors
 print(f"{len(questions)} diamond questions; models {models}; plan {plan}")
 
 # %% [markdown]
 # ## Accuracy against reasoning tokens
 #
-# For each checkpoint: greedy outputs under every min_steps of the grid (no step cap) and every token
-# budget, and one pool of `scaling_samples` sampled outputs per question from which every vote of k
+# For each checkpoint: one output per question (sampled at `scaling_temperature`) under every min_steps
+# of the grid (no step cap) and every token budget, and one pool of `scaling_samples` sampled outputs per question from which every vote of k
 # samples is drawn (k-subsets of the pool, so the k's share samples). A vote spends the tokens of all k
 # samples. The last model of the list also runs the soft-bias variant, used in cause 4.
 
@@ -93,7 +93,7 @@ print(f"{len(questions)} diamond questions; models {models}; plan {plan}")
 outputs, curves = [], []
 for name in models:
     model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[name])
-    out, curve = scaling.measure(model, tokenizer, name, questions, plan, greedy, sampled, soft=name == models[-1])
+    out, curve = scaling.measure(model, tokenizer, name, questions, plan, single, pool=True, soft=name == models[-1])
     outputs.append(out)
     curves.append(curve)
     print(f"{name}: {len(out)} outputs, {time.time() - t0:.0f} s so far")
@@ -137,7 +137,7 @@ if s.retrain_variants:
     sft_params = stages.read_manifest(stage.input_dirs["04_sft"])["params"]
     info = scaling.train_long_path_variant(model, tokenizer, paths, s.long_paths_share, s.variant_sft_steps, sft_params, seed)
     long_variant = "SFT (long paths)"
-    out, curve = scaling.measure(model, tokenizer, long_variant, questions, plan, greedy)
+    out, curve = scaling.measure(model, tokenizer, long_variant, questions, plan, single)
     outputs, curves = pd.concat([outputs, out], ignore_index=True), pd.concat([curves, curve], ignore_index=True)
     print(f"long-path variant: {info}")
 
@@ -170,7 +170,7 @@ if s.retrain_variants:
     for name, w in variants.items():
         model, tokenizer = load("04_sft", "sft")
         model = scaling.train_reward_variant(model, tokenizer, train_questions, graphs, w, rl_kwargs, s.variant_rl_steps, seed)
-        out, curve = scaling.measure(model, tokenizer, f"RL {name}", questions, plan, greedy)
+        out, curve = scaling.measure(model, tokenizer, f"RL {name}", questions, plan, single)
         outputs, curves = pd.concat([outputs, out], ignore_index=True), pd.concat([curves, curve], ignore_index=True)
 
 # %%
@@ -238,8 +238,8 @@ fig = plots.scaling_curves(curves[(curves["model"] == last) & curves["method"].i
 fig.savefig(figures / "soft-vs-hard.png", dpi=120, bbox_inches="tight")
 
 # %%
-display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias) if comparison
-                 else "The min_steps grid holds no value above 0: no soft-bias comparison."))
+display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, scaling.soft_effect(outputs, last))
+                 if comparison else "The min_steps grid holds no value above 0: no soft-bias comparison."))
 
 # %% [markdown]
 # ## Save

@@ -3,7 +3,8 @@
 Three ways to spend more tokens on a question, compared at matched budgets (x = mean reasoning
 tokens spent per question, summed over samples):
 
-- sequential, step forcing: Steiner's reasoning_constraints(min_steps, max_steps=None), greedy;
+- sequential, step forcing: Steiner's reasoning_constraints(min_steps, max_steps=None), one output per
+  question (sampled like the pool, or greedy at temperature 0);
 - sequential, budget forcing (s1): constraints.BudgetForcing with min = max = B reasoning tokens
   (<|reasoning_end|> is refused below B and forced at the first step boundary after it);
 - parallel: k samples (temperature > 0) and a majority vote over their answer letters. One pool
@@ -271,18 +272,21 @@ class Plan:
         return out + ([("soft_bias", m) for m in self.min_steps if m > 0] if soft else [])
 
 
-def measure(model, tokenizer, name: str, questions, plan: Plan, greedy: stage_eval.Decoding,
-            sampled: stage_eval.Decoding | None = None, soft: bool = False, n_boot: int = 2000):
+def measure(model, tokenizer, name: str, questions, plan: Plan, decoding: stage_eval.Decoding,
+            pool: bool = False, soft: bool = False, n_boot: int = 2000):
     """(outputs, curve) of one model: every scored output (model, method, value columns; the vote pool
-    has method "pool") and its scaling-curve rows (sequential settings, then votes over the pool)."""
-    runs = sequential_runs(model, tokenizer, questions, greedy, plan.sequential(soft), plan.grace_tokens,
+    has method "pool") and its scaling-curve rows (sequential settings, then votes over the pool).
+
+    Each sequential setting draws one output per question with `decoding`; with `pool`, the vote
+    pool is plan.samples more outputs per question, free (no processor), at the same temperature."""
+    runs = sequential_runs(model, tokenizer, questions, decoding, plan.sequential(soft), plan.grace_tokens,
                            plan.soft_bias)
-    curves = [sequential_curve(runs, name, n_boot, greedy.seed)]
+    curves = [sequential_curve(runs, name, n_boot, decoding.seed)]
     frames = [runs]
-    if sampled is not None and plan.samples:
-        pool = sample_pool(model, tokenizer, questions, sampled, plan.samples).assign(method="pool", value=plan.samples)
-        curves.append(vote_curve(pool, plan.ks, name, plan.draws, n_boot, sampled.seed))
-        frames.append(pool)
+    if pool and plan.samples:
+        scores = sample_pool(model, tokenizer, questions, decoding, plan.samples).assign(method="pool", value=plan.samples)
+        curves.append(vote_curve(scores, plan.ks, name, plan.draws, n_boot, decoding.seed))
+        frames.append(scores)
     outputs = pd.concat(frames, ignore_index=True).assign(model=name)
     return outputs, pd.concat(curves, ignore_index=True)
 
@@ -568,8 +572,30 @@ def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed
             "questions": len(per_q), "settings": merged["value"].nunique()}
 
 
-def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: float) -> str:
-    """Markdown for cause 4, from the soft and hard curves and their paired comparison."""
+def soft_effect(outputs: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per min_steps > 0: did the soft bias change anything? The share of questions whose soft-bias
+    output is the free output (min_steps 0, same decoding and seed) character for character, and the
+    mean steps of the free, soft and hard outputs. A bias too weak to flip any decision leaves every
+    output as it was (share 100%), and the soft rows of all min_steps are then the same."""
+    mine = outputs[outputs["model"] == model]
+    free = mine[(mine["method"] == "min_steps") & (mine["value"] == 0)].set_index("question_id")
+    rows = []
+    for value, soft in mine[mine["method"] == "soft_bias"].groupby("value", sort=True):
+        soft = soft.set_index("question_id")
+        hard = mine[(mine["method"] == "min_steps") & (mine["value"] == value)]
+        shared = soft.index.intersection(free.index)
+        rows.append({"min_steps": int(value), "questions": len(shared),
+                     "unchanged_share": 100 * float((soft.loc[shared, "completion"] == free.loc[shared, "completion"]).mean())
+                     if len(shared) else float("nan"),
+                     "steps_free": float(free["n_steps"].mean()) if len(free) else float("nan"),
+                     "steps_soft": float(soft["n_steps"].mean()), "steps_hard": float(hard["n_steps"].mean())})
+    return pd.DataFrame(rows)
+
+
+def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: float,
+                   effect: pd.DataFrame | None = None) -> str:
+    """Markdown for cause 4, from the soft and hard curves and their paired comparison (and, given
+    `soft_effect`'s table, how often the bias changed the output at all)."""
     hard = curves[(curves["model"] == model) & (curves["method"] == "min_steps")]
     soft = curves[(curves["model"] == model) & (curves["method"] == "soft_bias")]
     c = comparison
@@ -583,6 +609,14 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
         verdict = "Softer steering hurts: bluntness is not what holds forcing back."
     else:
         verdict = "The interval includes 0: the bluntness of forcing is not shown to matter at this scale."
+    if effect is not None and len(effect):
+        parts = [f"min_steps {int(r.min_steps)}: {r.unchanged_share:.0f}% of outputs unchanged, {r.steps_soft:.1f} steps "
+                 f"(hard {r.steps_hard:.1f}, free {r.steps_free:.1f})" for r in effect.itertuples()]
+        verdict += (" How much the nudge did at all, against the free output of the same decoding: "
+                    + "; ".join(parts) + ".")
+        if (effect["unchanged_share"] == 100).all():
+            verdict += (f" A bias of {bias:g} logits changed no output: the model's own preference at every step "
+                        f"boundary is stronger, so this comparison is hard forcing against no forcing.")
     return head + verdict
 
 
@@ -591,4 +625,4 @@ __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_fa
            "sequential_curve", "vote_curve", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
            "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
-           "soft_paragraph"]
+           "soft_effect", "soft_paragraph"]

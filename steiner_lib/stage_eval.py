@@ -95,11 +95,27 @@ class Decoding:
     seed: int = 0
     batch_size: int = 64  # benchmarks/generation.py: 64 prompts at 640 tokens take 17 s at 64 against 29 s at 16
     progress: bool = True
+    samples: int = 1  # outputs per question; a question's accuracy is the mean over its samples
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples={self.samples}: need at least 1 output per question")
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"{self.samples} greedy outputs per question would be identical: "
+                             f"set a temperature > 0 (eval_temperature) or samples = 1")
+
+    def describe(self) -> str:
+        """How the outputs were drawn, in words (for computed paragraphs)."""
+        if self.temperature == 0:
+            return "greedy decoding"
+        return (f"{self.samples} sampled outputs per question at temperature {self.temperature:g}, "
+                f"each question scored by their mean" if self.samples > 1 else
+                f"one sampled output per question at temperature {self.temperature:g}")
 
 
 def sample_and_score(model, tokenizer, questions, decoding: Decoding, logits_processor=None,
                      letter_anywhere: bool = False) -> pd.DataFrame:
-    """One completion per question (batched), scored; questions are Choice- or CountdownQuestions."""
+    """decoding.samples completions per question (batched), scored; questions are Choice- or CountdownQuestions."""
     from steiner_lib import backends
 
     questions = list(questions)
@@ -108,8 +124,9 @@ def sample_and_score(model, tokenizer, questions, decoding: Decoding, logits_pro
     prompts, letters = evaluation.heldout_prompts(questions, decoding.seed)
     # model: a Hugging Face model, or a backends.VLLMModel (backends.stage_loader decides)
     outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=decoding.max_new_tokens,
-                                 temperature=decoding.temperature, batch_size=decoding.batch_size,
-                                 seed=decoding.seed, logits_processor=logits_processor, progress=decoding.progress)
+                                 temperature=decoding.temperature, n_samples=decoding.samples,
+                                 batch_size=decoding.batch_size, seed=decoding.seed,
+                                 logits_processor=logits_processor, progress=decoding.progress)
     return score_completions(outputs, letters, [question_id(q) for q in questions], tokenizer, letter_anywhere)
 
 
@@ -181,7 +198,8 @@ def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAP
     return pd.DataFrame(rows).set_index("stage")
 
 
-def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark") -> str:
+def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark",
+                           decoding: str = "greedy decoding") -> str:
     """Markdown: which deltas reproduce (positive, 95% CI above 0) and which do not, computed from the table."""
     lines = []
     reproduced, not_reproduced = [], []
@@ -203,7 +221,7 @@ def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark"
                          f"effect does **not** reproduce at this scale.")
     if not lines:
         return f"On {benchmark}, the table has a single row: there is no delta to test."
-    head = (f"On {benchmark} ({int(table['questions'].iloc[0])} questions, greedy decoding), "
+    head = (f"On {benchmark} ({int(table['questions'].iloc[0])} questions, {decoding}), "
             f"{len(reproduced)} of {len(lines)} stage effects reproduce (a positive delta whose 95% "
             f"paired-bootstrap interval excludes 0)"
             + (f": {', '.join(reproduced)}." if reproduced else ". None does."))

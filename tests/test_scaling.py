@@ -121,10 +121,13 @@ def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
     plan = scaling.Plan(min_steps=(0, 1), budgets=(3,), samples=2, ks=(1, 2), draws=4, grace_tokens=1)
     greedy = stage_eval.Decoding(max_new_tokens=8, seed=0, progress=False)
     sampled = stage_eval.Decoding(max_new_tokens=8, temperature=1.0, seed=0, progress=False)
-    outputs, curve = scaling.measure(model, tok, "tiny", questions, plan, greedy, sampled, soft=True, n_boot=50)
+    outputs, curve = scaling.measure(model, tok, "tiny", questions, plan, sampled, pool=True, soft=True, n_boot=50)
     counts = outputs.groupby("method").size().to_dict()
     assert counts == {"min_steps": 4, "budget": 2, "soft_bias": 2, "pool": 4}
-    assert all(c.startswith(fmt.REASONING_START) for c in outputs.loc[outputs["method"] != "pool", "completion"])
+    no_pool, _ = scaling.measure(model, tok, "tiny", questions, plan, greedy, n_boot=50)
+    assert "pool" not in set(no_pool["method"]) and len(no_pool) == 6
+    hard = outputs["method"].isin(["min_steps", "budget"])  # forced; the soft bias only nudges a sample
+    assert all(c.startswith(fmt.REASONING_START) for c in outputs.loc[hard, "completion"])
     # budget 3 + grace 1: reasoning_end is forced by the 5th generated token, whatever the model wants
     assert all(fmt.REASONING_END in c for c in outputs.loc[outputs["method"] == "budget", "completion"])
     assert set(curve["method"]) == {"min_steps", "budget", "soft_bias", "vote"} and (curve["model"] == "tiny").all()
@@ -245,6 +248,24 @@ def test_paired_by_setting_pairs_question_and_setting():
     assert "+50.0 points" in text_ and "200 tokens" in text_ and "300" in text_
     with pytest.raises(ValueError, match="share no"):
         scaling.paired_by_setting(a, b.assign(value=9))
+
+
+def test_soft_effect_tells_a_bias_that_changed_nothing_from_one_that_did():
+    def rows(method, value, texts, steps):
+        return pd.DataFrame({"model": "RL", "method": method, "value": value, "question_id": ["q1", "q2"],
+                             "completion": texts, "n_steps": steps})
+    outputs = pd.concat([rows("min_steps", 0, ["a", "b"], [1, 1]), rows("min_steps", 2, ["c", "d"], [2, 2]),
+                         rows("soft_bias", 2, ["a", "b"], [1, 1]), rows("soft_bias", 4, ["a", "x"], [1, 3]),
+                         rows("min_steps", 4, ["e", "f"], [4, 4])], ignore_index=True)
+    effect = scaling.soft_effect(outputs, "RL")
+    assert effect["min_steps"].tolist() == [2, 4] and effect["unchanged_share"].tolist() == [100.0, 50.0]
+    assert effect["steps_soft"].tolist() == [1.0, 2.0] and effect["steps_hard"].tolist() == [2.0, 4.0]
+    c = {"delta": 0.0, "ci_low": -5.0, "ci_high": 5.0, "p_value": 1.0, "questions": 2, "settings": 2}
+    curves = pd.DataFrame({"model": ["RL", "RL"], "method": ["min_steps", "soft_bias"], "tokens": [300.0, 200.0]})
+    text_ = scaling.soft_paragraph(curves, c, "RL", 4.0, effect)
+    assert "min_steps 4: 50% of outputs unchanged" in text_ and "changed no output" not in text_
+    none = scaling.soft_paragraph(curves, c, "RL", 4.0, effect[effect["min_steps"] == 2])
+    assert "changed no output" in none
 
 
 # --------------------------------------------------------------------------- plots

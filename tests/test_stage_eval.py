@@ -169,3 +169,18 @@ def test_evaluate_stages_loads_each_checkpoint_once_and_forces_the_lp_row():
     table = se.stage_table(scores["diamond"], n_boot=50)
     assert list(table.index) == list(se.ROWS)
     assert len(se.all_scores(scores)) == 5 * 3 + 5 * 2
+
+    # Several sampled outputs per question: each row holds them all, and a question scores their mean.
+    sampled = se.Decoding(max_new_tokens=6, temperature=1.0, seed=0, progress=False, samples=3)
+    many = se.sample_and_score(model, tok, questions, sampled)
+    assert len(many) == 9 and many.groupby("question_id")["sample"].apply(sorted).tolist() == [[0, 1, 2]] * 3
+    assert "3 sampled outputs per question at temperature 1" in sampled.describe()
+    assert se.reproduction_paragraph(table, "x", sampled.describe()).startswith("On x (3 questions, 3 sampled")
+
+
+def test_decoding_refuses_identical_greedy_samples():
+    with pytest.raises(ValueError, match="identical"):
+        se.Decoding(max_new_tokens=8, temperature=0.0, samples=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        se.Decoding(max_new_tokens=8, temperature=0.7, samples=0)
+    assert se.Decoding(max_new_tokens=8).describe() == "greedy decoding"
