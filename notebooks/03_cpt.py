@@ -41,6 +41,7 @@ model_intermediate_size = 512
 model_max_position_embeddings = 2048
 model_lora = False
 model_lora_r = 16
+model_dtype = "float32"
 base_steps = 200
 base_batch_size = 8
 base_seq_len = 512
@@ -51,12 +52,12 @@ cpt_steps = 150
 cpt_batch_size = 8
 cpt_seq_len = 512
 cpt_learning_rate = 0.001
+cpt_gradient_accumulation = 1
 cpt_reasoning_share = 0.5
 cpt_heldout_share = 0.05
 
 # %%
 # Setup: validate the params, open this stage, read the questions (01) and the paths and tokenizer (02).
-import copy
 import datasets
 from IPython.display import display
 
@@ -79,7 +80,7 @@ print(f"{len(train_questions)} training questions, {len(paths)} reasoning paths,
 
 # %%
 if cfg.model.name_or_path:
-    base, tokenizer, added = modeling.load_pretrained_model(cfg.model.name_or_path)
+    base, tokenizer, added = modeling.load_pretrained_model(cfg.model.name_or_path, dtype=cfg.model.dtype)
     base_result = None
     print(f"loaded {cfg.model.name_or_path}; added {len(added)} token rows")
 else:
@@ -105,18 +106,19 @@ checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
 # tracked separately on regular text and on reasoning text.
 
 # %%
-before_cpt = copy.deepcopy(base)
+before_cpt = pretraining.input_embeddings(base)  # the embedding matrix only, not a second model
 model = checkpoints.maybe_lora(base, cfg.model)
 cpt_result = None
 if cfg.cpt.enabled:
     # Tokens for the step budget (at least a few batches, so tiny presets still fill blocks).
-    budget = max(cfg.cpt.steps, 16) * cfg.cpt.batch_size * cfg.cpt.seq_len
+    budget = max(cfg.cpt.steps, 16) * cfg.cpt.batch_size * cfg.cpt.gradient_accumulation * cfg.cpt.seq_len
     pools = pretraining.cpt_pools(paths, regular, cfg.cpt.heldout_share, seed=cfg.run.seed)
     mix = pretraining.cpt_corpus(pools["regular_train"], pools["reasoning_train"], cfg.cpt.reasoning_share,
                                  n_tokens_hint=budget, seed=cfg.run.seed, tokenizer=tokenizer)
     display(mix.table())
     heldout = {"regular": pools["regular_heldout"], "reasoning": pools["reasoning_heldout"]}
     cpt_cfg = pretraining.LMTrainConfig(max_steps=cfg.cpt.steps, batch_size=cfg.cpt.batch_size, seq_len=cfg.cpt.seq_len,
+                                        gradient_accumulation_steps=cfg.cpt.gradient_accumulation,
                                         learning_rate=cfg.cpt.learning_rate, eval_every=max(1, cfg.cpt.steps // 5),
                                         seed=cfg.run.seed)
     cpt_result = pretraining.train_lm(model, tokenizer, mix.texts, {k: v for k, v in heldout.items() if v}, cpt_cfg)
@@ -147,7 +149,7 @@ fig.savefig(figures / "cpt-loss.png", dpi=120, bbox_inches="tight")
 #| label: tbl-token-embeddings
 #| tbl-cap: "The 14 reasoning-token embeddings before and after CPT: norms, cosine between the two vectors, and nearest ordinary tokens (cosine) before and after."
 after = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-embeddings = pretraining.embedding_report(before_cpt, after, tokenizer, k=4)
+embeddings = pretraining.embedding_report(before_cpt, pretraining.input_embeddings(after), tokenizer, k=4)
 display(embeddings)
 
 # %%

@@ -30,6 +30,8 @@ run_seed = 0
 run_root = "runs"
 sft_steps = 300
 sft_batch_size = 8
+sft_gradient_accumulation = 1
+sft_gradient_checkpointing = False
 sft_learning_rate = 0.001
 sft_max_length = 1024
 sft_eval_share = 0.1
@@ -56,6 +58,8 @@ validation = validation[:cfg.sft.eval_questions]
 
 # %%
 sft_cfg = sft.SFTStageConfig(max_steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
+                             gradient_accumulation_steps=cfg.sft.gradient_accumulation,
+                             gradient_checkpointing=cfg.sft.gradient_checkpointing,
                              learning_rate=cfg.sft.learning_rate, max_length=cfg.sft.max_length,
                              eval_share=cfg.sft.eval_share, seed=cfg.run.seed)
 train_ds, eval_ds = sft.sft_splits(paths, sft_cfg)

@@ -43,6 +43,7 @@ rl_learning_rate = 5e-05
 rl_beta = 0.04
 rl_temperature = 1.0
 rl_max_completion_length = 640
+rl_gradient_checkpointing = False
 rl_credit = "step"
 rl_w_in_degree = 0.1
 rl_w_out_degree = 0.1
@@ -83,7 +84,7 @@ rl_cfg = rl.RLStageConfig(steps=r.steps, batch_size=r.batch_size, num_generation
                           learning_rate=r.learning_rate, beta=r.beta, temperature=r.temperature,
                           max_completion_length=r.max_completion_length, credit=r.credit, seed=cfg.run.seed,
                           prompt_seed=cfg.run.seed, backend=r.backend, vllm_gpu_memory=r.vllm_gpu_memory,
-                          vllm_tensor_parallel=r.vllm_tensor_parallel)
+                          vllm_tensor_parallel=r.vllm_tensor_parallel, gradient_checkpointing=r.gradient_checkpointing)
 result = rl.train_rl(model, tokenizer, train_questions, graphs, weights, rl_cfg)
 checkpoints.save_checkpoint(result.model, tokenizer, stage.path("rl"))
 steps_table = result.reward_table()

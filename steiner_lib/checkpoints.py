@@ -54,10 +54,14 @@ def save_checkpoint(model, tokenizer, path) -> None:
 
 
 def load_checkpoint(path):
-    """(model, tokenizer) from a directory written by save_checkpoint."""
+    """(model, tokenizer) from a directory written by save_checkpoint, the weights in the dtype they
+    were saved in (transformers' dtype="auto"): model_dtype, chosen in 03, carries through the stages."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    from steiner_lib import distributed
+
+    distributed.prepare_sharded_loading()
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype="auto")
     return model, load_tokenizer(path)
 
 
@@ -82,4 +86,4 @@ def model_config(model_params) -> "modeling.ModelConfig":
     p = model_params
     return modeling.ModelConfig(hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
                                 num_kv_heads=p.num_kv_heads, intermediate_size=p.intermediate_size,
-                                max_position_embeddings=p.max_position_embeddings)
+                                max_position_embeddings=p.max_position_embeddings, dtype=p.dtype)

@@ -272,7 +272,7 @@ class LoadedModel(NamedTuple):
     added_rows: dict[str, int]  # token -> embedding row, for the tokens this load added
 
 
-def load_pretrained_model(name_or_path: str, tokenizer=None, dtype: str | None = None) -> LoadedModel:
+def load_pretrained_model(name_or_path: str, tokenizer=None, dtype: str = "float32") -> LoadedModel:
     """A pretrained causal LM (hub name, or local path: then local_files_only) ready for Steiner.
 
     Adds what is missing of the ChatML tokens and the 14 reasoning tokens (as special tokens,
@@ -288,8 +288,13 @@ def load_pretrained_model(name_or_path: str, tokenizer=None, dtype: str | None =
     local = Path(name_or_path).exists()
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-    kwargs = {"dtype": _torch_dtype(dtype)} if dtype else {"dtype": torch.float32}
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local, **kwargs)
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype={dtype!r}: use 'float32' or 'bfloat16' (params: model_dtype)")
+    # float32 doubles a bf16 checkpoint (Qwen2.5-32B: 65 GB -> 130 GB per process): the params choose.
+    from steiner_lib import distributed
+
+    distributed.prepare_sharded_loading()  # launched: load on rank 0 only (FSDP) or sharded (ZeRO-3)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local, dtype=_torch_dtype(dtype))
 
     vocab = tokenizer.get_vocab()
     added = [t for t in (*CHAT_TOKENS, *SPECIAL_TOKENS) if t not in vocab]

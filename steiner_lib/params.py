@@ -100,6 +100,7 @@ class ModelParams:
     max_position_embeddings: int = knob(2048, "built model: context length", lo=64)
     lora: bool = knob(False, "train LoRA adapters (PEFT) instead of all weights; new token rows stay trainable")
     lora_r: int = knob(16, "LoRA rank", lo=1)
+    dtype: Literal["float32", "bfloat16"] = knob("float32", "weights as built or loaded in 03, kept by every later checkpoint; bfloat16 halves the memory of a large base (Qwen2.5's own dtype)")
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,10 @@ class BaseParams:
 class CptParams:
     enabled: bool = knob(True, "run CPT (false: the base model goes to SFT as is; the paper says CPT 'might be redundant')")
     steps: int = knob(150, "CPT steps", lo=1)
-    batch_size: int = knob(8, "CPT: blocks per step", lo=1)
+    batch_size: int = knob(8, "CPT: blocks per micro-batch and process", lo=1)
     seq_len: int = knob(512, "CPT: tokens per block", lo=16)
     learning_rate: float = knob(1e-3, "CPT: peak learning rate", lo=0.0)
+    gradient_accumulation: int = knob(1, "CPT: micro-batches per optimizer step (effective batch = batch_size x this x processes)", lo=1)
     reasoning_share: float = knob(0.5, "CPT mix: share of tokens from reasoning paths (the rest regular text)", lo=0.0, hi=1.0)
     heldout_share: float = knob(0.05, "CPT: share of texts held out for the held-out loss", lo=0.0, hi=0.5)
 
@@ -125,7 +127,9 @@ class CptParams:
 @dataclass(frozen=True)
 class SftParams:
     steps: int = knob(300, "SFT optimizer steps", lo=1)
-    batch_size: int = knob(8, "SFT: examples per step", lo=1)
+    batch_size: int = knob(8, "SFT: examples per step and process", lo=1)
+    gradient_accumulation: int = knob(1, "SFT: micro-batches per optimizer step (effective batch = batch_size x this x processes)", lo=1)
+    gradient_checkpointing: bool = knob(False, "SFT: recompute activations in the backward pass (long sequences on GPUs)")
     learning_rate: float = knob(1e-3, "SFT: peak learning rate", lo=0.0)
     max_length: int = knob(1024, "SFT: prompt + completion tokens; longer examples are dropped", lo=16)
     eval_share: float = knob(0.1, "SFT: share of questions held out for the eval loss", lo=0.0, hi=0.5)
@@ -137,12 +141,13 @@ class SftParams:
 @dataclass(frozen=True)
 class RlParams:
     steps: int = knob(40, "RL optimizer steps", lo=1)
-    batch_size: int = knob(8, "RL: completions per step (whole groups)", lo=2)
+    batch_size: int = knob(8, "RL: completions per step and process (whole groups)", lo=2)
     num_generations: int = knob(4, "RL: completions per prompt (the GRPO group)", lo=2)
     learning_rate: float = knob(5e-5, "RL: learning rate", lo=0.0)
     beta: float = knob(0.04, "RL: KL coefficient against the SFT policy", lo=0.0)
     temperature: float = knob(1.0, "RL: rollout sampling temperature", lo=0.01)
     max_completion_length: int = knob(640, "RL: tokens per rollout", lo=8)
+    gradient_checkpointing: bool = knob(False, "RL: recompute activations in the backward pass (long rollouts on GPUs)")
     credit: Literal["step", "return_to_go", "sequence"] = knob("step", "how step rewards become token advantages")
     w_in_degree: float = knob(0.1, "reward: weight of log(1 + in-degree)")
     w_out_degree: float = knob(0.1, "reward: weight of log(1 + out-degree)")

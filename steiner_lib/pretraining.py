@@ -221,7 +221,8 @@ class LMTrainConfig:
     """Budget and optimiser of one language-model training run (base stand-in or CPT)."""
 
     max_steps: int = 200
-    batch_size: int = 16
+    batch_size: int = 16  # blocks per micro-batch and process
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     seq_len: int = 512
     learning_rate: float = 3e-3
     warmup_ratio: float = 0.05
@@ -237,7 +238,7 @@ class LMTrainConfig:
     num_threads: int | None = None  # torch threads during the run (None: as they are), restored after
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "seq_len", "eval_every", "logging_steps"):
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "seq_len", "eval_every", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LMTrainConfig.{name}={getattr(self, name)}: must be at least 1")
         if not 0 <= self.warmup_ratio < 1:
@@ -339,6 +340,7 @@ def _train_lm(model, tokenizer, train_texts, heldout_texts, cfg: LMTrainConfig, 
     with tempfile.TemporaryDirectory(prefix="steiner-lm-") as out_dir:
         args = TrainingArguments(
             output_dir=out_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             warmup_steps=float(cfg.warmup_ratio), lr_scheduler_type=cfg.lr_scheduler,
             weight_decay=cfg.weight_decay, adam_beta2=0.95, max_grad_norm=cfg.max_grad_norm,
@@ -358,7 +360,9 @@ def _train_lm(model, tokenizer, train_texts, heldout_texts, cfg: LMTrainConfig, 
         log_history = list(trainer.state.log_history)
     model.eval()
 
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    from steiner_lib import distributed
+
+    tokens_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * cfg.seq_len * distributed.world_size()
     eval_time = sum(v for e in log_history for key, v in e.items()
                     if key.startswith("eval_") and key.endswith("_runtime"))
     train_time = max(float(output.metrics["train_runtime"]) - eval_time, 1e-9)
@@ -377,9 +381,22 @@ def _readable(tokenizer, i: int) -> str:
     return repr(tokenizer.decode([int(i)]))
 
 
-def embedding_report(before_model, after_model, tokenizer, k: int = 5,
+def input_embeddings(model):
+    """A CPU copy of the model's input-embedding matrix (gathered when the weights are sharded), in
+    its own dtype: all `embedding_report` needs of the model before training. A deep copy of the
+    whole model would cost a second model's memory (Qwen2.5-32B in bf16: 65 GB); this costs the
+    matrix (152,064 x 5,120 x 2 B = 1.6 GB)."""
+    from steiner_lib import distributed
+
+    return distributed.full_tensor(model.get_input_embeddings().weight)
+
+
+def embedding_report(before, after, tokenizer, k: int = 5,
                      tokens: tuple[str, ...] = SPECIAL_TOKENS, special_neighbours: bool = False) -> pd.DataFrame:
     """What training did to the input embeddings of `tokens` (default: the 14 reasoning tokens).
+
+    `before` and `after`: input-embedding matrices (`input_embeddings(model)`, taken before and
+    after training) or the models themselves.
 
     Per token: the row's norm before and after, the cosine between its before and after
     vectors, and its k nearest vocabulary rows by cosine (itself excluded) before and after,
@@ -389,8 +406,8 @@ def embedding_report(before_model, after_model, tokenizer, k: int = 5,
     """
     import torch
 
-    e0 = before_model.get_input_embeddings().weight.detach().float()
-    e1 = after_model.get_input_embeddings().weight.detach().float()
+    e0, e1 = (m.detach().float() if isinstance(m, torch.Tensor) else input_embeddings(m).float()
+              for m in (before, after))
     if e0.shape != e1.shape:
         raise ValueError(f"the two models' embeddings differ in shape ({tuple(e0.shape)} vs {tuple(e1.shape)}): "
                          f"compare a model with a copy of itself taken before training")
@@ -423,7 +440,7 @@ def embedding_report(before_model, after_model, tokenizer, k: int = 5,
 __all__ = [
     "shortcut_plain_text", "shortcut_reasoning", "base_corpus", "paths_as_text", "split_documents",
     "split_heldout", "CPTCorpus", "cpt_corpus", "pack_texts", "LMTrainConfig", "LMTrainResult",
-    "train_lm", "embedding_report",
+    "train_lm", "input_embeddings", "embedding_report",
 ]
 
 

@@ -34,6 +34,7 @@ The loss types grpo, bnpo, dr_grpo, dapo (default), cispo and sapo consume (B, T
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import shutil
@@ -80,6 +81,7 @@ class RLStageConfig:
     epsilon: float = 0.2  # PPO clip range
     prompt_seed: int = 0  # seed of the A-D shuffle of each question's choices (choice.format_prompt)
     bf16: bool = False  # GPU presets; on the CPU it is slower
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (long rollouts on GPUs)
     progress: bool = True  # the Trainer's progress bar
     keep_scored: int = 5_000  # scored completions kept for RLResult.scored (the most recent)
     output_dir: str | None = None  # Trainer scratch directory; None: a temporary one, removed after
@@ -368,13 +370,28 @@ def grpo_config(cfg: RLStageConfig, output_dir: str):
         report_to="none",
         push_to_hub=False,
         bf16=cfg.bf16,
-        gradient_checkpointing=False,  # TRL's default is True: a waste for small models on the CPU
+        gradient_checkpointing=cfg.gradient_checkpointing,  # TRL's default is True: a waste for small models
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         use_cpu=not torch.cuda.is_available(),  # GPUs when there are; on CPUs, torchrun's processes form a gloo group
         log_completions=False,
     )
+
+
+def _save_local_copy(model, path: Path) -> None:
+    """This process's own copy of the weights, in save_pretrained's layout. Not save_pretrained
+    itself: once the process group is up it writes on rank 0 only, and every process loads its
+    reference model from its own scratch directory."""
+    from safetensors.torch import save_model
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = copy.deepcopy(model.config)
+    config.architectures = [type(model).__name__]  # what save_pretrained records; TRL loads by it
+    config.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+    save_model(model, str(path / "model.safetensors"), metadata={"format": "pt"})  # tied rows stored once
 
 
 @contextlib.contextmanager
@@ -389,7 +406,7 @@ def _reference_is_current_policy(model, beta: float, output_dir: str):
         yield
         return
     ref_dir = Path(output_dir) / "reference"
-    model.save_pretrained(ref_dir)
+    _save_local_copy(model, ref_dir)
     before = model.config._name_or_path
     model.config._name_or_path = str(ref_dir)
     try:

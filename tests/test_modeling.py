@@ -141,6 +141,23 @@ def test_save_and_reload_round_trips(tmp_path):
     assert tok(text)["input_ids"] == tok2(text)["input_ids"]
 
 
+def test_the_dtype_is_chosen_by_the_params_and_carried_by_every_checkpoint(tmp_path):
+    from steiner_lib import checkpoints
+
+    save_base(tmp_path / "base", plain_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "<|im_end|>"))
+    fp32, _, _ = modeling.load_pretrained_model(str(tmp_path / "base"))
+    model, tok, added = modeling.load_pretrained_model(str(tmp_path / "base"), dtype="bfloat16")
+    assert {p.dtype for p in fp32.parameters()} == {torch.float32}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # no float32 copy on the way
+    for token, row in added.items():  # the new rows are initialised in bf16 too
+        assert torch.isfinite(model.get_input_embeddings().weight[row].float()).all()
+    checkpoints.save_checkpoint(model, tok, tmp_path / "stage")
+    again, _ = checkpoints.load_checkpoint(tmp_path / "stage")
+    assert {p.dtype for p in again.parameters()} == {torch.bfloat16}  # the next stage keeps the dtype
+    with pytest.raises(ValueError, match="model_dtype"):
+        modeling.load_pretrained_model(str(tmp_path / "base"), dtype="float64")
+
+
 def test_a_base_that_already_has_the_tokens_is_left_alone(tmp_path):
     tok = modeling.train_bpe_tokenizer(modeling.regular_text()[:20], 400)  # has all 17 tokens
     base = save_base(tmp_path / "base", tok)

@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -207,6 +208,26 @@ def test_train_lm_is_deterministic_for_a_seed(tokenizer):
         P.train_lm(a.model, tok, texts, None, fast_cfg(seq_len=512), progress=False)
 
 
+def test_gradient_accumulation_trains_as_the_larger_batch_would(tokenizer):
+    # 2 micro-batches of 4 blocks = one batch of 8 (same blocks, same order, same per-token mean):
+    # the GPU presets use this to keep the paper's batch when a process can hold only a few blocks.
+    tok = tokenizer
+    texts = modeling.regular_text()[:6]
+    runs = {}
+    for batch, accumulation in ((8, 1), (4, 2)):
+        cfg = fast_cfg(max_steps=3, logging_steps=1, eval_batches=0, batch_size=batch,
+                       gradient_accumulation_steps=accumulation)
+        runs[batch] = P.train_lm(modeling.build_model(tok, TINY, seed=0), tok, texts, None, cfg, progress=False)
+    assert runs[4].tokens_seen == runs[8].tokens_seen == 3 * 8 * 64
+    assert runs[4].summary()["steps"] == 3
+    for a, b in zip(runs[8].history["train_loss"].dropna(), runs[4].history["train_loss"].dropna()):
+        assert a == pytest.approx(b, rel=1e-3)
+    w8, w4 = (r.model.get_input_embeddings().weight for r in (runs[8], runs[4]))
+    torch.testing.assert_close(w8, w4, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        P.LMTrainConfig(gradient_accumulation_steps=0)
+
+
 def test_config_rejects_bad_budgets():
     with pytest.raises(ValueError, match="max_steps"):
         P.LMTrainConfig(max_steps=0)
@@ -242,6 +263,11 @@ def test_embedding_report_shows_cpt_moving_the_reasoning_tokens(tokenizer, paths
         assert repr(token) not in row["neighbours_before"] and repr(token) not in row["neighbours_after"]
     assert with_special["neighbours_before"].str.contains("<|reasoning", regex=False).any()
     assert not torch.equal(before.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+    # A snapshot of the embedding matrix alone gives the same report as a copy of the whole model.
+    snapshot = P.input_embeddings(before)
+    assert snapshot.data_ptr() != before.get_input_embeddings().weight.data_ptr()
+    pd.testing.assert_frame_equal(P.embedding_report(snapshot, P.input_embeddings(model), tok, k=3), report)
 
     small = modeling.build_model(modeling.train_bpe_tokenizer(["a b c"] * 5, 300), TINY)
     with pytest.raises(ValueError, match="differ in shape"):
