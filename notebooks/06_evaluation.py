@@ -104,7 +104,7 @@ control_table.to_csv(stage.path("control_table.csv"))
 # %%
 #| label: tbl-stage-table
 #| tbl-cap: "Diamond split, one row per stage: accuracy (%, 95% bootstrap CI), change from the row above (points; paired bootstrap CI and two-sided p on the same questions), format-error rate (%), mean reasoning tokens, and the paper's reported change on GPQA-Diamond."
-display(table.round(3))
+display(stage_eval.readable_table(table))
 
 # %%
 display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", decoding.describe())))
@@ -118,7 +118,7 @@ display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", d
 # %%
 #| label: tbl-control-table
 #| tbl-cap: "Control split (no search needed), the same rows and columns as the stage table."
-display(control_table.round(3))
+display(stage_eval.readable_table(control_table))
 
 # %%
 display(Markdown(stage_eval.reproduction_paragraph(control_table, "the control split", decoding.describe())))

@@ -198,6 +198,29 @@ def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAP
     return pd.DataFrame(rows).set_index("stage")
 
 
+def readable_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The stage table as a reader wants it: "26.6 [21.1, 32.0]" cells, named columns, rounded.
+    (stage_table's frame, with its raw columns, is what the notebook saves and computes from.)"""
+    def interval(mean, lo, hi, signed=False):
+        if pd.isna(mean):
+            return ""
+        fmt_ = "{:+.1f}" if signed else "{:.1f}"
+        return f"{fmt_.format(mean)} [{fmt_.format(lo)}, {fmt_.format(hi)}]"
+
+    out = pd.DataFrame(index=table.index)
+    out["questions"] = table["questions"].astype(int)
+    out["accuracy % [95% CI]"] = [interval(r.accuracy, r.acc_ci_low, r.acc_ci_high) for r in table.itertuples()]
+    out["delta to row above [95% CI]"] = [interval(r.delta, r.delta_ci_low, r.delta_ci_high, signed=True)
+                                          for r in table.itertuples()]
+    out["paired p"] = ["" if pd.isna(p) else "< 0.001" if p < 0.001 else f"{p:.3f}" for p in table["p_value"]]
+    out["format errors %"] = table["format_error_rate"].round(1)
+    out["reasoning tokens"] = table["reasoning_tokens"].round(0)
+    if "paper_delta" in table.columns:
+        out["paper's delta"] = [f"{d:+.2f}" if pd.notna(d) else "" for d in table["paper_delta"]]
+    out.index.name = "stage"
+    return out
+
+
 def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark",
                            decoding: str = "greedy decoding") -> str:
     """Markdown: which deltas reproduce (positive, 95% CI above 0) and which do not, computed from the table."""
@@ -282,5 +305,5 @@ def all_scores(scores: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
 
 __all__ = ["ROWS", "ROW_CHECKPOINTS", "PAPER_DELTAS", "parse_int_grid", "lp_settings", "constraints_factory",
            "extract_letter_anywhere", "question_id", "score_completions", "Decoding", "sample_and_score",
-           "validation_grid", "choose_setting", "per_question_correct", "paired_delta", "stage_table",
+           "validation_grid", "choose_setting", "per_question_correct", "paired_delta", "stage_table", "readable_table",
            "reproduction_paragraph", "plot_stage_tables", "evaluate_stages", "all_scores"]

@@ -168,6 +168,12 @@ def test_evaluate_stages_loads_each_checkpoint_once_and_forces_the_lp_row():
     assert (scores["diamond"]["SFT"]["letter_rule"] == "after reasoning_end").all()
     table = se.stage_table(scores["diamond"], n_boot=50)
     assert list(table.index) == list(se.ROWS)
+    readable = se.readable_table(table)
+    assert list(readable.index) == list(se.ROWS) and readable.loc["base", "delta to row above [95% CI]"] == ""
+    rl = table.loc["RL"]
+    assert readable.loc["RL", "accuracy % [95% CI]"] == f"{rl.accuracy:.1f} [{rl.acc_ci_low:.1f}, {rl.acc_ci_high:.1f}]"
+    assert readable.loc["RL", "delta to row above [95% CI]"].startswith(f"{rl.delta:+.1f} [")
+    assert readable.loc["RL", "paper's delta"] == "+3.53" and readable.loc["SFT", "paper's delta"] == ""
     assert len(se.all_scores(scores)) == 5 * 3 + 5 * 2
 
     # Several sampled outputs per question: each row holds them all, and a question scores their mean.
