@@ -99,9 +99,16 @@ print(f"{result.steps} RL steps in {result.wall_time_s:.0f} s; {len(steps_table)
 
 # %%
 #| label: fig-reward-distributions
-#| fig-cap: "Step rewards of all RL rollouts (boxes: quartiles, whiskers: 1.5 IQR), by each DAG node feature of the step's state (none: no answer reachable) and by the decision after the step."
+#| fig-cap: "Step rewards of all RL rollouts (boxes: quartiles, whiskers: 1.5 IQR; dots: the steps, jittered; n: steps per box), by each DAG node feature of the step's state (none: the step reached no DAG node) and by the decision after the step."
 fig = plots.reward_distributions(steps_table)
 fig.savefig(figures / "reward-distributions.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# Where a step's reward came from depends first on whether its operation could be replayed on the
+# state it claims to continue:
+
+# %%
+display(Markdown(rewards.status_paragraph(steps_table)))
 
 # %% [markdown]
 # ## Training curves, and a watch for reward hacking

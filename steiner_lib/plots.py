@@ -367,6 +367,15 @@ def embedding_shift(report: pd.DataFrame):
     return fig
 
 
+def _strip(ax, data, max_points: int = 400, seed: int = 0) -> None:
+    """Every value as a faint jittered dot over its box (a box of one repeated value is a line)."""
+    rng = np.random.default_rng(seed)
+    for i, values in enumerate(data, start=1):
+        if len(values) > max_points:
+            values = rng.choice(values, max_points, replace=False)
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=6, alpha=0.25, color="#3a86ff", zorder=3)
+
+
 def reward_distributions(table: pd.DataFrame):
     """Step rewards by each node feature (mean and spread per feature value) and by decision."""
     features = [("in_degree", "in-degree"), ("out_degree", "out-degree"),
@@ -378,7 +387,8 @@ def reward_distributions(table: pd.DataFrame):
         groups = sorted(d[col].unique(), key=lambda v: (v == "none", int(v) if v != "none" else 0))
         data = [d.loc[d[col] == g, "reward"].to_numpy() for g in groups]
         if data:
-            ax.boxplot(data, tick_labels=groups, showfliers=False)
+            ax.boxplot(data, tick_labels=[f"{g}\n(n={len(v)})" for g, v in zip(groups, data)], showfliers=False)
+            _strip(ax, data)
         ax.set_xlabel(label)
         ax.set_title(f"by {label} ({len(d)} steps)", fontsize=9)
     axes[0].set_ylabel("step reward")
@@ -386,6 +396,7 @@ def reward_distributions(table: pd.DataFrame):
     data = [table.loc[table["decision"] == k, "reward"].to_numpy() for k in decisions]
     if data:
         axes[4].boxplot(data, tick_labels=[f"{k}\n(n={len(v)})" for k, v in zip(decisions, data)], showfliers=False)
+        _strip(axes[4], data)
     axes[4].set_title("by the decision after the step", fontsize=9)
     fig.tight_layout()
     return fig

@@ -497,7 +497,38 @@ def reward_table(step_rewards_list: Sequence[StepRewards]):
     return pd.DataFrame(rows, columns=list(REWARD_TABLE_COLUMNS))
 
 
+STATUS_MEANINGS = {
+    "ok": "a correct operation on numbers the state holds: its DAG node's features set the reward",
+    "hallucinated": "an operation on numbers the state holds, with a wrong result",
+    "after_hallucination": "a correct operation, but after an earlier hallucinated step",
+    "unreadable": "no operation on numbers the state holds (the step uses numbers it does not have)",
+}
+
+
+def status_paragraph(table) -> str:
+    """Markdown from reward_table's rows: how many scored steps had each status, with their mean
+    reward, and how many steps the node-feature terms of the reward reached at all."""
+    n = len(table)
+    if n == 0:
+        return "No rollout step was scored."
+    counts = table["status"].value_counts()
+    means = table.groupby("status")["reward"].mean()
+    parts = [f"**{status}** {int(counts[status])} ({100 * counts[status] / n:.1f}%, mean reward "
+             f"{means[status]:+.2f}): {STATUS_MEANINGS.get(status, status)}" for status in counts.index]
+    ok_share = 100 * counts.get("ok", 0) / n
+    text = f"Of {n} scored rollout steps:\n\n" + "\n".join(f"- {p}" for p in parts) + "\n\n"
+    text += f"The node-feature terms of the step reward applied to {ok_share:.1f}% of the steps"
+    top, top_share = counts.index[0], 100 * counts.iloc[0] / n
+    if top != "ok" and top_share >= 90:
+        text += (f"; {top_share:.1f}% earned the same {top} penalty, so at this scale the step reward is "
+                 f"close to a constant per step: the DAG features it is built from barely reach the policy.")
+    else:
+        text += "."
+    return text
+
+
 __all__ = [
+    "STATUS_MEANINGS", "status_paragraph",
     "RewardWeights", "StepReward", "StepRewards", "Segment", "DagIndex", "step_rewards", "step_spans",
     "feature_reward", "answer_letter", "completion_token_offsets", "token_segments", "token_rewards",
     "reward_table",

@@ -337,3 +337,18 @@ def test_any_text_scores_without_raising(graph, pieces):
     assert segs[0].start == 0 and segs[-1].end == len(text)
     assert all(a.end == b.start for a, b in zip(segs, segs[1:]))
     assert all(math.isfinite(s.reward) for s in segs)
+
+
+def test_status_paragraph_counts_each_status_and_says_when_one_penalty_dominates():
+    import pandas as pd
+
+    from steiner_lib.rewards import status_paragraph
+
+    table = pd.DataFrame({"status": ["unreadable"] * 19 + ["ok"], "reward": [-1.0] * 19 + [0.4]})
+    text = status_paragraph(table)
+    assert "Of 20 scored rollout steps" in text and "**unreadable** 19 (95.0%, mean reward -1.00)" in text
+    assert "**ok** 1 (5.0%, mean reward +0.40)" in text and "applied to 5.0% of the steps" in text
+    assert "close to a constant per step" in text
+    mixed = status_paragraph(pd.DataFrame({"status": ["ok", "ok", "hallucinated"], "reward": [0.5, 0.1, -1.0]}))
+    assert "constant" not in mixed and "applied to 66.7% of the steps." in mixed
+    assert status_paragraph(table.iloc[:0]) == "No rollout step was scored."
