@@ -220,6 +220,17 @@ def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
     return float(q.mean()), float(lo), float(hi)
 
 
+def format_p(p: float) -> str:
+    """A bootstrap p-value as text: "< 0.001" below what 2,000 resamples can resolve, else 3 decimals."""
+    return "" if p != p else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_phrase(p: float) -> str:
+    """"= 0.944" or "< 0.001": what follows "p " in a sentence."""
+    text = format_p(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def paired_bootstrap_diff(a, b, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
                           groups: Sequence | None = None) -> tuple[float, float, float, float]:
     """(diff, lo, hi, p_value) of mean(a) - mean(b) for two systems on the same questions.
@@ -336,5 +347,5 @@ def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, m
 
 
 __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_steps", "score_output", "score_outputs", "error_counts",
-           "per_question_means", "bootstrap_ci", "paired_bootstrap_diff", "HeldoutReport", "SUMMARY_METRICS",
-           "summarize", "heldout_prompts", "heldout_report"]
+           "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff", "HeldoutReport",
+           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_report"]

@@ -601,7 +601,7 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
     c = comparison
     head = (f"With min_steps > 0 ({c['settings']} settings, {c['questions']} questions), a soft bias of {bias:g} "
             f"logits changes {model}'s accuracy by {c['delta']:+.1f} points against hard forcing (paired 95% CI "
-            f"{c['ci_low']:+.1f} to {c['ci_high']:+.1f}, p = {c['p_value']:.3f}), spending {soft['tokens'].mean():.0f} "
+            f"{c['ci_low']:+.1f} to {c['ci_high']:+.1f}, p {evaluation.p_phrase(c['p_value'])}), spending {soft['tokens'].mean():.0f} "
             f"tokens per question on average against {hard['tokens'].mean():.0f}. ")
     if c["ci_low"] > 0:
         verdict = "Softer steering helps: forcing was too blunt, as the paper suspects."

@@ -212,7 +212,7 @@ def readable_table(table: pd.DataFrame) -> pd.DataFrame:
     out["accuracy % [95% CI]"] = [interval(r.accuracy, r.acc_ci_low, r.acc_ci_high) for r in table.itertuples()]
     out["delta to row above [95% CI]"] = [interval(r.delta, r.delta_ci_low, r.delta_ci_high, signed=True)
                                           for r in table.itertuples()]
-    out["paired p"] = ["" if pd.isna(p) else "< 0.001" if p < 0.001 else f"{p:.3f}" for p in table["p_value"]]
+    out["paired p"] = [evaluation.format_p(p) for p in table["p_value"]]
     out["format errors %"] = table["format_error_rate"].round(1)
     out["reasoning tokens"] = table["reasoning_tokens"].round(0)
     if "paper_delta" in table.columns:
@@ -228,7 +228,7 @@ def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark"
     reproduced, not_reproduced = [], []
     for stage, row in list(table.iterrows())[1:]:
         ci = f"{row['delta']:+.1f} points (95% CI {row['delta_ci_low']:+.1f} to {row['delta_ci_high']:+.1f}, " \
-             f"p = {row['p_value']:.3f})"
+             f"p {evaluation.p_phrase(row['p_value'])})"
         paper = row.get("paper_delta") if "paper_delta" in table.columns else None
         paper_text = f"; the paper reports {paper:+.2f}" if paper is not None and pd.notna(paper) else ""
         if row["delta"] > 0 and row["delta_ci_low"] > 0:

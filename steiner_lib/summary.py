@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steiner_lib import evaluation
 from steiner_lib.params import STAGES, run_dir
 from steiner_lib.stages import MANIFEST, StageWriter, read_manifest
 
@@ -108,7 +109,7 @@ def _points(x: float) -> str:
 def _delta_text(row: pd.Series, questions: int | None = None) -> str:
     q = f"; {questions} questions" if questions else ""
     return (f"{_points(row['delta'])} points (95% CI {_points(row['delta_ci_low'])} to "
-            f"{_points(row['delta_ci_high'])}, p = {row['p_value']:.3f}{q})")
+            f"{_points(row['delta_ci_high'])}, p {evaluation.p_phrase(row['p_value'])}{q})")
 
 
 def delta_verdict(delta: float, lo: float, hi: float, expect: str = "gain") -> str:

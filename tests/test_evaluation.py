@@ -283,3 +283,9 @@ def test_heldout_report_on_a_tiny_model():
         ev.heldout_report(model, tok, questions, seed=0, n_samples=2, temperature=0.0)
     # Counted by re-tokenizing the text (the whole output here: no reasoning_end was written).
     assert (report.scores["reasoning_tokens"] > 0).all()
+
+
+def test_p_values_are_written_to_what_the_bootstrap_resolves():
+    assert ev.format_p(0.0004997) == "< 0.001" and ev.p_phrase(0.0004997) == "< 0.001"
+    assert ev.format_p(0.944) == "0.944" and ev.p_phrase(0.944) == "= 0.944"
+    assert ev.format_p(float("nan")) == ""
