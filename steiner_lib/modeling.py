@@ -183,7 +183,10 @@ class ModelConfig:
 def _torch_dtype(name: str):
     import torch
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"dtype={name!r}: use 'float32' or 'bfloat16' (params: model_dtype)")
+    return dtypes[name]
 
 
 def build_model(tokenizer, cfg: ModelConfig | None = None, seed: int = 0):
@@ -282,19 +285,17 @@ def load_pretrained_model(name_or_path: str, tokenizer=None, dtype: str = "float
     `init_token_embeddings` (mean of its description's sub-tokens). Returns (model, tokenizer,
     added_rows); added_rows is empty when the checkpoint already knew every token.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from steiner_lib import distributed
+
+    torch_dtype = _torch_dtype(dtype)  # checked before anything is loaded
     local = Path(name_or_path).exists()
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype={dtype!r}: use 'float32' or 'bfloat16' (params: model_dtype)")
-    # float32 doubles a bf16 checkpoint (Qwen2.5-32B: 65 GB -> 130 GB per process): the params choose.
-    from steiner_lib import distributed
-
     distributed.prepare_sharded_loading()  # launched: load on rank 0 only (FSDP) or sharded (ZeRO-3)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local, dtype=_torch_dtype(dtype))
+    # float32 doubles a bf16 checkpoint (Qwen2.5-32B: 65 GB -> 130 GB per process): the params choose.
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local, dtype=torch_dtype)
 
     vocab = tokenizer.get_vocab()
     added = [t for t in (*CHAT_TOKENS, *SPECIAL_TOKENS) if t not in vocab]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from steiner_lib import modeling
+from steiner_lib import distributed, modeling
 from steiner_lib.format import SPECIAL_TOKENS
 from steiner_lib.tasks import choice
 from steiner_lib.tasks import text as task_text
@@ -360,8 +360,6 @@ def _train_lm(model, tokenizer, train_texts, heldout_texts, cfg: LMTrainConfig, 
         log_history = list(trainer.state.log_history)
     model.eval()
 
-    from steiner_lib import distributed
-
     tokens_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * cfg.seq_len * distributed.world_size()
     eval_time = sum(v for e in log_history for key, v in e.items()
                     if key.startswith("eval_") and key.endswith("_runtime"))
@@ -386,8 +384,6 @@ def input_embeddings(model):
     its own dtype: all `embedding_report` needs of the model before training. A deep copy of the
     whole model would cost a second model's memory (Qwen2.5-32B in bf16: 65 GB); this costs the
     matrix (152,064 x 5,120 x 2 B = 1.6 GB)."""
-    from steiner_lib import distributed
-
     return distributed.full_tensor(model.get_input_embeddings().weight)
 
 

@@ -106,20 +106,10 @@ def processor_for(tokenizer, method: str, value, grace_tokens: int = 64, soft_bi
 
 def sample_pool(model, tokenizer, questions, decoding: stage_eval.Decoding, n_samples: int,
                 logits_processor=None) -> pd.DataFrame:
-    """n_samples completions per question (one batched call), scored (stage_eval.score_completions)."""
-    from steiner_lib import backends
-
-    questions = list(questions)
-    if not questions:
-        raise ValueError("sample_pool got no questions")
-    if n_samples > 1 and decoding.temperature == 0:
-        raise ValueError(f"{n_samples} greedy samples per question would be identical: set a temperature > 0")
-    prompts, letters = evaluation.heldout_prompts(questions, decoding.seed)
-    outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=decoding.max_new_tokens,
-                                temperature=decoding.temperature, n_samples=n_samples,
-                                batch_size=decoding.batch_size, seed=decoding.seed,
-                                logits_processor=logits_processor, progress=decoding.progress)
-    return stage_eval.score_completions(outputs, letters, [stage_eval.question_id(q) for q in questions], tokenizer)
+    """n_samples completions per question (one batched call), scored: stage_eval.sample_and_score with
+    `decoding` drawing n_samples per question (Decoding refuses several greedy samples)."""
+    return stage_eval.sample_and_score(model, tokenizer, questions, replace(decoding, samples=n_samples),
+                                       logits_processor)
 
 
 def sequential_runs(model, tokenizer, questions, decoding: stage_eval.Decoding, settings: Sequence[tuple[str, int]],
