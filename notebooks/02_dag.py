@@ -38,6 +38,7 @@ dag_embedding_eval_questions = 60
 dag_paths_per_dag = 5
 dag_max_backtracks = 3
 dag_explore_prob = 0.3
+dag_backtrack_by = "label"
 dag_max_reasoning_tokens = 1024
 dag_max_total_tokens = 2048
 dag_n_drawn = 4
@@ -103,13 +104,22 @@ print(f"{len(graphs)} DAGs, {len(features)} nodes")
 # branch (with probability `dag_explore_prob` regardless of its outcome), backtracks out of
 # dead ends to an earlier node of its path, and ends at the answer. Each walk is rendered in
 # Steiner's format, with the question as a 4-choice prompt in ChatML, and measured in tokens.
+#
+# Each step's name starts with a label, its depth on the path being explored (`Step 2: ...`),
+# and a backtrack cites the label alone (`dag_backtrack_by: label`). The paper only asks that
+# steps be named; we label them because a small model trained to copy a whole name back after
+# the backtrack token rarely copies it exactly, and an unreadable target is a format error.
+# Labels are depths, not counters: after a backtrack to Step 2 the next step is Step 3 again, so
+# a model needs only the depth it is at, and the latest step with a label is the one on the
+# current path. `dag_backtrack_by: name` gives the paper's wording (whole names) for comparison.
 
 # %%
 tokenizer = dataset.run_tokenizer(cfg.tokenizer, trajectories)
 tokenizer.save_pretrained(stage.path("tokenizer"))
 examples, sampled = dataset.sample_examples(graphs, by_question, questions, n_paths=cfg.dag.paths_per_dag,
                                    max_backtracks=cfg.dag.max_backtracks,
-                                   explore_prob=cfg.dag.explore_prob, seed=cfg.run.seed)
+                                   explore_prob=cfg.dag.explore_prob, backtrack_by=cfg.dag.backtrack_by,
+                                   seed=cfg.run.seed)
 examples = dataset.measure_and_filter(examples, tokenizer, max_reasoning_tokens=cfg.dag.max_reasoning_tokens,
                                       max_total_tokens=cfg.dag.max_total_tokens)
 kept = examples.filter(lambda e: e["kept"])

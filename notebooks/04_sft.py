@@ -37,7 +37,9 @@ sft_max_length = 1024
 sft_eval_share = 0.1
 sft_eval_questions = 60
 sft_temperature = 0.7
-sft_max_new_tokens = 768
+sft_eval_samples = 4
+sft_eval_batch_size = 64
+sft_max_new_tokens = 1024
 
 # %%
 # Setup: validate the params, open this stage, load the CPT model, the paths and the validation questions.
@@ -77,13 +79,16 @@ fig.savefig(figures / "sft-loss.png", dpi=120, bbox_inches="tight")
 # %% [markdown]
 # ## Sampling held-out questions
 #
-# One sample per validation question at temperature `sft_temperature`. The answer letter is
-# read from the visible answer after `<|reasoning_end|>` (the last "Answer: X"); an output
-# with no letter is scored wrong. Means come with 95% bootstrap intervals over questions.
+# `sft_eval_samples` samples per validation question at temperature `sft_temperature`, each
+# up to `sft_max_new_tokens` tokens (room for the longest path the length filter of 02 keeps).
+# The answer letter is read from the visible answer after `<|reasoning_end|>` (the last
+# "Answer: X"); an output with no letter is scored wrong. Means come with 95% bootstrap
+# intervals over questions (a question's samples are averaged first).
 
 # %%
-report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
-                                   max_new_tokens=cfg.sft.max_new_tokens, temperature=cfg.sft.temperature)
+report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=cfg.sft.eval_samples,
+                                   max_new_tokens=cfg.sft.max_new_tokens, temperature=cfg.sft.temperature,
+                                   batch_size=cfg.sft.eval_batch_size)
 
 # %%
 #| label: tbl-sft-heldout
@@ -98,7 +103,21 @@ display(report.summary.round(3))
 #| label: tbl-sft-errors
 #| tbl-cap: "Format errors of the SFT model's held-out outputs: how many outputs show each kind (the parser's error kinds; an output with none parses)."
 display(evaluation.error_counts(report.scores).to_frame().T)
-print(pretty(report.scores["completion"].iloc[0]) if "completion" in report.scores else "")
+print(evaluation.format_paragraph(report, cfg.sft.max_new_tokens))
+
+# %% [markdown]
+# The issue set a target of 95% format-valid outputs. What limits it at this scale is how a
+# backtrack names its target: a model trained to copy a whole step name after
+# `<|reasoning_backtrack|>` (the paper's wording, `dag_backtrack_by: name`) got only 79% valid
+# outputs in development runs (60 questions x 2 samples), and none of its backtracks to a
+# step named one that existed; citing depth labels (`Step 2`, see 02) raised the share to
+# 90-95% across seeds 0 and 1. The share also moves by several points from seed to seed, more than the
+# interval of one run shows (see the limitations section of the report).
+#
+# One sampled output:
+
+# %%
+print(pretty(report.scores["completion"].iloc[0]))
 
 # %% [markdown]
 # ## Save
@@ -131,3 +150,6 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 #    whose path has no backtrack (the paths data set has an `n_backtracks` column; filter on
 #    `n_backtracks == 0` next to the `kept` filter). Re-run: does the fine-tuned model still
 #    backtrack on held-out questions?
+# 4. **Cite whole names.** Re-run 02 and this notebook with `-p dag_backtrack_by name` (the
+#    paper's wording: a backtrack copies the whole step name). How do the format-valid share and
+#    the backtrack citations in the paragraph above change?

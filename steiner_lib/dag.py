@@ -250,11 +250,11 @@ def _move_target(traj: Trajectory, s: int, node_of_step: list[int]) -> int:
         return node_of_step[s]
     if move.to == fmt.QUESTION:
         return QUESTION_NODE
-    for k in range(s, -1, -1):  # the latest step of that name
-        if traj.records[k].step.name == move.to:
-            return node_of_step[k]
-    raise ValueError(f"trajectory {traj.question_id!r} backtracks to {move.to!r} after step {s}, "
-                     f"but no step up to there has that name (use a step's name or {fmt.QUESTION!r})")
+    k = fmt.resolve_backtrack([r.step.name for r in traj.records[:s + 1]], move.to)
+    if k is None:
+        raise ValueError(f"trajectory {traj.question_id!r} backtracks to {move.to!r} after step {s}, "
+                         f"but no step up to there has that name or label (use one, or {fmt.QUESTION!r})")
+    return node_of_step[k]
 
 
 def node_features(G: nx.DiGraph) -> pd.DataFrame:
@@ -550,15 +550,28 @@ def sample_paths(G: nx.DiGraph, trajectories: Sequence[Trajectory], n_paths: int
     return out
 
 
-def final_stack(path: SampledPath) -> list[int]:
-    """Indices of the steps on the way from the question to the answer (backtracked steps removed)."""
+def _walk_stack(path: SampledPath) -> tuple[list[int], list[int]]:
+    """Each step's depth (its place on the current path when written) and the final stack."""
     stack: list[int] = []
+    depths: list[int] = []
     for i, (_, move) in enumerate(path.steps):
         stack.append(i)
+        depths.append(len(stack))
         if isinstance(move, BacktrackTo):
             keep = 0 if move.step is None else stack.index(move.step) + 1
             del stack[keep:]
-    return stack
+    return depths, stack
+
+
+def final_stack(path: SampledPath) -> list[int]:
+    """Indices of the steps on the way from the question to the answer (backtracked steps removed)."""
+    return _walk_stack(path)[1]
+
+
+def step_depths(path: SampledPath) -> list[int]:
+    """Each step's depth: 1 + the number of steps between the question and it on the path then
+    being explored. The step after a backtrack to the step of depth d has depth d + 1."""
+    return _walk_stack(path)[0]
 
 
 def path_operations(path: SampledPath) -> list[Operation]:
@@ -582,11 +595,25 @@ def _backtrack_reason(path: SampledPath, left: int) -> str:
                                  reachable and record.arithmetic_ok)
 
 
-def path_to_trajectory(path: SampledPath, answer: str) -> Trajectory:
-    """The sampled path as a Trajectory (source="dag") with unique step names and named backtracks."""
-    names = fmt.unique_step_names([r.step.name for r, _ in path.steps])
+BACKTRACK_BY = ("label", "name")
+
+
+def path_to_trajectory(path: SampledPath, answer: str, backtrack_by: str = "label") -> Trajectory:
+    """The sampled path as a Trajectory (source="dag") with unique step names and named backtracks.
+
+    backtrack_by="label": each name starts with its depth label (`Step 2: ...`, see
+    format.labelled_name) and a backtrack cites the label only. "name": names as the teacher
+    wrote them, and a backtrack copies the whole name (the paper's wording, harder to copy).
+    """
+    if backtrack_by not in BACKTRACK_BY:
+        raise ValueError(f"dag_backtrack_by must be one of {BACKTRACK_BY}, got {backtrack_by!r}")
+    names = [r.step.name for r, _ in path.steps]
+    if backtrack_by == "label":
+        names = [fmt.labelled_name(d, n) for d, n in zip(step_depths(path), names)]
+    names = fmt.unique_step_names(names)
     if fmt.QUESTION in names:  # a step called QUESTION would shadow the reserved backtrack target
         names = fmt.unique_step_names([n if n != fmt.QUESTION else f"{n} (step)" for n in names])
+    cite = (lambda k: fmt.step_label(names[k])) if backtrack_by == "label" else (lambda k: names[k])
     records, moves = [], []
     for i, ((record, move), name) in enumerate(zip(path.steps, names)):
         # A record's reflection may carry its own trajectory's reason for a backtrack; in a
@@ -600,7 +627,7 @@ def path_to_trajectory(path: SampledPath, answer: str) -> Trajectory:
         if move is None:
             continue
         if isinstance(move, BacktrackTo):
-            moves.append(Backtrack(fmt.QUESTION if move.step is None else names[move.step]))
+            moves.append(Backtrack(fmt.QUESTION if move.step is None else cite(move.step)))
         else:
             moves.append("proceed")
     kept = final_stack(path)

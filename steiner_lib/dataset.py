@@ -162,7 +162,7 @@ def tokenizer_label(tokenizer_params) -> str:
 
 
 def sample_examples(graphs, by_question, questions, n_paths: int, max_backtracks: int,
-                    explore_prob: float, seed: int, progress: bool = True):
+                    explore_prob: float, seed: int, backtrack_by: str = "label", progress: bool = True):
     """Sample paths from every DAG and render each as a prompt + reasoning + answer example.
 
     Returns the examples (a Hugging Face dataset) and the sampled paths by (question id, index).
@@ -181,7 +181,7 @@ def sample_examples(graphs, by_question, questions, n_paths: int, max_backtracks
             prompt, letter = choice.format_prompt(q.to_choice(), seed=seed * 1000 + i)
             ops = dag.path_operations(path)
             answer = text.answer_text(ops, q.problem.target, letter)
-            traj = dag.path_to_trajectory(path, answer)
+            traj = dag.path_to_trajectory(path, answer, backtrack_by=backtrack_by)
             rows.append({
                 "question_id": qid, "path_index": i, "prompt": prompt,
                 "reasoning": render_reasoning(traj.trace()), "answer": answer, "letter": letter,

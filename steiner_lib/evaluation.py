@@ -56,20 +56,23 @@ def extract_answer_letter(answer_text: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def replay_steps(trace: fmt.Trace, start_numbers) -> tuple[list[str], tuple | None]:
-    """Each step's status ("valid", "wrong_result", "unreadable", "lost") and the final state.
+def replay_states(trace: fmt.Trace, start_numbers) -> tuple[list[str], list[tuple | None]]:
+    """Each step's status ("valid", "wrong_result", "unreadable", "lost") and the state after it.
 
     unreadable: no operation on the current state's numbers could be read from the step;
-    lost: the state the step starts from is unknown (see the module docstring).
+    lost: the state the step starts from is unknown (see the module docstring). A state reached
+    by wrong arithmetic is the one the step claims; None means unknown.
     """
     start = tuple(sorted(int(n) for n in start_numbers))
     state: tuple | None = start
-    after: dict[str, tuple | None] = {}  # step name -> state after it (latest step of that name)
+    names: list[str] = []
     statuses: list[str] = []
+    states: list[tuple | None] = []
     for i, step in enumerate(trace.steps):
         if i > 0 and isinstance(trace.moves[i - 1], fmt.Backtrack):
             to = trace.moves[i - 1].to.strip()
-            state = start if to == fmt.QUESTION else after.get(to)
+            k = None if to == fmt.QUESTION else fmt.resolve_backtrack(names, to)
+            state = start if to == fmt.QUESTION else (None if k is None else states[k])
         if state is None:
             statuses.append("lost")
         else:
@@ -83,8 +86,15 @@ def replay_steps(trace: fmt.Trace, start_numbers) -> tuple[list[str], tuple | No
             else:
                 statuses.append("valid")
                 state = apply(state, op)
-        after[step.name] = after[step.name.strip()] = state
-    return statuses, state
+        names.append(step.name)
+        states.append(state)
+    return statuses, states
+
+
+def replay_steps(trace: fmt.Trace, start_numbers) -> tuple[list[str], tuple | None]:
+    """Each step's status (see replay_states) and the final state (None: unknown)."""
+    statuses, states = replay_states(trace, start_numbers)
+    return statuses, (states[-1] if states else tuple(sorted(int(n) for n in start_numbers)))
 
 
 def _problem(question):
@@ -346,6 +356,56 @@ def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, m
     return HeldoutReport(scores, summarize(scores, n_boot=n_boot, seed=seed))
 
 
-__all__ = ["ANSWER_RE", "extract_answer_letter", "replay_steps", "score_output", "score_outputs", "error_counts",
+def backtrack_citations(completions: Sequence[str]) -> dict[str, int]:
+    """How the backtracks of these outputs cite their target: QUESTION, a step label (`Step 2`),
+    a step's whole name, or nothing an earlier step answers to (an unknown target)."""
+    counts = {"question": 0, "label": 0, "name": 0, "unknown": 0}
+    for completion in completions:
+        trace = fmt.parse(completion).trace
+        for i, move in enumerate(trace.moves):
+            if not isinstance(move, fmt.Backtrack):
+                continue
+            if move.to == fmt.QUESTION:
+                counts["question"] += 1
+                continue
+            k = fmt.resolve_backtrack([s.name for s in trace.steps[:i + 1]], move.to)
+            if k is None:
+                counts["unknown"] += 1
+            else:
+                counts["label" if move.to == fmt.step_label(trace.steps[k].name) else "name"] += 1
+    return counts
+
+
+def format_paragraph(report: HeldoutReport, max_new_tokens: int, target: float = 0.95) -> str:
+    """Format validity of a held-out report in words: the share with its CI against `target`,
+    the error kinds, outputs cut off before reasoning_end, and how backtracks cite their targets."""
+    scores = report.scores
+    row = report.summary.loc["format valid share"]
+    n, n_q = len(scores), scores["question_id"].nunique()
+    verdict = ("meets" if row["ci_low"] >= target else "is short of" if row["ci_high"] < target
+               else "is within sampling error of")
+    lines = [f"{100 * row['value']:.1f}% of {n} sampled outputs ({n_q} questions) parse with no format error "
+             f"(95% CI {100 * row['ci_low']:.1f} to {100 * row['ci_high']:.1f}%), which {verdict} the "
+             f"{100 * target:.0f}% target."]
+    errors = error_counts(scores)
+    errors = errors[errors > 0]
+    if len(errors):
+        lines.append("Outputs showing each error kind: " + ", ".join(f"{k} {v}" for k, v in errors.items()) + ".")
+    no_end = scores["error_kinds"].map(lambda kinds: "missing_reasoning_end" in kinds)
+    if no_end.any():
+        tokens = scores.loc[no_end, "reasoning_tokens"].dropna()
+        at_budget = int((tokens >= 0.95 * max_new_tokens).sum())
+        lines.append(f"{int(no_end.sum())} outputs never write <|reasoning_end|>; {at_budget} of them stop "
+                     f"at the budget of {max_new_tokens} new tokens (a longer budget may rescue those).")
+    if "completion" in scores:
+        c = backtrack_citations(scores["completion"])
+        total = sum(c.values())
+        lines.append(f"Backtracks: {total} in all, {c['question']} to the question, {c['label']} citing a step "
+                     f"label, {c['name']} a whole step name, {c['unknown']} to an unknown target.")
+    return " ".join(lines)
+
+
+__all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps", "score_output", "score_outputs", "error_counts",
            "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff", "HeldoutReport",
-           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_report"]
+           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_report", "backtrack_citations",
+           "format_paragraph"]

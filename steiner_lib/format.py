@@ -17,6 +17,15 @@ A reasoning trace is
 (the indentation above is for reading; `render` writes no indentation, only the newlines
  listed in `render`'s docstring). A backtrack returns to the state reached *after* the
  named step; the reserved name `QUESTION` returns to the question itself.
+
+Step labels. A name may start with a label, `Step 3: combine 4 and 6`, and a backtrack may
+cite the label alone (`<|reasoning_backtrack|>Step 3`) instead of copying the whole name.
+The paper's template says only "name each step"; a short label is easier for a small model
+to cite than a name it must copy token for token. Training data (dag.path_to_trajectory)
+numbers steps by their depth on the current path, so after a backtrack to Step 2 the next
+step is Step 3 again, and the latest step with a label is always the one on the current
+path. Every reader resolves a target the same way, through `step_refs`: the latest earlier
+step whose name, stripped name or label equals the stripped target.
 """
 
 from __future__ import annotations
@@ -214,7 +223,7 @@ class _BodyParser:
         self.errors: list[FormatError] = []
         self.steps: list[Step] = []
         self.moves: list[Move] = []
-        self.known_names: set[str] = set()  # names (verbatim and stripped) of the kept steps
+        self.known_names: set[str] = set()  # what can cite a kept step (see step_refs)
         self.pending: Move | None = None  # latest move read since the last kept step
         self.state = "start"
         self.k = 0  # index into _STEP_SEQUENCE while in "step"
@@ -282,7 +291,8 @@ class _BodyParser:
             move = Backtrack(to)
             if to != QUESTION and to not in self.known_names:
                 self.error("unknown_backtrack_target", pos,
-                           f"backtrack to {_short(to)}: no earlier step has that name and it is not {QUESTION!r}")
+                           f"backtrack to {_short(to)}: no earlier step has that name or label "
+                           f"and it is not {QUESTION!r}")
         self.pending, self.state, self.move_pos = move, "after_move", pos
 
     def on_field_token(self, pos: int, tok: str) -> None:
@@ -334,7 +344,7 @@ class _BodyParser:
                 self.pending = "proceed"
             self.moves.append(self.pending)
         self.steps.append(step)
-        self.known_names.update((step.name, step.name.strip()))
+        self.known_names.update(step_refs(step.name))
         self.pending = None
         self.state = "after_step"
 
@@ -394,6 +404,39 @@ def parse(text: str) -> ParseResult:
 
 
 # ---------------------------------------------------------------------------- names, pretty
+
+_LABEL_RE = re.compile(r"\s*(Step \d+)\s*:")
+
+
+def labelled_name(number: int, name: str) -> str:
+    """`Step {number}: {name}`: a name a backtrack can cite by its label alone."""
+    return f"Step {number}: {name}"
+
+
+def step_label(name: str) -> str | None:
+    """The label a name starts with (`Step 3` of `Step 3: combine 4 and 6`), or None."""
+    m = _LABEL_RE.match(name)
+    return m.group(1) if m else None
+
+
+def step_refs(name: str) -> set[str]:
+    """Every text a backtrack may cite to return to the step called `name`."""
+    refs = {name, name.strip()}
+    label = step_label(name)
+    if label is not None:
+        refs.add(label)
+    return refs
+
+
+def resolve_backtrack(names: list[str], target: str) -> int | None:
+    """Index of the step a backtrack to `target` returns to: the latest of `names` that
+    `target` (stripped) cites (see step_refs); None when none does. QUESTION is the caller's."""
+    to = target.strip()
+    for k in range(len(names) - 1, -1, -1):
+        if to in step_refs(names[k]):
+            return k
+    return None
+
 
 
 def unique_step_names(names: list[str]) -> list[str]:
@@ -461,4 +504,5 @@ __all__ = [
     "SPECIAL_TOKENS", "STEP_FIELDS", "QUESTION", "Step", "Backtrack", "Move", "Trace",
     "render", "render_reasoning", "render_step", "render_move",
     "FormatError", "ParseResult", "ERROR_KINDS", "parse", "unique_step_names", "pretty",
+    "labelled_name", "step_label", "step_refs", "resolve_backtrack",
 ]

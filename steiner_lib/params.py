@@ -78,6 +78,7 @@ class DagParams:
     paths_per_dag: int = knob(5, "paths sampled per DAG (paper: 50K paths / 10K DAGs)", lo=1)
     max_backtracks: int = knob(3, "backtracks a sampled path may take", lo=0)
     explore_prob: float = knob(0.3, "chance a sampled path enters a branch regardless of its outcome", lo=0.0, hi=1.0)
+    backtrack_by: Literal["label", "name"] = knob("label", "how a backtrack cites its target: the step's depth label (Step 2) or its whole name")
     max_reasoning_tokens: int = knob(1024, "length filter: reasoning tokens (paper: 4,096)", lo=1)
     max_total_tokens: int = knob(2048, "length filter: prompt + reasoning + answer tokens (paper: 8,192)", lo=1)
     n_drawn: int = knob(4, "DAGs drawn in the report", lo=1, hi=12)
@@ -135,7 +136,9 @@ class SftParams:
     eval_share: float = knob(0.1, "SFT: share of questions held out for the eval loss", lo=0.0, hi=0.5)
     eval_questions: int = knob(60, "held-out validation questions sampled after SFT", lo=1)
     temperature: float = knob(0.7, "sampling temperature of the held-out check", lo=0.0)
-    max_new_tokens: int = knob(768, "tokens per sampled output", lo=8)
+    eval_samples: int = knob(4, "held-out check: outputs per validation question (> 1 needs a temperature > 0)", lo=1)
+    eval_batch_size: int = knob(64, "held-out check: prompts per generate call", lo=1)
+    max_new_tokens: int = knob(1024, "tokens per sampled output (room for the longest kept path: dag_max_reasoning_tokens)", lo=8)
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,10 @@ def _cross_checks(v: dict) -> list[str]:
                    f"({v['task_n_numbers'] - 1}): n numbers allow at most n - 1 operations")
     if v["dag_max_reasoning_tokens"] > v["dag_max_total_tokens"]:
         out.append("dag_max_reasoning_tokens exceeds dag_max_total_tokens")
+    for samples, temperature in (("sft_eval_samples", "sft_temperature"), ("eval_samples", "eval_temperature")):
+        if v[samples] > 1 and v[temperature] == 0:
+            out.append(f"{samples} ({v[samples]}) > 1 with {temperature} 0: greedy decoding gives identical "
+                       f"samples; set {temperature} > 0 or {samples} to 1")
     if v["rl_batch_size"] % v["rl_num_generations"]:
         out.append(f"rl_batch_size ({v['rl_batch_size']}) must be a multiple of rl_num_generations "
                    f"({v['rl_num_generations']}): each step holds whole groups")

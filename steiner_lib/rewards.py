@@ -401,10 +401,9 @@ def _resume(trace: fmt.Trace, i: int, after: list[tuple[State, bool]], start: St
     if isinstance(move, Backtrack):
         if move.to == fmt.QUESTION:
             return start, True
-        for k in range(i - 1, -1, -1):  # the latest step of that name (as format.parse resolves names)
-            name = trace.steps[k].name
-            if name == move.to or name.strip() == move.to:
-                return after[k]
+        k = fmt.resolve_backtrack([s.name for s in trace.steps[:i]], move.to)  # as format.parse resolves it
+        if k is not None:
+            return after[k]
     return after[i - 1]  # proceed, or a backtrack to a name no earlier step has (read as proceed)
 
 

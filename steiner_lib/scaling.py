@@ -40,8 +40,7 @@ import pandas as pd
 from steiner_lib import evaluation, stage_eval
 from steiner_lib import format as fmt
 from steiner_lib.rewards import RewardWeights
-from steiner_lib.tasks import text
-from steiner_lib.tasks.countdown import apply, combine, reachable_values
+from steiner_lib.tasks.countdown import reachable_values
 
 METHODS = ("min_steps", "budget", "vote", "soft_bias")
 METHOD_LABELS = {"min_steps": "sequential: forced steps (min_steps)", "budget": "sequential: budget forcing",
@@ -444,26 +443,6 @@ def variant_paragraph(curves: pd.DataFrame, variants: Sequence[str], reference: 
 # --------------------------------------------------------------------------- cause 3: backtracking context
 
 
-def _states_after_steps(trace: fmt.Trace, start) -> list[tuple | None]:
-    """The state after each step, replayed as evaluation.replay_steps does (None: state unknown)."""
-    state, after, states = start, {}, []
-    for i, step in enumerate(trace.steps):
-        if i > 0 and isinstance(trace.moves[i - 1], fmt.Backtrack):
-            to = trace.moves[i - 1].to.strip()
-            state = start if to == fmt.QUESTION else after.get(to)
-        if state is not None:
-            op = text.read_step_operation(step, state)
-            if op is None:
-                state = None
-            elif combine(op.a, op.op, op.b) != op.result:
-                state = text.claimed_state(state, op)
-            else:
-                state = apply(state, op)
-        after[step.name] = after[step.name.strip()] = state
-        states.append(state)
-    return states
-
-
 def backtrack_events(scores: pd.DataFrame, questions: dict, tokenizer) -> pd.DataFrame:
     """One row per backtrack and per end of every scored output.
 
@@ -482,7 +461,7 @@ def backtrack_events(scores: pd.DataFrame, questions: dict, tokenizer) -> pd.Dat
         parsed = fmt.parse(r.completion)
         trace = parsed.trace
         spans = step_spans(r.completion, trace.steps)
-        states = _states_after_steps(trace, tuple(sorted(problem.numbers)))
+        states = evaluation.replay_states(trace, problem.numbers)[1]
         for i, move in enumerate(trace.moves):
             if not isinstance(move, fmt.Backtrack) or spans[i] is None:
                 continue

@@ -375,12 +375,44 @@ def test_path_to_trajectory_names_backtracks_uniquely(hand_trajectories):
     repeated = [p for p in paths if len({r.step.name for r in p.records}) < len(p.steps)]
     assert repeated, "expected a walk that takes one edge twice"
     for p in repeated:
-        traj = dag.path_to_trajectory(p, "x")
+        traj = dag.path_to_trajectory(p, "x", backtrack_by="name")
         names = [r.step.name for r in traj.records]
         assert len(set(names)) == len(names) and any(n.endswith(" (2)") for n in names)
+        assert all(fmt.step_label(n) is None for n in names)  # the teacher's names, unlabelled
         for m, (_, pm) in zip(traj.moves, p.steps):
             if isinstance(pm, dag.BacktrackTo):
                 assert m.to == (QUESTION if pm.step is None else names[pm.step])
+
+
+def test_path_to_trajectory_labels_steps_by_depth_and_backtracks_cite_labels(hand_trajectories):
+    G = hand_dag(hand_trajectories)
+    paths = dag.sample_paths(G, hand_trajectories, 40, rng=5, max_backtracks=3, explore_prob=0.8)
+    with_backtrack = [p for p in paths if any(isinstance(m, dag.BacktrackTo) and m.step is not None
+                                             for m in p.moves)]
+    assert with_backtrack, "expected a walk that backtracks to a step"
+    for p in paths:
+        traj = dag.path_to_trajectory(p, "x")  # label is the default
+        names = [r.step.name for r in traj.records]
+        depths = dag.step_depths(p)
+        assert [fmt.step_label(n) for n in names] == [f"Step {d}" for d in depths]
+        assert depths[0] == 1 and all(d2 <= d1 + 1 for d1, d2 in zip(depths, depths[1:]))
+        assert len(dag.final_stack(p)) == depths[-1]  # the last step ends the path to the answer
+        for i, (m, (_, pm)) in enumerate(zip(traj.moves, p.steps)):
+            if isinstance(pm, dag.BacktrackTo):
+                if pm.step is None:
+                    assert m.to == QUESTION and depths[i + 1] == 1
+                else:
+                    assert m.to == f"Step {depths[pm.step]}" and depths[i + 1] == depths[pm.step] + 1
+                    # the latest step with that label is the one the walk returns to
+                    assert fmt.resolve_backtrack(names[:i + 1], m.to) == pm.step
+        assert fmt.parse(fmt.render(traj.trace())).ok
+
+
+def test_path_to_trajectory_rejects_an_unknown_citation_mode(hand_trajectories):
+    path = dag.sample_paths(hand_dag(hand_trajectories), hand_trajectories, 1, rng=0, max_backtracks=1,
+                            explore_prob=0.5)[0]
+    with pytest.raises(ValueError, match="dag_backtrack_by"):
+        dag.path_to_trajectory(path, "x", backtrack_by="number")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,6 +6,7 @@ import os
 import random
 
 import numpy as np
+import pandas as pd
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -131,6 +132,45 @@ def test_backtracks_replay_to_the_named_state():
     s = ev.score_output(completion([a, b, c, d], [fmt.Backtrack(fmt.QUESTION), "proceed", "proceed"],
                                    f"82\n\nAnswer: {LETTER}"), LETTER, QUESTION)
     assert s["n_valid_steps"] == 3 and s["n_unreadable_steps"] == 1 and s["reached_target"] is False
+
+
+def test_backtracks_replay_to_the_latest_step_with_the_cited_label():
+    start = QUESTION.problem.numbers
+    label = lambda depth, s: fmt.Step(fmt.labelled_name(depth, s.name), s.thought, s.summary, s.reflection)
+    a, st_a = step(start, 25, "*", 3)  # 75, depth 1
+    b, _ = step(st_a, 75, "+", 5)  # 80: not it, depth 2
+    c, _ = step(st_a, 75, "+", 7)  # back to Step 1: 82, depth 2 again
+    steps = [label(1, a), label(2, b), label(2, c)]
+    s = ev.score_output(completion(steps, ["proceed", fmt.Backtrack("Step 1")], f"82\n\nAnswer: {LETTER}"),
+                        LETTER, QUESTION)
+    assert s["format_ok"] and s["steps_valid"] == 1.0 and s["reached_target"] is True
+    statuses, states = ev.replay_states(fmt.parse(completion(steps, ["proceed", fmt.Backtrack("Step 1")], "")).trace,
+                                        start)
+    assert statuses == ["valid"] * 3 and states[0] == st_a and 82 in states[2]
+    assert ev.replay_steps(fmt.Trace((), (), ""), start) == ([], tuple(sorted(start)))
+
+
+def test_backtrack_citations_and_the_format_paragraph():
+    start = QUESTION.problem.numbers
+    a, st_a = step(start, 25, "*", 3)
+    b, _ = step(st_a, 75, "+", 5)
+    c, _ = step(st_a, 75, "+", 7)
+    a = fmt.Step(fmt.labelled_name(1, a.name), a.thought, a.summary, a.reflection)
+    answer = f"82\n\nAnswer: {LETTER}"
+    outputs = [completion([a, b, c], [fmt.Backtrack("Step 1"), fmt.Backtrack(fmt.QUESTION)], answer),
+               completion([a, b, c], [fmt.Backtrack(a.name), fmt.Backtrack(b.name)], answer),
+               completion([a, b], [fmt.Backtrack("Step 2")], answer),
+               completion([a, b], ["proceed"], answer)[:-40]]  # cut before reasoning_end
+    assert ev.backtrack_citations(outputs) == {"question": 1, "label": 1, "name": 2, "unknown": 1}
+    scores = ev.score_outputs([outputs], [LETTER], [QUESTION])
+    report = ev.HeldoutReport(scores, ev.summarize(scores, n_boot=100))
+    text_ = ev.format_paragraph(report, max_new_tokens=1024)
+    assert text_.startswith("50.0% of 4 sampled outputs (1 questions) parse with no format error")
+    assert "unknown_backtrack_target 1" in text_ and "missing_reasoning_end 1" in text_
+    assert "1 outputs never write <|reasoning_end|>" in text_
+    assert "5 in all, 1 to the question, 1 citing a step label, 2 a whole step name, 1 to an unknown target" in text_
+    assert "short of the 95% target" in ev.format_paragraph(ev.HeldoutReport(
+        scores, pd.DataFrame({"value": [0.5], "ci_low": [0.4], "ci_high": [0.6]}, index=["format valid share"])), 1024)
 
 
 def test_backtrack_to_an_unknown_step_loses_the_state():

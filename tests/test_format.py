@@ -354,6 +354,29 @@ def test_backtrack_resolves_to_the_most_recent_step_of_that_name():
     assert result.ok and result.trace.moves == ("proceed", Backtrack("x"))
 
 
+def test_a_backtrack_may_cite_a_step_by_its_label():
+    a, b = F.labelled_name(1, "combine 4 and 6"), F.labelled_name(2, "combine 10 and 3")
+    for target in ("Step 1", " Step 1\n", a, "combine 4 and 6".join(["Step 1: ", ""])):
+        text = REASONING_START + step(a) + PROCEED + step(b) + BACKTRACK + target + step("c") + REASONING_END + "A"
+        assert parse(text).ok, (target, parse(text).errors)
+    for target in ("Step 3", "Step", "1", "combine 4 and 6"):  # no such label; a name without its label
+        text = REASONING_START + step(a) + PROCEED + step(b) + BACKTRACK + target + step("c") + REASONING_END + "A"
+        assert kinds(text) == ["unknown_backtrack_target"], target
+
+
+def test_step_labels():
+    assert F.step_label("Step 12: combine 4 and 6") == "Step 12"
+    assert F.step_label("  Step 3 : x") == "Step 3"
+    assert F.step_label("combine 4 and 6") is None and F.step_label("Step x: y") is None
+    assert F.step_label(F.labelled_name(7, "anything: at all")) == "Step 7"
+    assert F.step_refs(" Step 2: a ") == {" Step 2: a ", "Step 2: a", "Step 2"}
+    assert F.step_refs("plain") == {"plain"}
+    names = ["Step 1: a", "Step 2: b", "Step 2: c", "d"]
+    assert F.resolve_backtrack(names, "Step 2") == 2  # the latest step with that label
+    assert F.resolve_backtrack(names, " Step 1: a ") == 0 and F.resolve_backtrack(names, "d") == 3
+    assert F.resolve_backtrack(names, "Step 3") is None and F.resolve_backtrack([], "Step 1") is None
+
+
 def test_moves_around_a_dropped_step_use_the_latest_move():
     broken = step("b").replace(STEP_END, "")  # cut off by the next step_start
     text = (REASONING_START + step("a") + PROCEED + broken + step("c")
@@ -437,5 +460,6 @@ def test_pretty_of_raw_text_lists_its_errors():
 
 
 def test_public_api_is_exported():
-    for name in ("parse", "ERROR_KINDS", "unique_step_names", "pretty"):
+    for name in ("parse", "ERROR_KINDS", "unique_step_names", "pretty", "labelled_name", "step_label",
+                 "step_refs", "resolve_backtrack"):
         assert name in F.__all__ and hasattr(F, name)

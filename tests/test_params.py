@@ -62,6 +62,9 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path):
     ("tokenizer_name_or_path: 3\n", "tokenizer_name_or_path", "string or null"),
     ("task_min_steps: 3\ntask_max_steps: 2\n", "task_min_steps", "exceeds"),
     ("teacher_kind: llm\n", "teacher_model", "null"),
+    ("sft_temperature: 0\n", "sft_eval_samples", "greedy"),
+    ("eval_temperature: 0\n", "eval_samples", "greedy"),
+    ("dag_backtrack_by: number\n", "dag_backtrack_by", "one of"),
 ])
 def test_bad_values_are_named(tmp_path, text, key, words):
     with pytest.raises(P.ParamsError) as e:

@@ -123,6 +123,18 @@ def test_dead_end_and_backtrack(graph):
     assert sr.steps[1].reward < 0 < sr.steps[2].reward
 
 
+def test_a_backtrack_to_a_label_resumes_from_the_latest_step_with_it(graph):
+    """As test_dead_end_and_backtrack, with depth-labelled names and a backtrack citing `Step 1`."""
+    s1 = step(START, 4, "*", 5, name=fmt.labelled_name(1, "4 × 5"))
+    s2 = step((2, 3, 20), 3, "+", 2, name=fmt.labelled_name(2, "3 + 2"))
+    s3 = step((2, 3, 20), 2, "*", 3, name=fmt.labelled_name(2, "2 × 3"))
+    s4 = step((6, 20), 6, "+", 20, name=fmt.labelled_name(3, "6 + 20"))
+    sr = step_rewards(completion([s1, s2, s3, s4], ["proceed", Backtrack("Step 1"), "proceed"]),
+                      QUESTION_OBJ, graph, W, letter="A")
+    assert sr.format_valid and [s.parent for s in sr.steps] == [START, (2, 3, 20), (2, 3, 20), (6, 20)]
+    assert [s.decision for s in sr.steps] == ["proceed", "backtrack", "proceed", "end"]
+
+
 def test_hallucinated_step_and_what_builds_on_it(graph):
     """2×3 stated as 7 (hallucinated), 4×5 on top of it (built on it), back to the question, then correct."""
     bad = step(START, 2, "*", 3, claimed=7)
