@@ -395,8 +395,9 @@ def format_paragraph(report: HeldoutReport, max_new_tokens: int, target: float =
     if no_end.any():
         tokens = scores.loc[no_end, "reasoning_tokens"].dropna()
         at_budget = int((tokens >= 0.95 * max_new_tokens).sum())
-        lines.append(f"{int(no_end.sum())} outputs never write <|reasoning_end|>; {at_budget} of them stop "
-                     f"at the budget of {max_new_tokens} new tokens (a longer budget may rescue those).")
+        lines.append(f"{int(no_end.sum())} output(s) never write <|reasoning_end|>, {at_budget} of them cut off "
+                     f"at the budget of {max_new_tokens} new tokens" + (" (a longer budget may rescue those)."
+                                                                         if at_budget else " (they stop early)."))
     if "completion" in scores:
         c = backtrack_citations(scores["completion"])
         total = sum(c.values())

@@ -116,7 +116,7 @@ class BaseParams:
 @dataclass(frozen=True)
 class CptParams:
     enabled: bool = knob(True, "run CPT (false: the base model goes to SFT as is; the paper says CPT 'might be redundant')")
-    steps: int = knob(150, "CPT steps", lo=1)
+    steps: int = knob(450, "CPT steps", lo=1)
     batch_size: int = knob(8, "CPT: blocks per micro-batch and process", lo=1)
     seq_len: int = knob(512, "CPT: tokens per block", lo=16)
     learning_rate: float = knob(1e-3, "CPT: peak learning rate", lo=0.0)
@@ -127,7 +127,7 @@ class CptParams:
 
 @dataclass(frozen=True)
 class SftParams:
-    steps: int = knob(300, "SFT optimizer steps", lo=1)
+    steps: int = knob(600, "SFT optimizer steps", lo=1)
     batch_size: int = knob(8, "SFT: examples per step and process", lo=1)
     gradient_accumulation: int = knob(1, "SFT: micro-batches per optimizer step (effective batch = batch_size x this x processes)", lo=1)
     gradient_checkpointing: bool = knob(False, "SFT: recompute activations in the backward pass (long sequences on GPUs)")

@@ -167,7 +167,7 @@ def test_backtrack_citations_and_the_format_paragraph():
     text_ = ev.format_paragraph(report, max_new_tokens=1024)
     assert text_.startswith("50.0% of 4 sampled outputs (1 questions) parse with no format error")
     assert "unknown_backtrack_target 1" in text_ and "missing_reasoning_end 1" in text_
-    assert "1 outputs never write <|reasoning_end|>" in text_
+    assert "1 output(s) never write <|reasoning_end|>, 0 of them cut off" in text_
     assert "5 in all, 1 to the question, 1 citing a step label, 2 a whole step name, 1 to an unknown target" in text_
     assert "short of the 95% target" in ev.format_paragraph(ev.HeldoutReport(
         scores, pd.DataFrame({"value": [0.5], "ci_low": [0.4], "ci_high": [0.6]}, index=["format valid share"])), 1024)
