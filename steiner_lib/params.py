@@ -127,7 +127,7 @@ class CptParams:
 
 @dataclass(frozen=True)
 class SftParams:
-    steps: int = knob(600, "SFT optimizer steps", lo=1)
+    steps: int = knob(450, "SFT optimizer steps", lo=1)
     batch_size: int = knob(8, "SFT: examples per step and process", lo=1)
     gradient_accumulation: int = knob(1, "SFT: micro-batches per optimizer step (effective batch = batch_size x this x processes)", lo=1)
     gradient_checkpointing: bool = knob(False, "SFT: recompute activations in the backward pass (long sequences on GPUs)")
