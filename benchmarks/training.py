@@ -59,6 +59,7 @@ generation keeps computing are not), so MFU is the share of the peak spent on th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import tempfile
@@ -297,7 +298,6 @@ def bench_sft(run: Path, params, steps: int, skip: int, threads: int) -> pd.Data
     from steiner_lib import checkpoints, sft
 
     torch.set_num_threads(threads)
-    p = params.sft
     compare_with_run(run, "04_sft", params, ("run_seed", "sft_batch_size", "sft_gradient_accumulation",
                                              "sft_gradient_checkpointing", "sft_learning_rate", "sft_max_length",
                                              "sft_eval_share"))
@@ -320,11 +320,8 @@ def bench_sft(run: Path, params, steps: int, skip: int, threads: int) -> pd.Data
         return trainer
 
     with tempfile.TemporaryDirectory(prefix="bench-sft-") as out:
-        cfg = sft.SFTStageConfig(max_steps=steps, batch_size=p.batch_size,
-                                 gradient_accumulation_steps=p.gradient_accumulation,
-                                 gradient_checkpointing=p.gradient_checkpointing, learning_rate=p.learning_rate,
-                                 max_length=p.max_length, eval_share=p.eval_share, seed=params.run.seed,
-                                 logging_steps=max(1, steps // 3), progress=False, output_dir=out)
+        cfg = dataclasses.replace(sft.stage_config(params.sft, seed=params.run.seed), max_steps=steps,
+                                  logging_steps=max(1, steps // 3), progress=False, output_dir=out)
         train_ds, _ = sft.sft_splits(datasets.load_from_disk(str(run / "02_dag" / "paths")), cfg)
         dtype = matmul_dtype(model, cfg.bf16)
         peak_flops, load = peak(dtype, threads), load_average()

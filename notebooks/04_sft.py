@@ -59,11 +59,7 @@ validation = validation[:cfg.sft.eval_questions]
 # ## Training
 
 # %%
-sft_cfg = sft.SFTStageConfig(max_steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
-                             gradient_accumulation_steps=cfg.sft.gradient_accumulation,
-                             gradient_checkpointing=cfg.sft.gradient_checkpointing,
-                             learning_rate=cfg.sft.learning_rate, max_length=cfg.sft.max_length,
-                             eval_share=cfg.sft.eval_share, seed=cfg.run.seed)
+sft_cfg = sft.stage_config(cfg.sft, seed=cfg.run.seed)
 train_ds, eval_ds = sft.sft_splits(paths, sft_cfg)
 result = sft.train_sft(model, tokenizer, train_ds, eval_ds, sft_cfg)
 checkpoints.save_checkpoint(model, tokenizer, stage.path("sft"))

@@ -613,7 +613,6 @@ def path_to_trajectory(path: SampledPath, answer: str, backtrack_by: str = "labe
     names = fmt.unique_step_names(names)
     if fmt.QUESTION in names:  # a step called QUESTION would shadow the reserved backtrack target
         names = fmt.unique_step_names([n if n != fmt.QUESTION else f"{n} (step)" for n in names])
-    cite = (lambda k: fmt.step_label(names[k])) if backtrack_by == "label" else (lambda k: names[k])
     records, moves = [], []
     for i, ((record, move), name) in enumerate(zip(path.steps, names)):
         # A record's reflection may carry its own trajectory's reason for a backtrack; in a
@@ -627,7 +626,11 @@ def path_to_trajectory(path: SampledPath, answer: str, backtrack_by: str = "labe
         if move is None:
             continue
         if isinstance(move, BacktrackTo):
-            moves.append(Backtrack(fmt.QUESTION if move.step is None else cite(move.step)))
+            if move.step is None:
+                moves.append(Backtrack(fmt.QUESTION))
+            else:
+                to = names[move.step]
+                moves.append(Backtrack(fmt.step_label(to) if backtrack_by == "label" else to))
         else:
             moves.append("proceed")
     kept = final_stack(path)

@@ -71,8 +71,11 @@ def replay_states(trace: fmt.Trace, start_numbers) -> tuple[list[str], list[tupl
     for i, step in enumerate(trace.steps):
         if i > 0 and isinstance(trace.moves[i - 1], fmt.Backtrack):
             to = trace.moves[i - 1].to.strip()
-            k = None if to == fmt.QUESTION else fmt.resolve_backtrack(names, to)
-            state = start if to == fmt.QUESTION else (None if k is None else states[k])
+            if to == fmt.QUESTION:
+                state = start
+            else:
+                k = fmt.resolve_backtrack(names, to)
+                state = None if k is None else states[k]
         if state is None:
             statuses.append("lost")
         else:

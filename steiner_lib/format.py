@@ -438,7 +438,6 @@ def resolve_backtrack(names: list[str], target: str) -> int | None:
     return None
 
 
-
 def unique_step_names(names: list[str]) -> list[str]:
     """Make names unique: first occurrences unchanged, repeats get " (2)", " (3)", ...
 

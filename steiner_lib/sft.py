@@ -77,6 +77,14 @@ class SFTStageConfig:
             raise ValueError("SFTStageConfig: " + "; ".join(problems))
 
 
+def stage_config(sft_params, seed: int) -> SFTStageConfig:
+    """Notebook 04's SFTStageConfig from the preset's sft section (params.SftParams)."""
+    p = sft_params
+    return SFTStageConfig(max_steps=p.steps, batch_size=p.batch_size, gradient_accumulation_steps=p.gradient_accumulation,
+                          gradient_checkpointing=p.gradient_checkpointing, learning_rate=p.learning_rate,
+                          max_length=p.max_length, eval_share=p.eval_share, seed=seed)
+
+
 @dataclass
 class SFTResult:
     history: pd.DataFrame  # one row per logged step: step, epoch, loss, eval_loss, learning_rate, grad_norm,
@@ -311,5 +319,5 @@ def train_sft(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig) -> SFTRe
     )
 
 
-__all__ = ["SFTStageConfig", "SFTResult", "completion_text", "sft_dataset", "split_by_question", "sft_splits",
+__all__ = ["SFTStageConfig", "stage_config", "SFTResult", "completion_text", "sft_dataset", "split_by_question", "sft_splits",
            "drop_too_long", "trl_config", "make_trainer", "history_frame", "train_sft"]

@@ -183,3 +183,14 @@ def test_tiny_sft_memorizes_a_trace_and_greedy_decoding_reproduces_it(run):
     letter = evaluation.extract_answer_letter(completion)
     score = evaluation.score_output(out, letter, questions[row["question_id"]], tok)
     assert score["format_ok"] and score["correct"] and score["n_backtracks"] >= (len(with_backtrack) > 0)
+
+
+def test_stage_config_maps_the_presets_sft_section():
+    from steiner_lib.params import load_preset
+
+    p = load_preset("params/cpu.yaml")
+    cfg = sft.stage_config(p.sft, seed=7)
+    assert (cfg.max_steps, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing) == (
+        p.sft.steps, p.sft.batch_size, p.sft.gradient_accumulation, p.sft.gradient_checkpointing)
+    assert (cfg.learning_rate, cfg.max_length, cfg.eval_share, cfg.seed) == (
+        p.sft.learning_rate, p.sft.max_length, p.sft.eval_share, 7)
