@@ -57,11 +57,8 @@ def load_prompts(cfg: P.Params, n: int, seed: int) -> tuple[list[str], str]:
     if csv.exists():
         questions, source = gpqa.load_choice_questions(str(csv)), str(csv)
     else:
-        t = cfg.task
-        questions = choice.make_splits(
-            rng_seed=seed, n_train=0, n_validation=0, n_diamond=n, n_control=0, n_numbers=t.n_numbers,
-            max_number=t.max_number, min_steps=t.min_steps, max_steps=t.max_steps,
-            diamond_min_backtracks=t.diamond_min_backtracks)["diamond"]
+        questions = choice.splits_for(cfg.task, seed, n_train=0, n_validation=0, n_diamond=n, n_hard=0,
+                                      n_control=0)["diamond"]
         source = "diamond questions generated here (no 01_synthesis/diamond.csv)"
     if len(questions) < n:
         raise SystemExit(f"{source} holds {len(questions)} questions, fewer than the {n} asked: "

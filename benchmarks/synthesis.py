@@ -32,10 +32,7 @@ def main() -> None:
     t, times = cfg.task, {}
 
     start = time.perf_counter()
-    splits = choice.make_splits(
-        rng_seed=0, n_train=t.n_train, n_validation=1, n_diamond=1, n_control=1, n_numbers=t.n_numbers,
-        max_number=t.max_number, min_steps=t.min_steps, max_steps=t.max_steps,
-        diamond_min_backtracks=t.diamond_min_backtracks)
+    splits = choice.splits_for(t, 0, n_validation=1, n_diamond=1, n_hard=1, n_control=1)
     train = splits["train"]
     letters = [choice.format_prompt(q.to_choice(), seed=0)[1] for q in train]
     times["questions (generate, solve, classify)"] = time.perf_counter() - start

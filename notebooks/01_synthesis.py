@@ -24,7 +24,7 @@
 # An exact solver gives every shortcut solution and proves each question has exactly one
 # reachable option. The default teacher is a noisy heuristic search that errs in measured
 # ways (its error rates are params); an LLM teacher does the same job at GPU scale.
-# This notebook writes the question splits (the hard "diamond" split is the benchmark the
+# This notebook writes the question splits (the "diamond" split is the benchmark the
 # evaluation reads exactly as it would read the real GPQA-Diamond CSV), the shortcut traces
 # and the backtracking traces.
 
@@ -36,11 +36,14 @@ task_n_numbers = 4
 task_max_number = 25
 task_min_steps = 2
 task_max_steps = 3
+task_max_result = 100
 task_n_train = 600
 task_n_validation = 100
 task_n_diamond = 200
+task_n_hard = 100
 task_n_control = 100
-task_diamond_min_backtracks = 100
+task_diamond_max_backtracks = 5
+task_hard_min_backtracks = 100
 teacher_kind = "search"
 teacher_error_rate = 0.35
 teacher_arithmetic_error_rate = 0.05
@@ -69,21 +72,26 @@ cfg, stage, figures = stages.open_notebook_stage("01_synthesis", globals())
 # ## The questions and their splits
 #
 # Every question is a multiset of start numbers and four candidate values; exactly one can be
-# made (+ − × ÷, positive whole intermediate results, each number at most once). The three
-# distractors are the unreachable values nearest to the answer, so they are close but wrong.
-# The *diamond* split keeps only hard questions by a stated, measurable rule: the greedy
-# shortcut (always take the operation closest to the target) fails **and** the reference
-# depth-first search needs at least `task_diamond_min_backtracks` backtracks. The
-# *validation* split follows the same rule (the evaluation chooses its settings there, never
+# made (+ − × ÷, positive whole intermediate results of at most `task_max_result`, each number
+# at most once; the question states the cap). The three distractors are the unreachable values
+# nearest to the answer (under the cap), so they are close but wrong. The cap keeps every value
+# in a range whose arithmetic a small model can learn: without it, three operations on numbers
+# up to 25 reach products in the thousands.
+#
+# Difficulty is measured by the exact solver, never by a model. The greedy shortcut always
+# takes the operation whose result is closest to the target; the reference depth-first search
+# tries operations in the same order and backtracks. The *diamond* split (the reported
+# benchmark) keeps questions where greedy fails **and** the reference search finds the answer
+# within `task_diamond_max_backtracks` backtracks: search is needed, and a searcher without the
+# answer can finish it. The *hard* split keeps questions where greedy fails and the reference
+# search needs at least `task_hard_min_backtracks` backtracks: the data's own teacher rarely
+# solves those unaided, so they are reported beside diamond, not instead of it. The
+# *validation* split follows the diamond rule (the evaluation chooses its settings there, never
 # on diamond); the *control* split holds questions that need no search at all. No start
 # multiset of an evaluation split appears in training, not even with another target.
 
 # %%
-t = cfg.task
-splits = choice.make_splits(
-    rng_seed=cfg.run.seed, n_train=t.n_train, n_validation=t.n_validation, n_diamond=t.n_diamond,
-    n_control=t.n_control, n_numbers=t.n_numbers, max_number=t.max_number, min_steps=t.min_steps,
-    max_steps=t.max_steps, diamond_min_backtracks=t.diamond_min_backtracks)
+splits = choice.splits_for(cfg.task, cfg.run.seed)
 choice.check_disjoint(splits)
 for name, questions in splits.items():
     choice.write_gpqa_csv([q.to_choice() for q in questions], stage.path(f"{name}.csv"))
@@ -195,7 +203,7 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 #    the backtracking data of notebook 02 come from?
 # 2. **Harder questions.** Run with `-p task_n_numbers 5 -p task_max_steps 4`. Does the share of
 #    traces with an error grow with the depth of the search? How many questions reach the
-#    diamond split (@tbl-split-sizes)?
+#    diamond and hard splits (@tbl-split-sizes)?
 # 3. **Hallucinated steps, edited in the library.** `teachers.slip` decides how wrong a
 #    hallucinated result is (off by 1 or 2). Make it off by 10 to 20 instead, re-run with
 #    `-p teacher_arithmetic_error_rate 0.2`, and read one augmented trace above: would a model

@@ -47,6 +47,8 @@ base_batch_size = 8
 base_seq_len = 512
 base_learning_rate = 0.003
 base_shortcut_copies = 2
+base_fact_copies = 0
+base_list_drills = 0
 cpt_enabled = True
 cpt_steps = 450
 cpt_batch_size = 8
@@ -63,6 +65,7 @@ from IPython.display import display
 
 from steiner_lib import checkpoints, dataset, modeling, plots, pretraining, stages
 from steiner_lib.format import SPECIAL_TOKENS
+from steiner_lib.tasks import knowledge
 
 cfg, stage, figures = stages.open_notebook_stage("03_cpt", globals(), inputs=("01_synthesis", "02_dag"))
 train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")
@@ -77,6 +80,13 @@ print(f"{len(train_questions)} training questions, {len(paths)} reasoning paths,
 # Built here (or loaded by name). Its corpus: regular text plus `base_shortcut_copies`
 # forward-only solutions per training question, each a ChatML exchange whose answer is the
 # chain of operations and the letter. Five percent of the texts are held out.
+#
+# A real base model also arrives knowing arithmetic and how to copy numbers from its context.
+# The stand-in gets that knowledge as plain text (`steiner_lib.tasks.knowledge`): the table of
+# every legal operation `a op b = r` over the values the task reaches (up to the cap on results
+# the questions state), `base_fact_copies` times in fresh orders with 5% of the facts held out,
+# and `base_list_drills` drills that copy a list of numbers, sort it, or take two numbers out of
+# it. No reasoning token and no search appears in any of it.
 
 # %%
 if cfg.model.name_or_path:
@@ -85,8 +95,10 @@ if cfg.model.name_or_path:
     print(f"loaded {cfg.model.name_or_path}; added {len(added)} token rows")
 else:
     base = modeling.build_model(tokenizer, checkpoints.model_config(cfg.model), seed=cfg.run.seed)
+    known = knowledge.corpus_for_questions(train_questions.values(), cfg.base.fact_copies, cfg.base.list_drills,
+                                           seed=cfg.run.seed)
     corpus = pretraining.base_corpus(regular, list(train_questions.values()), seed=cfg.run.seed,
-                                     copies=cfg.base.shortcut_copies)
+                                     copies=cfg.base.shortcut_copies, extra=known.texts)
     train_texts, heldout_texts = pretraining.split_heldout(corpus, 0.05, seed=cfg.run.seed)
     base_cfg = pretraining.LMTrainConfig(max_steps=cfg.base.steps, batch_size=cfg.base.batch_size,
                                          seq_len=cfg.base.seq_len, learning_rate=cfg.base.learning_rate,
@@ -96,6 +108,22 @@ else:
     # The base never saw the 14 tokens: start their rows as a hub base's added tokens start.
     modeling.init_token_embeddings(base, tokenizer, SPECIAL_TOKENS)
 checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
+
+# %% [markdown]
+# What the base model knows (@tbl-base-knowledge): greedy answers to arithmetic facts it read and
+# to facts held out of its corpus, and to copy, sort and take drills on fresh lists. A step of
+# the later stages is valid only when its operation's numbers are copied right and its result is
+# right, so these rows bound what SFT can reach.
+
+# %%
+#| label: tbl-base-knowledge
+#| tbl-cap: "The base model's domain knowledge: accuracy of greedy, exact answers (95% bootstrap CIs over items)."
+if base_result is not None:
+    knowledge_table = pretraining.knowledge_report(base, tokenizer, known, seed=cfg.run.seed)
+    display(knowledge_table.round(3))
+else:
+    knowledge_table = None
+    print(f"{cfg.model.name_or_path} is a pretrained base: it brings its own knowledge")
 
 # %% [markdown]
 # ## Continual pre-training
@@ -163,6 +191,9 @@ fig.savefig(figures / "token-embeddings.png", dpi=120, bbox_inches="tight")
 
 # %%
 metrics = {"cpt_enabled": cfg.cpt.enabled, "parameters": modeling.count_parameters(after)}
+if knowledge_table is not None:
+    metrics.update({f"base_accuracy_{k.replace(' ', '_').replace(':', '')}": float(v)
+                    for k, v in knowledge_table["accuracy"].items()})
 for name, result in (("base", base_result), ("cpt", cpt_result)):
     if result is not None:
         metrics.update({f"{name}_{k}": v for k, v in result.summary().items()})

@@ -191,7 +191,7 @@ def _solves(record: StepRecord, target: int) -> bool:
 
 
 def build_dag(question_id: str, start_state: State, target: int, trajectories: Sequence[Trajectory],
-              labels_per_trajectory: Sequence[Sequence[int]]) -> nx.DiGraph:
+              labels_per_trajectory: Sequence[Sequence[int]], max_result: int | None = None) -> nx.DiGraph:
     """One DAG for one question from its trajectories and a clustering of their steps.
 
     Each trajectory is walked from the question: a step adds an edge from the current node to
@@ -202,7 +202,8 @@ def build_dag(question_id: str, start_state: State, target: int, trajectories: S
     if len(trajectories) != len(labels_per_trajectory):
         raise ValueError(f"build_dag got {len(trajectories)} trajectories but {len(labels_per_trajectory)} "
                          "label lists: pass one list of labels per trajectory (see cluster_trajectories)")
-    G = nx.DiGraph(question_id=question_id, target=target, start=tuple(start_state), dropped_edges=0)
+    G = nx.DiGraph(question_id=question_id, target=target, start=tuple(start_state), dropped_edges=0,
+                   max_result=max_result)
     G.add_node(QUESTION_NODE, kind="question", state=tuple(start_state), is_answer=False, hallucinated=False,
                n_members=0, members=[])
     members: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -323,6 +324,7 @@ class SampledPath:
     nodes: tuple[int, ...]  # the DAG node each step enters
     sources: tuple[tuple[int, int], ...]  # (trajectory index, step index) of each step's record
     forced: bool  # the walk ran out of backtracks (or of untried options) and went straight to an answer
+    max_result: int | None = None  # the question's cap on results (None: no cap)
 
     @property
     def records(self) -> tuple[StepRecord, ...]:
@@ -545,7 +547,7 @@ def sample_paths(G: nx.DiGraph, trajectories: Sequence[Trajectory], n_paths: int
         out.append(SampledPath(
             question_id=G.graph["question_id"], target=G.graph["target"],
             steps=tuple(zip(records, moves)), n_backtracks=n_bt, nodes=tuple(nodes),
-            sources=tuple(sources), forced=forced,
+            sources=tuple(sources), forced=forced, max_result=G.graph.get("max_result"),
         ))
     return out
 
@@ -590,7 +592,7 @@ def _backtrack_reason(path: SampledPath, left: int) -> str:
     """The reason for backtracking out of step `left` of a path (see tasks.text.backtrack_reason)."""
     record = path.steps[left][0]
     claimed = claimed_result(record) if record.operation is not None and not record.arithmetic_ok else None
-    reachable = distance_to_value(record.state, path.target) is not None
+    reachable = distance_to_value(record.state, path.target, path.max_result) is not None
     return text.backtrack_reason(record.state, record.arithmetic_ok, record.operation, claimed,
                                  reachable and record.arithmetic_ok)
 

@@ -44,7 +44,7 @@ def load_countdown_questions(csv_path) -> dict[str, choice.CountdownQuestion]:
         numbers = choice.parse_question_text(cq.question)
         if numbers is None:
             raise ValueError(f"{csv_path}: question {cq.record_id} is not a Countdown question")
-        problem = Problem(numbers, int(cq.correct))
+        problem = Problem(numbers, int(cq.correct), choice.parse_question_cap(cq.question))
         out[cq.record_id] = choice.CountdownQuestion(problem, tuple(int(x) for x in cq.incorrect), cq.record_id)
     return out
 
@@ -100,7 +100,8 @@ def build_dags(by_question, questions, clusterer: str = "exact", threshold: floa
         recs = _records(trajs)
         flat = dag.cluster_exact(recs) if embedder is None else embedder.cluster(recs)
         q = questions[qid]
-        graphs[qid] = dag.build_dag(qid, q.problem.numbers, q.problem.target, trajs, _split_labels(trajs, flat))
+        graphs[qid] = dag.build_dag(qid, q.problem.numbers, q.problem.target, trajs, _split_labels(trajs, flat),
+                                    max_result=q.problem.max_result)
     return graphs
 
 

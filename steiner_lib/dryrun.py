@@ -35,7 +35,7 @@ log = logging.getLogger("steiner_lib.dryrun")
 
 # Sizes only: how many questions, steps, tokens. No mode switch is in here.
 SHRINK: dict[str, object] = {
-    "task_n_train": 6, "task_n_validation": 3, "task_n_diamond": 3, "task_n_control": 3,
+    "task_n_train": 6, "task_n_validation": 3, "task_n_diamond": 3, "task_n_hard": 2, "task_n_control": 3,
     "teacher_max_new_tokens": 24,
     "synthesis_augmentations_per_question": 1,
     "dag_embedding_eval_questions": 3, "dag_paths_per_dag": 2, "dag_n_drawn": 2,

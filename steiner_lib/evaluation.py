@@ -56,11 +56,12 @@ def extract_answer_letter(answer_text: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def replay_states(trace: fmt.Trace, start_numbers) -> tuple[list[str], list[tuple | None]]:
+def replay_states(trace: fmt.Trace, start_numbers, max_result: int | None = None) -> tuple[list[str], list[tuple | None]]:
     """Each step's status ("valid", "wrong_result", "unreadable", "lost") and the state after it.
 
     unreadable: no operation on the current state's numbers could be read from the step;
-    lost: the state the step starts from is unknown (see the module docstring). A state reached
+    lost: the state the step starts from is unknown (see the module docstring). A result above
+    `max_result` (the question's cap) is not legal: wrong_result. A state reached
     by wrong arithmetic is the one the step claims; None means unknown.
     """
     start = tuple(sorted(int(n) for n in start_numbers))
@@ -83,20 +84,20 @@ def replay_states(trace: fmt.Trace, start_numbers) -> tuple[list[str], list[tupl
             if op is None:
                 statuses.append("unreadable")
                 state = None
-            elif combine(op.a, op.op, op.b) != op.result:
+            elif combine(op.a, op.op, op.b, max_result) != op.result:
                 statuses.append("wrong_result")
                 state = text.claimed_state(state, op)
             else:
                 statuses.append("valid")
-                state = apply(state, op)
+                state = apply(state, op, max_result)
         names.append(step.name)
         states.append(state)
     return statuses, states
 
 
-def replay_steps(trace: fmt.Trace, start_numbers) -> tuple[list[str], tuple | None]:
+def replay_steps(trace: fmt.Trace, start_numbers, max_result: int | None = None) -> tuple[list[str], tuple | None]:
     """Each step's status (see replay_states) and the final state (None: unknown)."""
-    statuses, states = replay_states(trace, start_numbers)
+    statuses, states = replay_states(trace, start_numbers, max_result)
     return statuses, (states[-1] if states else tuple(sorted(int(n) for n in start_numbers)))
 
 
@@ -138,7 +139,7 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
     }
     if question is not None:
         problem = _problem(question)
-        statuses, final = replay_steps(parsed.trace, problem.numbers)
+        statuses, final = replay_steps(parsed.trace, problem.numbers, getattr(problem, "max_result", None))
         n = len(statuses)
         out.update(
             steps_valid=statuses.count("valid") / n if n else None,

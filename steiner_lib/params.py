@@ -42,11 +42,14 @@ class TaskParams:
     max_number: int = knob(25, "start numbers are drawn from 1..max_number", lo=2, hi=1000)
     min_steps: int = knob(2, "fewest operations of the shortest solution", lo=1)
     max_steps: int = knob(3, "most operations of the shortest solution", lo=1)
+    max_result: Optional[int] = knob(100, "every result must be <= this (the question states it; null: no cap)", lo=2)
     n_train: int = knob(600, "training questions (one DAG each)", lo=1)
-    n_validation: int = knob(100, "hard validation questions (model selection)", lo=1)
-    n_diamond: int = knob(200, "hard 'diamond' questions, the reported benchmark", lo=1)
+    n_validation: int = knob(100, "validation questions, diamond rule (model selection)", lo=1)
+    n_diamond: int = knob(200, "'diamond' questions, the reported benchmark", lo=1)
+    n_hard: int = knob(100, "'hard' questions, reported beside diamond", lo=1)
     n_control: int = knob(100, "questions that need no search (forward-only control)", lo=1)
-    diamond_min_backtracks: int = knob(100, "diamond rule: greedy fails and reference search backtracks >= this", lo=1)
+    diamond_max_backtracks: int = knob(5, "diamond rule: greedy fails and reference search backtracks <= this", lo=1)
+    hard_min_backtracks: int = knob(100, "hard rule: greedy fails and reference search backtracks >= this", lo=2)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class BaseParams:
     seq_len: int = knob(512, "base pre-training: tokens per block", lo=16)
     learning_rate: float = knob(3e-3, "base pre-training: peak learning rate", lo=0.0)
     shortcut_copies: int = knob(2, "base corpus: shortcut solutions per training question (fresh choice shuffles)", lo=0)
+    fact_copies: int = knob(0, "base corpus: copies of the table of arithmetic facts (every legal a op b up to the task's cap; 5% held out)", lo=0)
+    list_drills: int = knob(0, "base corpus: copy, sort and take-two drills on short lists of numbers", lo=0)
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,9 @@ def shortcut_reasoning(operations: list[Operation]) -> str:
 
 
 def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1, chat: bool = True,
-                max_chars: int = 2000) -> list[str]:
-    """The base stand-in's corpus: regular text plus one shortcut solution per question and copy.
+                max_chars: int = 2000, extra: list[str] = ()) -> list[str]:
+    """The base stand-in's corpus: regular text plus one shortcut solution per question and copy,
+    plus `extra` texts (the domain knowledge of tasks.knowledge), all shuffled together.
 
     `questions` are tasks.choice.CountdownQuestion (the training split). Each copy shuffles the
     four choices anew (choice.format_prompt with a per-copy seed), so the letter is not a habit.
@@ -65,7 +66,7 @@ def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1,
     the stand-in can be asked the later stages' prompts and gives a forward-CoT baseline.
     Regular texts are cut at paragraphs into pieces of at most `max_chars` characters.
     """
-    out = split_documents(regular_texts, max_chars)
+    out = split_documents(regular_texts, max_chars) + list(extra)
     for q in questions:
         ops = solve(q.problem)
         if ops is None:
@@ -79,6 +80,35 @@ def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1,
                 out.append(shortcut_plain_text(prompt, ops, letter))
     random.Random(f"{seed}-base-corpus").shuffle(out)
     return out
+
+
+def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0,
+                     n_boot: int = 2000) -> pd.DataFrame:
+    """The model's accuracy on what the base corpus taught (greedy, exact answer), with 95% bootstrap
+    CIs: arithmetic facts it read, facts held out of its corpus, and fresh copy / sort / take drills.
+
+    `known` is tasks.knowledge.KnowledgeCorpus; at most `n_probes` items per row (seeded sample).
+    """
+    from steiner_lib import evaluation
+    from steiner_lib.tasks import knowledge
+
+    rng = random.Random(f"{seed}-knowledge-probe")
+    sample = lambda xs: rng.sample(list(xs), min(n_probes, len(xs)))  # noqa: E731
+    rows = {"arithmetic facts read": knowledge.fact_probes(sample(known.train_facts)),
+            "arithmetic facts held out": knowledge.fact_probes(sample(known.heldout_facts))}
+    for kind in knowledge.DRILL_KINDS:  # fresh lists: another seed than the corpus's drills
+        items = knowledge.drills(n_probes, known.max_number, known.max_value, seed=seed + 10_000, kinds=(kind,))
+        rows[f"list drill: {kind}"] = ([p for p, _ in items], [a for _, a in items])
+    out = {}
+    for label, (prompts, answers) in rows.items():
+        if not prompts:
+            continue
+        correct = knowledge.probe_accuracy(model, tokenizer, prompts, answers)
+        mean, lo, hi = evaluation.bootstrap_ci([float(c) for c in correct], n_boot=n_boot, seed=seed)
+        out[label] = {"items": len(correct), "accuracy": mean, "ci_low": lo, "ci_high": hi}
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table.index.name = "probe (greedy, exact answer)"
+    return table
 
 
 def paths_as_text(paths, kept_only: bool = True) -> list[str]:

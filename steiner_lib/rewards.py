@@ -229,8 +229,8 @@ class DagIndex:
     without them (not passed through notebook 02's feature table) gets them computed here.
     """
 
-    def __init__(self, graph, start: State, target: int):
-        self.start, self.target = canonical(start), int(target)
+    def __init__(self, graph, start: State, target: int, max_result: int | None = None):
+        self.start, self.target, self.max_result = canonical(start), int(target), max_result
         self.graph = graph
         self.node_of: dict[State, int] = {}
         self.states: list[State] = []
@@ -266,10 +266,11 @@ class DagIndex:
 
     def solver_features(self, state: State) -> dict:
         """Features of a legal state the DAG does not hold (see the module docstring)."""
-        children = {child for _, child in successors(state)}
-        in_deg = sum(1 for s in self.states if any(child == state for _, child in successors(s)))
+        cap = self.max_result
+        children = {child for _, child in successors(state, cap)}
+        in_deg = sum(1 for s in self.states if any(child == state for _, child in successors(s, cap)))
         out_deg = sum(1 for s in self.states if s in children)
-        d = distance_to_value(state, self.target)
+        d = distance_to_value(state, self.target, cap)
         return {"in_degree": float(in_deg), "out_degree": float(out_deg),
                 "dist_from_question": float(len(self.start) - len(state)),
                 "dist_to_answer": math.nan if d is None else float(d), "answer_reachable": d is not None}
@@ -315,7 +316,8 @@ def step_rewards(completion_text: str, question, graph, weights: RewardWeights |
     problem = _problem(question)
     start, target = problem.numbers, problem.target
     depth = max(1, len(start) - 1)
-    index = DagIndex(graph, start, target)
+    cap = getattr(problem, "max_result", None)
+    index = DagIndex(graph, start, target, cap)
 
     parsed = fmt.parse(completion_text)
     trace = parsed.trace
@@ -343,10 +345,10 @@ def step_rewards(completion_text: str, question, graph, weights: RewardWeights |
             status, state, next_grounded = "unreadable", None, grounded
         else:
             op_text = f"{op.a} {OP_SYMBOL[op.op]} {op.b} = {op.result}"
-            if combine(op.a, op.op, op.b) != op.result:
+            if combine(op.a, op.op, op.b, cap) != op.result:
                 status, state, next_grounded = "hallucinated", task_text.claimed_state(parent, op), False
             else:
-                state = apply(parent, op)
+                state = apply(parent, op, cap)
                 status, next_grounded = ("ok", True) if grounded else ("after_hallucination", False)
         if status == "ok":
             feats, node = index.features(state)

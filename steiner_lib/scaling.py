@@ -461,12 +461,12 @@ def backtrack_events(scores: pd.DataFrame, questions: dict, tokenizer) -> pd.Dat
         parsed = fmt.parse(r.completion)
         trace = parsed.trace
         spans = step_spans(r.completion, trace.steps)
-        states = evaluation.replay_states(trace, problem.numbers)[1]
+        states = evaluation.replay_states(trace, problem.numbers, problem.max_result)[1]
         for i, move in enumerate(trace.moves):
             if not isinstance(move, fmt.Backtrack) or spans[i] is None:
                 continue
             state = states[i]
-            solvable = None if state is None else problem.target in reachable_values(state)
+            solvable = None if state is None else problem.target in reachable_values(state, problem.max_result)
             rows.append({"question_id": r.question_id, "kind": "backtrack", "bad": solvable,
                          "step": i + 1})
             prefixes.append(r.completion[:spans[i][1]])

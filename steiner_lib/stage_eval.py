@@ -277,6 +277,54 @@ def plot_stage_tables(tables: dict[str, pd.DataFrame]):
 # --------------------------------------------------------------------------- all rows
 
 
+def step_budget(paths, max_new_tokens: int) -> int:
+    """Steps a model output can hold within `max_new_tokens`: the token budget over the mean tokens
+    per step of the training paths (notebook 02's kept paths; at least 1)."""
+    rows = paths.to_pandas() if hasattr(paths, "to_pandas") else pd.DataFrame(paths)
+    if "kept" in rows:
+        rows = rows[rows["kept"]]
+    steps = int(rows["n_steps"].sum())
+    if steps == 0:
+        raise ValueError("the paths hold no step: run notebook 02 first")
+    return max(1, int(max_new_tokens // (rows["reasoning_tokens"].sum() / steps)))
+
+
+REFERENCES = ("chance", "greedy shortcut", "search teacher, no answer", "exact solver")
+
+
+def reference_scores(questions, teacher, max_steps: int, seed: int = 0) -> pd.DataFrame:
+    """The references of the stage table on the same questions (CountdownQuestions): one row per
+    (reference, question). A searcher that ends without the answer guesses, so it scores 1/4.
+
+    chance: 1/4; greedy shortcut: countdown.greedy_solve; search teacher, no answer:
+    teachers.solve_unaided within `max_steps` steps (the models' step budget); exact solver: 1.
+    """
+    from steiner_lib import teachers
+    from steiner_lib.tasks.countdown import greedy_solve
+
+    rows = []
+    for q in questions:
+        unaided = teachers.solve_unaided(teacher, q, max_steps, seed)
+        solved = {"chance": False, "greedy shortcut": greedy_solve(q.problem) is not None,
+                  "search teacher, no answer": unaided["solved"], "exact solver": True}
+        for name in REFERENCES:
+            rows.append({"reference": name, "question_id": q.question_id, "solved": solved[name],
+                         "correct": 1.0 if solved[name] else 0.25})
+    return pd.DataFrame(rows)
+
+
+def reference_table(scores: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Accuracy (%, 95% bootstrap CI over questions) and solved share of each reference."""
+    out = {}
+    for name in REFERENCES:
+        s = scores[scores["reference"] == name]
+        if len(s):
+            out[name] = {**_accuracy(s, n_boot, seed), "solved": 100 * float(s["solved"].mean()), "n": len(s)}
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table.index.name = "reference"
+    return table
+
+
 def evaluate_stages(load: Callable, splits: dict[str, list], lp_setting: tuple[int, int], decoding: Decoding,
                     rows: Sequence[str] = ROWS) -> dict[str, dict[str, pd.DataFrame]]:
     """scores[split][row] for every row on every split; `load(stage, name)` returns (model, tokenizer).

@@ -110,6 +110,15 @@ class StageWriter:
         self.started = time.time()
         log.info("stage %s: writing into %s", stage, self.dir)
 
+    def input_params(self, stage: str) -> Params:
+        """The validated params an input stage ran with (from its manifest), e.g. 01's teacher for 06."""
+        from steiner_lib.params import stage_keys, validate
+
+        if stage not in self.input_dirs:
+            raise ValueError(f"{stage} is not an input of {self.stage}: add it to the inputs of open_notebook_stage")
+        recorded = read_manifest(self.input_dirs[stage])["params"]
+        return validate(recorded, source=f"{stage}'s manifest", allowed=stage_keys(stage))
+
     def path(self, name: str) -> Path:
         p = self.dir / name
         p.parent.mkdir(parents=True, exist_ok=True)

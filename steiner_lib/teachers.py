@@ -116,6 +116,10 @@ class Draft:
         return self.question.problem.target
 
     @property
+    def max_result(self) -> int | None:
+        return self.question.problem.max_result
+
+    @property
     def options(self) -> tuple[int, ...]:
         return tuple(self.question.options)
 
@@ -205,7 +209,7 @@ class Draft:
         keep = QUESTION_NODE
         for i in self.path(node):
             r = self.records[i]
-            if not r.arithmetic_ok or distance_to_value(r.state, self.target) is None:
+            if not r.arithmetic_ok or distance_to_value(r.state, self.target, self.max_result) is None:
                 break
             keep = i
         return keep
@@ -228,7 +232,7 @@ def trajectory_meta(draft: Draft) -> dict:
     target, records = draft.target, draft.records
     told_at = len(records) if draft.told_at is None else draft.told_at
     told_node = draft.current if draft.told_node is None else draft.told_node
-    wrong = [r.arithmetic_ok and distance_to_value(r.state, target) is None for r in records]
+    wrong = [r.arithmetic_ok and distance_to_value(r.state, target, draft.max_result) is None for r in records]
     slips = [not r.arithmetic_ok for r in records]
     errors = [i for i in range(len(records)) if wrong[i] or slips[i]]
     told_path = draft.path(told_node)
@@ -272,7 +276,7 @@ def recover(draft: Draft) -> None:
         if target in draft.node_state(keep):  # nothing would follow the backtrack:
             keep = draft.parents[keep]  # return one step earlier and redo that step
         draft.backtrack_to(keep, why)
-    for op in solve(Problem(draft.state, target)):
+    for op in solve(Problem(draft.state, target, draft.max_result)):
         draft.add(make_record(draft.state, op, op.result, draft.options))
 
 
@@ -325,10 +329,11 @@ class SearchTeacher:
                              f"{self.self_backtracks}")
 
     @staticmethod
-    def rank(state: State, options: tuple[int, ...], exclude=frozenset()) -> list[Operation]:
+    def rank(state: State, options: tuple[int, ...], exclude=frozenset(),
+             max_result: int | None = None) -> list[Operation]:
         """Legal operations by |result - nearest option| (ties: legal order), minus `exclude`."""
         scored = [(min([abs(op.result - o) for o in options]), i, op)
-                  for i, (op, _) in enumerate(successors(state)) if op not in exclude]
+                  for i, (op, _) in enumerate(successors(state, max_result)) if op not in exclude]
         scored.sort(key=lambda s: s[:2])  # (closeness, legal order): never compares Operations
         return [op for _, _, op in scored]
 
@@ -348,7 +353,7 @@ class SearchTeacher:
             if steps >= self.max_explore_steps:
                 stop = "max_steps"
                 break
-            ranked = self.rank(state, options, tried.get(draft.current, ()))
+            ranked = self.rank(state, options, tried.get(draft.current, ()), draft.max_result)
             if not ranked:
                 back = self._self_backtrack_node(draft, start, guessed, tried) if backtracks_left else None
                 if back is None:
@@ -375,7 +380,8 @@ class SearchTeacher:
         """Where a stuck teacher returns: its last guess on the path, else where it started."""
         explored = draft.path()[len(draft.path(start)):]  # steps on the path since exploring began
         node = ([start] + [n for n in explored if n in guessed])[-1]
-        if node == draft.current or not self.rank(draft.node_state(node), draft.options, tried.get(node, ())):
+        if node == draft.current or not self.rank(draft.node_state(node), draft.options, tried.get(node, ()),
+                                                   draft.max_result):
             return None
         return node
 
@@ -635,7 +641,7 @@ class LLMTeacher:
             if op is None:
                 count("unreadable_step")
                 return "parse"
-            true = combine(op.a, op.op, op.b)  # read_step_operation gives a >= b, numbers in parent
+            true = combine(op.a, op.op, op.b, draft.max_result)  # read_step_operation gives a >= b, numbers in parent
             if true is None or op.result < 1:
                 count("illegal_step")
                 return "parse"
@@ -663,3 +669,18 @@ def make_teacher(teacher_params, prompt_seed: int = 0) -> "SearchTeacher | LLMTe
     return LLMTeacher(p.model, backend=p.backend, max_new_tokens=p.max_new_tokens,
                       temperature=p.temperature, max_explore_steps=p.max_explore_steps,
                       prompt_seed=prompt_seed, tensor_parallel_size=p.tensor_parallel)
+
+
+def solve_unaided(teacher: SearchTeacher, q: CountdownQuestion, max_steps: int, seed: int) -> dict:
+    """The search teacher on a question it is never told the answer of: a reference for the models.
+
+    The teacher explores from the question for at most `max_steps` steps, with no arithmetic slips
+    and a self-backtrack allowed at every dead end (it searches as long as its budget lasts), and
+    stops on a state that holds an option. Returns solved (that option is the answer, reached by
+    correct arithmetic), steps and backtracks.
+    """
+    explorer = dataclasses.replace(teacher, arithmetic_error_rate=0.0, max_explore_steps=max_steps,
+                                   self_backtracks=max_steps)
+    draft = Draft.start(q, [])
+    explorer.continue_without_answer(q, draft, random.Random(f"{seed}-unaided-{q.question_id}"))
+    return {"solved": draft.is_solved(), "steps": len(draft.records), "backtracks": len(draft.backtrack_log)}

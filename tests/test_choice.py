@@ -10,13 +10,14 @@ import pytest
 
 from steiner_lib.tasks.choice import (
     GPQA_COLUMNS, ChoiceQuestion, CountdownQuestion, check_disjoint, difficulty, format_prompt,
-    is_diamond, is_evaluation_state, make_countdown_question, make_splits, needs_no_search,
-    parse_question_text, question_text, read_gpqa_csv, shuffle_choices, write_gpqa_csv,
+    is_diamond, is_evaluation_state, is_hard, make_countdown_question, make_splits, needs_no_search,
+    parse_question_cap, parse_question_text, question_text, read_gpqa_csv, shuffle_choices, write_gpqa_csv,
 )
-from steiner_lib.tasks.countdown import Problem, generate_problem, greedy_solve, reachable_values
+from steiner_lib.tasks.countdown import Problem, generate_problem, greedy_solve, reachable_values, solve
 
-SMALL = dict(n_train=60, n_validation=10, n_diamond=20, n_control=10, n_numbers=4, max_number=25,
-             min_steps=2, max_steps=3, diamond_min_backtracks=2)
+SMALL = dict(n_train=60, n_validation=10, n_diamond=20, n_hard=5, n_control=10, n_numbers=4, max_number=25,
+             min_steps=2, max_steps=3, diamond_max_backtracks=20, hard_min_backtracks=40)
+CAPPED = dict(SMALL, max_result=60)
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +192,12 @@ def test_format_prompt():
 
 def test_difficulty_rules():
     assert is_diamond({"greedy_solves": False, "search_backtracks": 5, "shortest_steps": 2}, 5)
-    assert not is_diamond({"greedy_solves": False, "search_backtracks": 4, "shortest_steps": 2}, 5)
-    assert not is_diamond({"greedy_solves": True, "search_backtracks": 9, "shortest_steps": 2}, 1)
+    assert not is_diamond({"greedy_solves": False, "search_backtracks": 6, "shortest_steps": 2}, 5)
+    assert not is_diamond({"greedy_solves": True, "search_backtracks": 9, "shortest_steps": 2}, 20)
+    assert is_diamond({"greedy_solves": False, "search_backtracks": 20, "shortest_steps": 2}, 20)
+    assert not is_diamond({"greedy_solves": False, "search_backtracks": 21, "shortest_steps": 2}, 20)
+    assert is_hard({"greedy_solves": False, "search_backtracks": 100, "shortest_steps": 2}, 100)
+    assert not is_hard({"greedy_solves": True, "search_backtracks": 100, "shortest_steps": 2}, 100)
     assert needs_no_search({"greedy_solves": True, "search_backtracks": 0, "shortest_steps": 3})
     assert not needs_no_search({"greedy_solves": True, "search_backtracks": 1, "shortest_steps": 3})
     d = difficulty(Problem((1, 2, 2), 6))
@@ -210,7 +215,10 @@ def test_splits_sizes_ids_and_rules(splits):
             assert [v in reachable for v in q.options] == [True, False, False, False]
             assert 2 <= difficulty(q.problem)["shortest_steps"] <= 3
     for q in splits["diamond"] + splits["validation"]:
-        assert is_diamond(difficulty(q.problem), SMALL["diamond_min_backtracks"])
+        assert is_diamond(difficulty(q.problem), SMALL["diamond_max_backtracks"])
+        assert greedy_solve(q.problem) is None
+    for q in splits["hard"]:
+        assert is_hard(difficulty(q.problem), SMALL["hard_min_backtracks"])
         assert greedy_solve(q.problem) is None
     for q in splits["control"]:
         assert needs_no_search(difficulty(q.problem))
@@ -220,7 +228,7 @@ def test_splits_sizes_ids_and_rules(splits):
 def test_splits_are_disjoint_by_start_state(splits):
     check_disjoint(splits)
     states = {name: [q.problem.numbers for q in qs] for name, qs in splits.items()}
-    for name in ("validation", "diamond", "control"):
+    for name in ("validation", "diamond", "hard", "control"):
         assert len(set(states[name])) == len(states[name])  # one question per evaluation state
         assert all(is_evaluation_state(s) for s in states[name])
         for other in states:
@@ -248,7 +256,31 @@ def test_splits_are_deterministic(splits):
 def test_splits_that_cannot_be_filled_say_which_knob():
     knobs = dict(SMALL, n_numbers=3, max_number=6, min_steps=1, max_steps=2, n_train=5,
                  n_validation=0, n_control=0, n_diamond=500)
-    with pytest.raises(ValueError, match=r"diamond: \d+ of 500 \(lower diamond_min_backtracks or n_diamond"):
+    with pytest.raises(ValueError, match=r"diamond: \d+ of 500 \(raise diamond_max_backtracks or lower n_diamond"):
         make_splits(0, **knobs)
+    with pytest.raises(ValueError, match="diamond_max_backtracks=40 must be below hard_min_backtracks=40"):
+        make_splits(0, **dict(SMALL, diamond_max_backtracks=40))
+    with pytest.raises(ValueError, match="max_result=20 must be above max_number=25"):
+        make_splits(0, **dict(SMALL, max_result=20))
     with pytest.raises(ValueError, match="lower max_steps or raise n_numbers"):
         make_splits(0, **dict(SMALL, n_numbers=3, max_steps=3))
+
+
+# --- a cap on results ---------------------------------------------------------------------------
+
+
+def test_capped_splits_state_the_cap_and_keep_every_value_under_it():
+    splits = make_splits(0, **CAPPED)
+    for name, qs in splits.items():
+        for q in qs:
+            p = q.problem
+            assert p.max_result == 60
+            text = q.to_choice().question
+            assert "of at most 60" in text and parse_question_cap(text) == 60
+            assert parse_question_text(text) == p.numbers
+            assert all(v <= 60 for v in q.options)  # a distractor above the cap would be ruled out by the text
+            reachable = reachable_values(p.numbers, 60)
+            assert [v in reachable for v in q.options] == [True, False, False, False]
+            for op in solve(p):
+                assert op.result <= 60
+    assert parse_question_cap(question_text((3, 7, 25))) is None  # an uncapped question states no cap

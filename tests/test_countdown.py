@@ -27,8 +27,9 @@ from steiner_lib.tasks.text import answer_text, claimed_state, read_step_operati
 # --- the outside reference -------------------------------------------------------------------
 
 
-def brute_force_depths(numbers) -> dict[int, int]:
-    """value -> fewest operations after which it is among the numbers, by full enumeration."""
+def brute_force_depths(numbers, cap: int | None = None) -> dict[int, int]:
+    """value -> fewest operations after which it is among the numbers, by full enumeration
+    (every result at most `cap` when one is given)."""
     best: dict[int, int] = {}
 
     def walk(nums: list[int], depth: int) -> None:
@@ -45,7 +46,7 @@ def brute_force_depths(numbers) -> dict[int, int]:
                 if x % y == 0:
                     results.append(x // y)
                 for r in results:
-                    if r > 0:
+                    if r > 0 and (cap is None or r <= cap):
                         walk(rest + [r], depth + 1)
 
     walk(list(numbers), 0)
@@ -98,6 +99,36 @@ def test_reachable_values_and_distances_match_brute_force():
             child_best = brute_force_depths(child)
             for value in rng.sample(sorted(child_best), min(10, len(child_best))):
                 assert distance_to_value(child, value) == child_best[value]
+
+
+def test_a_cap_on_results_matches_brute_force():
+    for numbers, rng in small_problems(n_three=100, n_four=60, seed=7):
+        cap = rng.choice((15, 30, 60))
+        best = brute_force_depths(numbers, cap)
+        assert reachable_values(numbers, cap) == frozenset(best), (numbers, cap)
+        state = canonical(numbers)
+        for value, depth in best.items():
+            assert distance_to_value(state, value, cap) == depth, (numbers, value, cap)
+        assert all(op.result <= cap for op, _ in successors(state, cap))
+        assert [op for op, _ in successors(state, cap)] == legal_operations(state, cap)
+        target = rng.choice(sorted(best))
+        problem = Problem(numbers, target, cap)
+        ops = solve(problem)
+        assert ops is not None and len(ops) == best[target] and all(o.result <= cap for o in ops)
+        search = reference_search(problem)
+        assert search.solved and all(o.result <= cap for o in search.operations)
+        if ops:
+            assert verify_expression(problem, expression(ops))
+    over = make_operation(12, "*", 10)  # 120 > 100
+    assert combine(12, "*", 10, 100) is None and make_operation(12, "*", 10, 100) is None
+    with pytest.raises(ValueError, match="results at most 100"):
+        apply((10, 12), over, 100)
+    assert not verify_expression(Problem((10, 12, 20), 100, 100), "12 × 10 − 20")  # 120 on the way
+    assert verify_expression(Problem((10, 12, 20), 100), "12 × 10 − 20")  # fine without the cap
+    with pytest.raises(ValueError, match="max_result=10 must be above max_number=25"):
+        generate_problem(random.Random(0), 4, 25, 2, 3, max_result=10)
+    p = generate_problem(random.Random(0), 4, 25, 2, 3, max_result=100)
+    assert p.max_result == 100 and 2 <= distance_to_value(p.numbers, p.target, 100) <= 3
 
 
 def test_solve_and_searches_match_brute_force():

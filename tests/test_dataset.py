@@ -13,8 +13,8 @@ from steiner_lib.tasks import choice
 @pytest.fixture(scope="module")
 def pipeline():
     cfg = P.validate({"task_n_train": 16}, "test")
-    splits = choice.make_splits(rng_seed=3, n_train=16, n_validation=1, n_diamond=1, n_control=1, n_numbers=4,
-                                max_number=25, min_steps=2, max_steps=3, diamond_min_backtracks=100)
+    splits = choice.make_splits(rng_seed=3, n_train=16, n_validation=1, n_diamond=1, n_hard=0, n_control=1, n_numbers=4,
+                                max_number=25, min_steps=2, max_steps=3, diamond_max_backtracks=20, hard_min_backtracks=100)
     train = splits["train"]
     letters = [choice.format_prompt(q.to_choice(), seed=0)[1] for q in train]
     trajs = synthesis.synthesize(train, letters, teachers.make_teacher(cfg.teacher), augmentations_per_question=3,

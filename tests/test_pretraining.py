@@ -28,8 +28,8 @@ TINY = modeling.ModelConfig(hidden_size=32, num_layers=2, num_heads=4, num_kv_he
 
 @pytest.fixture(scope="module")
 def questions():
-    splits = choice.make_splits(0, n_train=12, n_validation=1, n_diamond=1, n_control=1, n_numbers=4,
-                                max_number=25, min_steps=2, max_steps=3, diamond_min_backtracks=2)
+    splits = choice.make_splits(0, n_train=12, n_validation=1, n_diamond=1, n_hard=0, n_control=1, n_numbers=4,
+                                max_number=25, min_steps=2, max_steps=3, diamond_max_backtracks=20, hard_min_backtracks=100)
     return splits["train"]
 
 
@@ -293,3 +293,17 @@ def test_cpt_pools_hold_out_whole_questions_and_documents():
     held_docs = {t.split("\n")[0] for t in pools["regular_heldout"]}
     assert not held_docs & {t.split("\n")[0] for t in pools["regular_train"]}
     assert all("path 0<" not in t and "path 7<" not in t for t in pools["reasoning_train"])  # kept only
+
+
+def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer):
+    from steiner_lib.tasks import knowledge
+
+    known = knowledge.knowledge_corpus(max_number=4, max_value=6, fact_copies=60, n_drills=0, seed=0,
+                                       heldout_share=0.2)
+    model = modeling.build_model(tokenizer, TINY, seed=0)
+    before = P.knowledge_report(model, tokenizer, known, n_probes=20, n_boot=50)
+    assert list(before.index) == ["arithmetic facts read", "arithmetic facts held out", "list drill: copy",
+                                  "list drill: sort", "list drill: take"]
+    assert before.loc["arithmetic facts read", "items"] == 20 and len(known.train_facts) > 20  # a sample of n_probes
+    assert before.loc["arithmetic facts read", "accuracy"] < 0.2  # an untrained model knows nothing
+    assert (before["ci_low"] <= before["accuracy"]).all() and (before["accuracy"] <= before["ci_high"]).all()

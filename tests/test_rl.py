@@ -246,8 +246,8 @@ def pipeline():
     """A tiny real data set: 12 questions -> synthesis -> DAGs (the library's own pipeline)."""
     from steiner_lib import dataset, synthesis, teachers
 
-    splits = choice.make_splits(rng_seed=0, n_train=12, n_validation=0, n_diamond=0, n_control=0, n_numbers=4,
-                                max_number=25, min_steps=2, max_steps=3, diamond_min_backtracks=2)
+    splits = choice.make_splits(rng_seed=0, n_train=12, n_validation=0, n_diamond=0, n_hard=0, n_control=0, n_numbers=4,
+                                max_number=25, min_steps=2, max_steps=3, diamond_max_backtracks=20, hard_min_backtracks=100)
     qs = {q.question_id: q for q in splits["train"]}
     letters = [choice.format_prompt(q, seed=0)[1] for q in qs.values()]
     trajs = synthesis.synthesize(list(qs.values()), letters, teachers.SearchTeacher(), augmentations_per_question=2,

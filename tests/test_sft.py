@@ -29,8 +29,8 @@ def tiny_model(tok, hidden=128, layers=1, seed=0):
 @pytest.fixture(scope="module")
 def run():
     """Notebooks 01-02 in miniature: 12 questions -> traces -> DAGs -> paths, a tokenizer, length filter."""
-    splits = choice.make_splits(0, n_train=12, n_validation=0, n_diamond=0, n_control=0, n_numbers=4,
-                                max_number=25, min_steps=2, max_steps=3, diamond_min_backtracks=2)
+    splits = choice.make_splits(0, n_train=12, n_validation=0, n_diamond=0, n_hard=0, n_control=0, n_numbers=4,
+                                max_number=25, min_steps=2, max_steps=3, diamond_max_backtracks=20, hard_min_backtracks=100)
     qs = splits["train"]
     letters = [choice.format_prompt(q, seed=0)[1] for q in qs]
     trajectories = synthesis.synthesize(qs, letters, SearchTeacher(max_explore_steps=3), 2, seed=0, progress=False)

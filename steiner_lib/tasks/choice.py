@@ -7,8 +7,11 @@ values nearest to the target, so every option looks plausible and exactly one is
 right (`reachable_values`). Questions are stored in GPQA's own CSV columns, so the same
 loader and prompt code also reads the real GPQA-Diamond file.
 
-Splits: train (any difficulty), validation and diamond (hard: the greedy shortcut fails and
-the reference search backtracks), control (no search needed). A start multiset belongs to
+Splits: train (any difficulty); validation and diamond (search needed and feasible: the greedy
+shortcut fails and the reference search backtracks at most `diamond_max_backtracks` times); hard
+(the greedy shortcut fails and the reference search backtracks at least `hard_min_backtracks`
+times: search the data's own teacher rarely finishes unaided); control (no search needed).
+The rules read only the exact solver's search, never a model's scores. A start multiset belongs to
 one side only, training or evaluation, fixed by a hash of the numbers themselves, so no
 evaluation question shares its numbers with a training question, whatever the seed.
 """
@@ -54,14 +57,23 @@ class ChoiceQuestion:
 # --- Countdown as a four-choice question ----------------------------------------------------
 
 
-def question_text(numbers) -> str:
+def question_text(numbers, max_result: int | None = None) -> str:
+    """The question; a capped problem states its cap (`parse_question_cap` reads it back)."""
     listed = ", ".join(str(n) for n in canonical(numbers))
+    cap = "" if max_result is None else f" of at most {max_result}"
     return (f"Using some of the numbers {listed} (each at most once) and + − × ÷, with every "
-            f"intermediate result a positive whole number, exactly one of the following values "
+            f"intermediate result a positive whole number{cap}, exactly one of the following values "
             f"can be made. Which one?")
 
 
 _NUMBERS_RE = re.compile(r"numbers?\s*:?\s*((?:\d+\s*(?:,|\band\b|&)?\s*)+)", re.IGNORECASE)
+_CAP_RE = re.compile(r"whole numbers?\s+(?:of\s+)?at most\s+(\d+)", re.IGNORECASE)
+
+
+def parse_question_cap(text: str) -> int | None:
+    """The cap on results a question states (inverse of `question_text`), None if it states none."""
+    m = _CAP_RE.search(text or "")
+    return int(m.group(1)) if m else None
 
 
 def parse_question_text(text: str) -> State | None:
@@ -88,7 +100,7 @@ class CountdownQuestion:
         return (self.problem.target, *self.distractors)
 
     def to_choice(self) -> ChoiceQuestion:
-        return ChoiceQuestion(question_text(self.problem.numbers), str(self.problem.target),
+        return ChoiceQuestion(question_text(self.problem.numbers, self.problem.max_result), str(self.problem.target),
                               tuple(str(d) for d in self.distractors), self.question_id)
 
 
@@ -99,13 +111,16 @@ def make_countdown_question(problem: Problem, rng: random.Random,
     The correct value's rank among the four options is drawn uniformly (k distractors below
     it, 3 - k above, each side the nearest unreachable values), so neither "pick a middle
     value" nor "pick an extreme" beats chance. Only values in [target/2, target*2] count;
-    None when no rank can be filled.
+    None when no rank can be filled. Under a cap, distractors stay at or below it (a value above
+    the cap would be ruled out by the question text alone).
     """
     target = problem.target
-    reachable = reachable_values(problem.numbers)
+    reachable = reachable_values(problem.numbers, problem.max_result)
     if target not in reachable:
         raise ValueError(f"target {target} cannot be made from {problem.numbers}: not a valid problem")
     lo, hi = max(1, (target + 1) // 2), 2 * target  # ceil(target / 2) .. 2 * target
+    if problem.max_result is not None:
+        hi = min(hi, problem.max_result)
     below = [v for v in range(target - 1, lo - 1, -1) if v not in reachable][:3]
     above = [v for v in range(target + 1, hi + 1) if v not in reachable][:3]
     ranks = [0, 1, 2, 3]
@@ -188,8 +203,8 @@ def format_prompt(q: ChoiceQuestion | CountdownQuestion, seed: int) -> tuple[str
 
 # --- Difficulty and splits ---------------------------------------------------------------
 
-SPLITS = ("train", "validation", "diamond", "control")
-EVALUATION_SPLITS = ("validation", "diamond", "control")
+SPLITS = ("train", "validation", "diamond", "hard", "control")
+EVALUATION_SPLITS = ("validation", "diamond", "hard", "control")
 
 
 def difficulty(problem: Problem) -> dict:
@@ -204,8 +219,14 @@ def difficulty(problem: Problem) -> dict:
     }
 
 
-def is_diamond(d: dict, min_backtracks: int) -> bool:
-    """The diamond rule: the greedy shortcut fails and the reference search backtracks enough."""
+def is_diamond(d: dict, max_backtracks: int) -> bool:
+    """The diamond rule: the greedy shortcut fails, and the reference search finds the answer within
+    `max_backtracks` backtracks (search is needed, and a searcher without the answer can finish it)."""
+    return not d["greedy_solves"] and d["search_backtracks"] <= max_backtracks
+
+
+def is_hard(d: dict, min_backtracks: int) -> bool:
+    """The hard rule: the greedy shortcut fails and the reference search backtracks at least this often."""
     return not d["greedy_solves"] and d["search_backtracks"] >= min_backtracks
 
 
@@ -222,17 +243,23 @@ def is_evaluation_state(numbers) -> bool:
     return hashlib.blake2b(key, digest_size=8).digest()[0] & 1 == 1
 
 
-def make_splits(rng_seed: int, n_train: int, n_validation: int, n_diamond: int, n_control: int,
+def make_splits(rng_seed: int, n_train: int, n_validation: int, n_diamond: int, n_hard: int, n_control: int,
                 n_numbers: int, max_number: int, min_steps: int, max_steps: int,
-                diamond_min_backtracks: int) -> dict[str, list[CountdownQuestion]]:
-    """The four splits, deterministic for a seed, start states disjoint across splits.
+                diamond_max_backtracks: int, hard_min_backtracks: int,
+                max_result: int | None = None) -> dict[str, list[CountdownQuestion]]:
+    """The five splits, deterministic for a seed, start states disjoint across splits.
 
     train: any problem from a training-side start state (a state may appear with several
-    targets). Evaluation-side states give one question each, to diamond (then validation)
-    when the diamond rule holds, to control when no search is needed, else nothing.
+    targets). Evaluation-side states give one question each: to diamond (then validation) when
+    the diamond rule holds, to hard when the hard rule holds, to control when no search is
+    needed, else nothing. max_result caps every result (countdown's rules; the question says so).
     """
-    check_problem_knobs(n_numbers, max_number, min_steps, max_steps)
-    wanted = {"train": n_train, "validation": n_validation, "diamond": n_diamond, "control": n_control}
+    check_problem_knobs(n_numbers, max_number, min_steps, max_steps, max_result)
+    if diamond_max_backtracks >= hard_min_backtracks:
+        raise ValueError(f"diamond_max_backtracks={diamond_max_backtracks} must be below hard_min_backtracks="
+                         f"{hard_min_backtracks}: a question cannot be both diamond and hard")
+    wanted = {"train": n_train, "validation": n_validation, "diamond": n_diamond, "hard": n_hard,
+              "control": n_control}
     for name, n in wanted.items():
         if n < 0:
             raise ValueError(f"n_{name}={n}: a split size cannot be negative")
@@ -261,20 +288,22 @@ def make_splits(rng_seed: int, n_train: int, n_validation: int, n_diamond: int, 
             continue
         if not evaluation and not room("train"):
             continue
-        target = draw_target(rng, numbers, min_steps, max_steps)
+        target = draw_target(rng, numbers, min_steps, max_steps, max_result)
         if target is None:
             continue
-        problem = Problem(numbers, target)
+        problem = Problem(numbers, target, max_result)
         if not evaluation:
             if problem not in train_problems and add("train", problem):
                 train_problems.add(problem)
             continue
-        hard_room = room("diamond") or room("validation")
-        if not hard_room and greedy_solve(problem) is None:
+        search_room = room("diamond") or room("validation") or room("hard")
+        if not search_room and greedy_solve(problem) is None:
             continue  # only control has room, and greedy fails: skip the (costly) search
         d = difficulty(problem)
-        if is_diamond(d, diamond_min_backtracks):
+        if is_diamond(d, diamond_max_backtracks):
             name = "diamond" if room("diamond") else "validation" if room("validation") else None
+        elif is_hard(d, hard_min_backtracks):
+            name = "hard" if room("hard") else None
         elif needs_no_search(d):
             name = "control" if room("control") else None
         else:
@@ -286,10 +315,10 @@ def make_splits(rng_seed: int, n_train: int, n_validation: int, n_diamond: int, 
     if short:
         advice = {
             "train": "raise max_number or n_numbers (more distinct problems), or lower n_train",
-            "validation": "lower diamond_min_backtracks or n_validation, or make problems harder "
-                          "(raise n_numbers, max_number or max_steps)",
-            "diamond": "lower diamond_min_backtracks or n_diamond, or make problems harder "
-                       "(raise n_numbers, max_number or max_steps)",
+            "validation": "raise diamond_max_backtracks or lower n_validation",
+            "diamond": "raise diamond_max_backtracks or lower n_diamond",
+            "hard": "lower hard_min_backtracks or n_hard, or make problems harder "
+                    "(raise n_numbers, max_number, max_steps or max_result)",
             "control": "lower n_control, or make problems easier (lower min_steps)",
         }
         detail = "; ".join(f"{name}: {got} of {want} ({advice[name]})" for name, (got, want) in short.items())
@@ -297,6 +326,17 @@ def make_splits(rng_seed: int, n_train: int, n_validation: int, n_diamond: int, 
                          f"from 1..{max_number}: {detail}")
     check_disjoint(splits)
     return splits
+
+
+def splits_for(task, seed: int, **sizes: int) -> dict[str, list[CountdownQuestion]]:
+    """`make_splits` from a preset's task section (params.TaskParams); `sizes` overrides n_<split>."""
+    n = {f"n_{name}": sizes.pop(f"n_{name}", getattr(task, f"n_{name}")) for name in SPLITS}
+    if sizes:
+        raise TypeError(f"splits_for got unknown sizes {sorted(sizes)}; expected n_<split> for {SPLITS}")
+    return make_splits(seed, **n, n_numbers=task.n_numbers, max_number=task.max_number,
+                       min_steps=task.min_steps, max_steps=task.max_steps,
+                       diamond_max_backtracks=task.diamond_max_backtracks,
+                       hard_min_backtracks=task.hard_min_backtracks, max_result=task.max_result)
 
 
 def check_disjoint(splits: dict[str, list[CountdownQuestion]]) -> None:

@@ -6,6 +6,11 @@ be positive integers: subtraction takes the larger minus the smaller (a zero res
 not allowed), division must be exact. Each number is used at most once; not every number
 has to be used. The problem is solved when the target is in the multiset.
 
+Optionally a problem caps every result at `max_result` (a rule its question states): an
+operation whose result would exceed it is not legal. The cap keeps the values a problem
+reaches in a range whose arithmetic a small model can learn; None means no cap. Every
+function below that applies the rules takes the cap as `max_result` (a Problem carries it).
+
 The *canonical state* of a step is the sorted tuple of the numbers that remain after it.
 Different orders of operations reach the same state, so the reasoning graph is a DAG.
 """
@@ -34,6 +39,7 @@ def canonical(numbers) -> State:
 class Problem:
     numbers: State  # canonical start state
     target: int
+    max_result: int | None = None  # every result must be <= this (None: no cap)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "numbers", canonical(self.numbers))
@@ -52,10 +58,8 @@ class Operation:
         return f"{self.a} {OP_SYMBOL[self.op]} {self.b} = {self.result}"
 
 
-def combine(a: int, op: str, b: int) -> int | None:
-    """The result of a op b under the rules (a >= b), or None when not allowed."""
-    if a < b:
-        a, b = b, a
+def _exact(a: int, op: str, b: int) -> int | None:
+    """a op b (a >= b) under the rules without a cap, or None when not allowed."""
     if op == "+":
         return a + b
     if op == "-":
@@ -67,14 +71,22 @@ def combine(a: int, op: str, b: int) -> int | None:
     raise ValueError(f"unknown operation {op!r}; expected one of {OPS}")
 
 
-def make_operation(a: int, op: str, b: int) -> Operation | None:
+def combine(a: int, op: str, b: int, max_result: int | None = None) -> int | None:
+    """The result of a op b under the rules (a >= b), or None when not allowed."""
     if a < b:
         a, b = b, a
-    r = combine(a, op, b)
+    r = _exact(a, op, b)
+    return None if r is None or (max_result is not None and r > max_result) else r
+
+
+def make_operation(a: int, op: str, b: int, max_result: int | None = None) -> Operation | None:
+    if a < b:
+        a, b = b, a
+    r = combine(a, op, b, max_result)
     return None if r is None else Operation(a, op, b, r)
 
 
-def legal_operations(state: State) -> list[Operation]:
+def legal_operations(state: State, max_result: int | None = None) -> list[Operation]:
     """Every distinct legal operation from a state, in a deterministic order.
 
     Operations that only repeat a value (x*1, x/1) are kept: they are legal, if useless.
@@ -86,14 +98,14 @@ def legal_operations(state: State) -> list[Operation]:
         for j in range(i + 1, n):
             a, b = state[j], state[i]  # state is sorted, so a >= b
             for op in OPS:
-                o = make_operation(a, op, b)
+                o = make_operation(a, op, b, max_result)
                 if o is not None and o not in seen:
                     seen.add(o)
                     out.append(o)
     return out
 
 
-def apply(state: State, operation: Operation) -> State:
+def apply(state: State, operation: Operation, max_result: int | None = None) -> State:
     """The state after `operation`; raises ValueError if the operation is not legal here."""
     rest = list(state)
     try:
@@ -101,8 +113,9 @@ def apply(state: State, operation: Operation) -> State:
         rest.remove(operation.b)
     except ValueError:
         raise ValueError(f"{operation.text()} uses numbers not in {state}") from None
-    if combine(operation.a, operation.op, operation.b) != operation.result:
-        raise ValueError(f"{operation.text()} is not a legal operation")
+    if combine(operation.a, operation.op, operation.b, max_result) != operation.result:
+        raise ValueError(f"{operation.text()} is not a legal operation"
+                         + ("" if max_result is None else f" (results at most {max_result})"))
     return canonical(rest + [operation.result])
 
 
@@ -119,7 +132,7 @@ def is_solved(state: State, target: int) -> bool:
 
 
 @lru_cache(maxsize=1 << 16)
-def successors(state: State) -> tuple[tuple[Operation, State], ...]:
+def successors(state: State, max_result: int | None = None) -> tuple[tuple[Operation, State], ...]:
     """Every legal operation from a canonical state with the state it leads to.
 
     Same operations in the same order as `legal_operations` (a test checks it), built
@@ -137,21 +150,23 @@ def successors(state: State) -> tuple[tuple[Operation, State], ...]:
             seen_pairs.add((a, b))
             rest = state[:i] + state[i + 1:j] + state[j + 1:]
             for op in OPS:
-                r = combine(a, op, b)
+                r = combine(a, op, b, max_result)
                 if r is not None:
                     out.append((Operation(a, op, b, r), tuple(sorted(rest + (r,)))))
     return tuple(out)
 
 
-def _pair_results(a: int, b: int) -> tuple[int, ...]:
+def _pair_results(a: int, b: int, max_result: int | None = None) -> tuple[int, ...]:
     """Every legal result of combining a >= b (the same rules as `combine`, inlined for speed)."""
     if a > b:
-        return (a + b, a - b, a * b, a // b) if a % b == 0 else (a + b, a - b, a * b)
-    return (a + b, a * b, 1)  # a == b: a - a = 0 is not allowed, a / a = 1
+        out = (a + b, a - b, a * b, a // b) if a % b == 0 else (a + b, a - b, a * b)
+    else:
+        out = (a + b, a * b, 1)  # a == b: a - a = 0 is not allowed, a / a = 1
+    return out if max_result is None else tuple(r for r in out if r <= max_result)
 
 
 @lru_cache(maxsize=1 << 17)
-def _value_levels(state: State) -> tuple[frozenset[int], ...]:
+def _value_levels(state: State, max_result: int | None = None) -> tuple[frozenset[int], ...]:
     """levels[k] = every value held by some state reachable from `state` in at most k operations.
 
     A state of n numbers allows at most n - 1 operations, so there are max(n, 1) levels and the
@@ -165,14 +180,14 @@ def _value_levels(state: State) -> tuple[frozenset[int], ...]:
         return (base,)
     if n == 2:
         b, a = state
-        return (base, base.union(_pair_results(a, b)))
+        return (base, base.union(_pair_results(a, b, max_result)))
     if n == 3:  # inlined: the two-number children are not worth a cached call each
         x, y, z = state
         one, two = set(state), set()
         for c, a, b in ((x, z, y), (y, z, x), (z, y, x)):  # c: the number left out; a >= b
-            for r in _pair_results(a, b):
+            for r in _pair_results(a, b, max_result):
                 one.add(r)
-                two.update(_pair_results(r, c) if r >= c else _pair_results(c, r))
+                two.update(_pair_results(r, c, max_result) if r >= c else _pair_results(c, r, max_result))
         return (base, frozenset(one), frozenset(two.union(one)))
     children: set[State] = set()
     for i in range(n):
@@ -180,9 +195,9 @@ def _value_levels(state: State) -> tuple[frozenset[int], ...]:
         for j in range(i + 1, n):
             a = state[j]
             rest = state[:i] + state[i + 1:j] + state[j + 1:]
-            for r in _pair_results(a, b):
+            for r in _pair_results(a, b, max_result):
                 children.add(tuple(sorted(rest + (r,))))
-    kids = [_value_levels(child) for child in children]
+    kids = [_value_levels(child, max_result) for child in children]
     levels = [base]
     for k in range(1, n):
         levels.append(base.union(*(kid[k - 1] for kid in kids)))
@@ -193,14 +208,14 @@ def _as_state(numbers) -> State:
     return numbers if type(numbers) is tuple else canonical(numbers)
 
 
-def reachable_values(numbers) -> frozenset[int]:
+def reachable_values(numbers, max_result: int | None = None) -> frozenset[int]:
     """Every value that appears in any state reachable from `numbers` (start numbers included)."""
-    return _value_levels(canonical(numbers))[-1]
+    return _value_levels(canonical(numbers), max_result)[-1]
 
 
-def distance_to_value(state: State, value: int) -> int | None:
+def distance_to_value(state: State, value: int, max_result: int | None = None) -> int | None:
     """Fewest operations from `state` to a state holding `value` (0 if held), None if unreachable."""
-    for k, values in enumerate(_value_levels(_as_state(state))):
+    for k, values in enumerate(_value_levels(_as_state(state), max_result)):
         if value in values:
             return k
     return None
@@ -212,14 +227,14 @@ def solve(problem: Problem) -> list[Operation] | None:
     Walks down the distances: from each state take the first operation (in legal order) whose
     result state is one operation closer to the target, so the answer is deterministic.
     """
-    state, target = problem.numbers, problem.target
-    d = distance_to_value(state, target)
+    state, target, cap = problem.numbers, problem.target, problem.max_result
+    d = distance_to_value(state, target, cap)
     if d is None:
         return None
     ops: list[Operation] = []
     while d > 0:
-        for op, child in successors(state):
-            if distance_to_value(child, target) == d - 1:
+        for op, child in successors(state, cap):
+            if distance_to_value(child, target, cap) == d - 1:
                 ops.append(op)
                 state, d = child, d - 1
                 break
@@ -235,7 +250,7 @@ def greedy_solve(problem: Problem) -> list[Operation] | None:
     state, target = problem.numbers, problem.target
     ops: list[Operation] = []
     while target not in state:
-        succ = successors(state)
+        succ = successors(state, problem.max_result)
         if not succ:
             return None
         op, state = min(succ, key=lambda s: abs(s[0].result - target))
@@ -274,7 +289,7 @@ def reference_search(problem: Problem, max_expansions: int = 10_000) -> SearchSt
         if counts["expansions"] >= max_expansions:
             raise _BudgetExhausted
         counts["expansions"] += 1
-        for op, child in sorted(successors(state), key=key):
+        for op, child in sorted(successors(state, problem.max_result), key=key):
             if child in visited:
                 continue
             visited.add(child)
@@ -357,6 +372,8 @@ def verify_expression(problem: Problem, expr: str) -> bool:
                      "*": lambda: left * right, "/": lambda: left / right}[op]()
                 if r.denominator != 1 or r <= 0:
                     raise ValueError(f"intermediate result {r} is not a positive integer")
+                if problem.max_result is not None and r > problem.max_result:
+                    raise ValueError(f"intermediate result {r} is above the cap {problem.max_result}")
                 return r
             raise ValueError(f"{type(node).__name__} is not allowed")
 
@@ -373,11 +390,12 @@ def draw_numbers(rng: random.Random, n_numbers: int, max_number: int) -> State:
     return canonical(rng.randint(1, max_number) for _ in range(n_numbers))
 
 
-def draw_target(rng: random.Random, numbers: State, min_steps: int, max_steps: int) -> int | None:
+def draw_target(rng: random.Random, numbers: State, min_steps: int, max_steps: int,
+                max_result: int | None = None) -> int | None:
     """A target drawn uniformly among the values whose shortest solution from `numbers` takes
     min_steps..max_steps operations, or None when there is none (the second half of generate_problem).
     """
-    levels = _value_levels(_as_state(numbers))
+    levels = _value_levels(_as_state(numbers), max_result)
     if min_steps < 1 or max_steps < min_steps or max_steps >= len(levels):
         return None
     # Reachable within max_steps but not within min_steps - 1. Start numbers have distance 0 and
@@ -386,8 +404,13 @@ def draw_target(rng: random.Random, numbers: State, min_steps: int, max_steps: i
     return rng.choice(sorted(candidates)) if candidates else None
 
 
-def check_problem_knobs(n_numbers: int, max_number: int, min_steps: int, max_steps: int) -> None:
+def check_problem_knobs(n_numbers: int, max_number: int, min_steps: int, max_steps: int,
+                        max_result: int | None = None) -> None:
     """Raise ValueError naming the knob when no problem could ever satisfy these settings."""
+    if max_result is not None and max_result <= max_number:
+        raise ValueError(f"max_result={max_result} must be above max_number={max_number}: a cap at or "
+                         f"below the start numbers leaves almost no operation legal (raise max_result, "
+                         f"or set it to null for no cap)")
     if n_numbers < 2:
         raise ValueError(f"n_numbers={n_numbers}: a problem needs at least 2 numbers")
     if max_number < 1:
@@ -400,17 +423,17 @@ def check_problem_knobs(n_numbers: int, max_number: int, min_steps: int, max_ste
 
 
 def generate_problem(rng: random.Random, n_numbers: int, max_number: int, min_steps: int,
-                     max_steps: int, max_attempts: int = 1_000) -> Problem:
+                     max_steps: int, max_attempts: int = 1_000, max_result: int | None = None) -> Problem:
     """A random problem: start numbers drawn from 1..max_number (repeats allowed), target drawn
     uniformly among the values whose shortest solution takes min_steps..max_steps operations
     and that are not start numbers.
     """
-    check_problem_knobs(n_numbers, max_number, min_steps, max_steps)
+    check_problem_knobs(n_numbers, max_number, min_steps, max_steps, max_result)
     for _ in range(max_attempts):
         numbers = draw_numbers(rng, n_numbers, max_number)
-        target = draw_target(rng, numbers, min_steps, max_steps)
+        target = draw_target(rng, numbers, min_steps, max_steps, max_result)
         if target is not None:
-            return Problem(numbers, target)
+            return Problem(numbers, target, max_result)
     raise ValueError(
         f"no problem with a shortest solution of {min_steps}..{max_steps} operations found in "
         f"{max_attempts} random draws of {n_numbers} numbers from 1..{max_number}: "

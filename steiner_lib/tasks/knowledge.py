@@ -1,0 +1,156 @@
+"""What a base model knows before it sees a search trace: the domain's arithmetic and list skills.
+
+The paper's base (Qwen2.5) already adds, multiplies and copies numbers from its context; Steiner's
+stages teach it to *search*. A model trained from scratch here has to get that knowledge somewhere,
+or every later stage measures a model that cannot do one correct step. This module writes it as
+plain text, never with a reasoning token and never as a search:
+
+- arithmetic facts: every legal operation `a op b = r` (a >= b) of the task's rules over the values
+  the task reaches (1..max_value), one per line, in the same symbols as the step texts;
+- list drills: copying a short list of numbers, sorting it, and taking two numbers out of it.
+
+A share of the facts is held out of the corpus, so notebook 03 can report the base model's
+accuracy on facts it never read next to facts it read (`probe_accuracy`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from steiner_lib.tasks.countdown import OPS, Operation, make_operation
+
+
+def arithmetic_facts(max_value: int) -> list[Operation]:
+    """Every legal operation a op b with max_value >= a >= b >= 1 and a result <= max_value."""
+    if max_value < 2:
+        raise ValueError(f"max_value={max_value}: arithmetic facts need values up to at least 2")
+    out = []
+    for a in range(1, max_value + 1):
+        for b in range(1, a + 1):
+            for op in OPS:
+                o = make_operation(a, op, b, max_value)
+                if o is not None:
+                    out.append(o)
+    return out
+
+
+def fact_range(max_number: int, max_result: int | None) -> int:
+    """The values whose arithmetic the base learns: up to the task's cap, or max_number squared
+    when the task has no cap (the products of two start numbers)."""
+    return max_result if max_result is not None else max_number * max_number
+
+
+def _listed(numbers) -> str:
+    return ", ".join(str(n) for n in numbers)
+
+
+DRILL_KINDS = ("copy", "sort", "take")
+
+
+def list_drill(numbers: list[int], kind: str, rng: random.Random) -> tuple[str, str]:
+    """(prompt, answer) of one drill on `numbers`: copy, sort, or take two numbers out."""
+    if kind == "copy":
+        return f"Copy {_listed(numbers)}:", f" {_listed(numbers)}."
+    if kind == "sort":
+        return f"Sort {_listed(numbers)}:", f" {_listed(sorted(numbers))}."
+    if kind == "take":
+        if len(numbers) < 3:
+            raise ValueError("a take drill needs at least 3 numbers (two taken, at least one left)")
+        i, j = sorted(rng.sample(range(len(numbers)), 2))
+        rest = [n for k, n in enumerate(numbers) if k not in (i, j)]
+        return f"Take {numbers[i]} and {numbers[j]} from {_listed(numbers)}:", f" {_listed(rest)} left."
+    raise ValueError(f"unknown drill kind {kind!r}; expected copy, sort or take")
+
+
+def random_numbers(rng: random.Random, max_number: int, max_value: int, length: int) -> list[int]:
+    """A list like a Countdown state: mostly start-range numbers (1..max_number), some larger results."""
+    return [rng.randint(1, max_number) if rng.random() < 0.6 else rng.randint(1, max_value) for _ in range(length)]
+
+
+def drills(n: int, max_number: int, max_value: int, seed: int,
+           kinds: tuple[str, ...] = DRILL_KINDS) -> list[tuple[str, str]]:
+    """n (prompt, answer) list drills on lists of 3 to 5 numbers, the kinds in turn."""
+    rng = random.Random(f"{seed}-drills")
+    out = []
+    for i in range(n):
+        numbers = random_numbers(rng, max_number, max_value, rng.randint(3, 5))
+        out.append(list_drill(numbers, kinds[i % len(kinds)], rng))
+    return out
+
+
+@dataclass
+class KnowledgeCorpus:
+    texts: list[str]  # documents for the base corpus: fact tables and drill pages
+    train_facts: list[Operation]
+    heldout_facts: list[Operation]  # never in `texts`
+    max_number: int  # the start numbers' range, 1..max_number
+    max_value: int  # the facts' range, 1..max_value
+
+
+def knowledge_corpus(max_number: int, max_value: int, fact_copies: int, n_drills: int, seed: int,
+                     heldout_share: float = 0.05, per_document: int = 32) -> KnowledgeCorpus:
+    """The base model's arithmetic and list knowledge as plain-text documents.
+
+    Facts: each copy is a fresh shuffle of the training facts, cut into documents of
+    `per_document` lines ("37 + 48 = 85"). Drills: pages of `per_document` lines ("Sort 9, 3: 3, 9.").
+    """
+    if fact_copies < 0 or n_drills < 0:
+        raise ValueError(f"fact_copies={fact_copies}, n_drills={n_drills}: counts cannot be negative")
+    if not 0 <= heldout_share < 1:
+        raise ValueError(f"heldout_share={heldout_share}: must be in [0, 1)")
+    rng = random.Random(f"{seed}-facts")
+    facts = arithmetic_facts(max_value)
+    rng.shuffle(facts)
+    n_held = round(heldout_share * len(facts))
+    heldout, train = facts[:n_held], facts[n_held:]
+    lines = []
+    for _ in range(fact_copies):
+        copy = list(train)
+        rng.shuffle(copy)
+        lines += [o.text() for o in copy]
+    drill_lines = [p + a for p, a in drills(n_drills, max_number, max_value, seed)]
+    texts = []
+    for block in (lines, drill_lines):
+        texts += ["\n".join(block[i:i + per_document]) for i in range(0, len(block), per_document)]
+    return KnowledgeCorpus(texts, train, heldout, max_number, max_value)
+
+
+def corpus_for_questions(questions, fact_copies: int, n_drills: int, seed: int,
+                         heldout_share: float = 0.05) -> KnowledgeCorpus:
+    """`knowledge_corpus` over the ranges the training questions reach: start numbers up to the
+    largest one they hold, facts up to their cap (`fact_range`)."""
+    questions = list(questions)
+    if not questions:
+        raise ValueError("corpus_for_questions needs the training questions to read the task's ranges from")
+    max_number = max(max(q.problem.numbers) for q in questions)
+    caps = {q.problem.max_result for q in questions}
+    if len(caps) != 1:
+        raise ValueError(f"the training questions state different caps {sorted(caps, key=str)}: one task, one cap")
+    max_value = fact_range(max_number, caps.pop())
+    return knowledge_corpus(max_number, max_value, fact_copies, n_drills, seed, heldout_share)
+
+
+def fact_probes(facts: list[Operation]) -> tuple[list[str], list[str]]:
+    """(prompts, answers) that ask each fact: "37 + 48 =" -> " 85"."""
+    return [o.text().rsplit(" = ", 1)[0] + " =" for o in facts], [f" {o.result}" for o in facts]
+
+
+def probe_accuracy(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 128,
+                   progress: bool = False) -> list[bool]:
+    """Greedy continuation of each prompt; correct when its first line is the answer exactly."""
+    from steiner_lib import inference
+
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    if not prompts:
+        return []
+    longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+    outs = inference.generate(model, tokenizer, prompts, max_new_tokens=longest + 2, temperature=0.0,
+                              batch_size=batch_size, progress=progress)
+    return [answered(o[0], a) for o, a in zip(outs, answers)]
+
+
+def answered(continuation: str, answer: str) -> bool:
+    """Whether a continuation gives the answer: its first line, stripped, is the answer exactly."""
+    return continuation.split("\n", 1)[0].strip() == answer.strip()
