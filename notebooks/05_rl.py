@@ -143,7 +143,7 @@ display(report.summary.round(3))
 
 # %%
 manifest = stage.finish(metrics={
-    "rl_steps": result.steps, "rl_wall_time_s": result.wall_time_s,
+    "rl_steps": result.steps, "rl_wall_time_s": result.wall_time_s, "rl_ok_step_share": rewards.ok_step_share(steps_table),
     **{f"heldout_{k.replace(' ', '_')}": float(v) for k, v in report.summary["value"].to_dict().items()},
 })
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")

@@ -31,7 +31,13 @@
 # validation split and only then reported on the diamond split. The base model never learned the
 # 14 reasoning tokens, so it never writes `<|reasoning_end|>`: it is scored like every model, except
 # that its letter is read from the last "Answer: X" anywhere in its output (the other models' letter
-# must follow `<|reasoning_end|>`). The control split holds problems that need no search.
+# must follow `<|reasoning_end|>`). The control split holds problems that need no search; the hard
+# split, problems whose search the data's own teacher rarely finishes (notebook 01 gives the rules).
+#
+# Before any delta is read, every row is set beside references computed on the same questions:
+# chance (25%), the greedy shortcut, the search teacher that wrote the training data, searching
+# without the answer within the models' step budget, and the exact solver. A searcher that ends
+# without reaching an option guesses, so it scores 25% on that question.
 
 # %% tags=["parameters"]
 run_name = "cpu"
@@ -45,27 +51,33 @@ eval_samples = 4
 eval_lp_min_steps_grid = "0,2"
 eval_lp_max_steps_grid = "6,10"
 eval_control_questions = 48
+eval_hard_questions = 48
 eval_backend = "transformers"
 eval_tensor_parallel = 1
 
 # %%
-# Setup: validate the params, open this stage, load the three evaluation splits.
+# Setup: validate the params, open this stage, load the evaluation splits.
+import datasets
+import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import backends, stage_eval, stages
+from steiner_lib import backends, dataset, stage_eval, stages, teachers
 from steiner_lib.tasks import gpqa
 
-cfg, stage, figures = stages.open_notebook_stage("06_evaluation", globals(), inputs=("01_synthesis", "03_cpt", "04_sft", "05_rl"))
+cfg, stage, figures = stages.open_notebook_stage("06_evaluation", globals(),
+                                                 inputs=("01_synthesis", "02_dag", "03_cpt", "04_sft", "05_rl"))
 e = cfg.eval
 synthesis = stage.input_dirs["01_synthesis"]
 benchmark = e.benchmark or str(synthesis / "diamond.csv")
 diamond = gpqa.load_choice_questions(benchmark)[:e.max_questions]
 validation = gpqa.load_choice_questions(str(synthesis / "validation.csv"))[:e.max_questions]
 control = gpqa.load_choice_questions(str(synthesis / "control.csv"))[:e.control_questions]
+hard = gpqa.load_choice_questions(str(synthesis / "hard.csv"))[:e.hard_questions]
 load = backends.stage_loader(cfg, e.backend, e.tensor_parallel)  # transformers, or vLLM on GPUs
 decoding = stage_eval.Decoding(max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=cfg.run.seed,
                                samples=e.samples)
-print(f"diamond: {len(diamond)} questions from {benchmark}; validation: {len(validation)}; control: {len(control)}")
+print(f"diamond: {len(diamond)} questions from {benchmark}; validation: {len(validation)}; "
+      f"hard: {len(hard)}; control: {len(control)}")
 
 # %% [markdown]
 # ## Choosing the logits processor on the validation split
@@ -88,23 +100,46 @@ print(f"chosen on validation: min_steps={lp_setting[0]}, max_steps={lp_setting[1
 display(grid.round(2))
 
 # %% [markdown]
-# ## The stage table
+# ## The references
 #
-# Every row answers the diamond and control questions (same decoding); the last row uses the setting
-# chosen above.
+# On our own benchmark the exact solver knows every answer, so each split gets its references
+# (none for a real GPQA file). The teacher's step budget is the models' token budget
+# `eval_max_new_tokens` over the mean tokens per step of the training paths.
 
 # %%
-scores = stage_eval.evaluate_stages(load, {"diamond": diamond, "control": control}, lp_setting, decoding)
+splits = {"diamond": diamond, "hard": hard, "control": control}
+references = {}
+if e.benchmark is None:
+    budget = stage_eval.step_budget(datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths")), e.max_new_tokens)
+    teacher = teachers.make_teacher(stage.input_params("01_synthesis").teacher)
+    for split, questions in splits.items():
+        problems = dataset.load_countdown_questions(synthesis / f"{split}.csv")
+        ref_scores = stage_eval.reference_scores([problems[stage_eval.question_id(q)] for q in questions],
+                                                 teacher, budget, seed=cfg.run.seed)
+        references[split] = stage_eval.reference_table(ref_scores, seed=cfg.run.seed)
+        references[split].to_csv(stage.path(f"references_{split}.csv"))
+    print(f"step budget of the teacher: {budget} steps ({e.max_new_tokens} tokens)")
+
+# %% [markdown]
+# ## The stage table
+#
+# Every row answers the diamond, hard and control questions (same decoding); the last row uses the
+# setting chosen above.
+
+# %%
+scores = stage_eval.evaluate_stages(load, splits, lp_setting, decoding)
 stage_eval.all_scores(scores).to_parquet(stage.path("scores.parquet"))
 table = stage_eval.stage_table(scores["diamond"], seed=cfg.run.seed)
+hard_table = stage_eval.stage_table(scores["hard"], paper_deltas=None, seed=cfg.run.seed)
 control_table = stage_eval.stage_table(scores["control"], paper_deltas=None, seed=cfg.run.seed)
 table.to_csv(stage.path("stage_table.csv"))
+hard_table.to_csv(stage.path("hard_table.csv"))
 control_table.to_csv(stage.path("control_table.csv"))
 
 # %%
 #| label: tbl-stage-table
-#| tbl-cap: "Diamond split, one row per stage: accuracy (%, 95% bootstrap CI), change from the row above (points; paired bootstrap CI and two-sided p on the same questions), format-error rate (%), mean reasoning tokens, and the paper's reported change on GPQA-Diamond."
-display(stage_eval.readable_table(table))
+#| tbl-cap: "Diamond split, one row per stage: accuracy (%, 95% bootstrap CI), change from the row above (points; paired bootstrap CI and two-sided p on the same questions), format-error rate (%), mean reasoning tokens, and the paper's reported change on GPQA-Diamond; below, the references on the same questions."
+display(stage_eval.readable_table(table, references.get("diamond")))
 
 # %%
 display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", decoding.describe())))
@@ -117,11 +152,31 @@ display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", d
 
 # %%
 #| label: tbl-control-table
-#| tbl-cap: "Control split (no search needed), the same rows and columns as the stage table."
-display(stage_eval.readable_table(control_table))
+#| tbl-cap: "Control split (no search needed), the same rows and columns as the stage table, with its references."
+display(stage_eval.readable_table(control_table, references.get("control")))
 
 # %%
 display(Markdown(stage_eval.reproduction_paragraph(control_table, "the control split", decoding.describe())))
+
+# %% [markdown]
+# ## The hard split
+#
+# Questions whose reference search needs many backtracks (@tbl-hard-table): the search teacher
+# without the answer, within the same step budget, is the reference to read first.
+
+# %%
+#| label: tbl-hard-table
+#| tbl-cap: "Hard split, the same rows and columns as the stage table, with its references."
+display(stage_eval.readable_table(hard_table, references.get("hard")))
+
+# %% [markdown]
+# @fig-tiers sets the three tiers side by side, with the teacher's line and the chance line.
+
+# %%
+#| label: fig-tiers
+#| fig-cap: "Accuracy by difficulty tier (control: greedy solves; diamond: greedy fails, a short search suffices; hard: a long search is needed), each stage with its 95% bootstrap interval; dotted: the search teacher without the answer and the greedy shortcut on the same questions; dashed: chance."
+fig = stage_eval.plot_tiers({"control": control_table, "diamond": table, "hard": hard_table}, references)
+fig.savefig(figures / "tiers.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
 # @fig-stage-accuracy puts the two splits side by side.
@@ -137,13 +192,15 @@ fig.savefig(figures / "stage-accuracy.png", dpi=120, bbox_inches="tight")
 
 # %%
 metrics = {"lp_min_steps": lp_setting[0], "lp_max_steps": lp_setting[1]}
-for split, t in (("diamond", table), ("control", control_table)):
+for split, t in (("diamond", table), ("hard", hard_table), ("control", control_table)):
     for row, values in t.iterrows():
         key = row.lower().replace(" + ", "_").replace(" ", "_")
         metrics[f"{split}_{key}_accuracy"] = float(values["accuracy"])
         if values["delta"] == values["delta"]:  # not NaN (the first row has no delta)
             metrics[f"{split}_{key}_delta"] = float(values["delta"])
             metrics[f"{split}_{key}_p"] = float(values["p_value"])
+    for name, values in references.get(split, pd.DataFrame()).iterrows():
+        metrics[f"{split}_reference_{name.replace(' ', '_').replace(',', '')}_accuracy"] = float(values["accuracy"])
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 

@@ -116,7 +116,8 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
     to and including <|reasoning_end|>, or all of it without one, re-tokenized; None without a
     tokenizer), letter, correct; with the question (CountdownQuestion or Problem):
     steps_valid (share of steps; None when there is no step), n_valid_steps,
-    n_hallucinated_steps, n_unreadable_steps and reached_target (the final state holds the target).
+    n_hallucinated_steps (wrong_result), n_unreadable_steps, n_lost_steps (replay_states' statuses)
+    and reached_target (the final state holds the target).
     """
     if correct_letter not in choice.LETTERS:
         raise ValueError(f"correct_letter={correct_letter!r}: expected one of {list(choice.LETTERS)}")
@@ -145,7 +146,8 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
             steps_valid=statuses.count("valid") / n if n else None,
             n_valid_steps=statuses.count("valid"),
             n_hallucinated_steps=statuses.count("wrong_result"),
-            n_unreadable_steps=statuses.count("unreadable") + statuses.count("lost"),
+            n_unreadable_steps=statuses.count("unreadable"),
+            n_lost_steps=statuses.count("lost"),
             reached_target=bool(n) and final is not None and problem.target in final,
         )
     return out
@@ -179,6 +181,24 @@ def score_outputs(completions, correct_letters: Sequence[str], questions=None, t
             rows.append({"question_id": question_ids[i], "sample": j, "correct_letter": correct_letters[i],
                          "completion": completion, **score_output(completion, correct_letters[i], q, tokenizer)})
     return pd.DataFrame(rows)
+
+
+STEP_STATUSES = {"valid": "n_valid_steps", "wrong result": "n_hallucinated_steps",
+                 "unreadable": "n_unreadable_steps", "lost": "n_lost_steps"}
+
+
+def step_status_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """How the steps of scored outputs replay (evaluation.replay_states): count and share of each
+    status. valid: a legal operation on the numbers held, right result; wrong result: the claimed
+    result is not the operation's (or breaks the rules); unreadable: no operation on the numbers
+    held can be read; lost: the step starts from an unknown state (after an unreadable step, or a
+    backtrack to a step that does not exist)."""
+    counts = {status: int(pd.to_numeric(scores[col], errors="coerce").fillna(0).sum())
+              for status, col in STEP_STATUSES.items() if col in scores}
+    total = max(sum(counts.values()), 1)
+    table = pd.DataFrame({"steps": counts, "share": {k: v / total for k, v in counts.items()}})
+    table.index.name = "step status"
+    return table
 
 
 def error_counts(scores: pd.DataFrame) -> pd.Series:

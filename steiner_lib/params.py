@@ -144,6 +144,8 @@ class SftParams:
     eval_samples: int = knob(4, "held-out check: outputs per validation question (> 1 needs a temperature > 0)", lo=1)
     eval_batch_size: int = knob(64, "held-out check: prompts per generate call", lo=1)
     max_new_tokens: int = knob(1024, "tokens per sampled output (room for the longest kept path: dag_max_reasoning_tokens)", lo=8)
+    curve_points: int = knob(4, "learning curve: sample held-out questions at this many evenly spaced SFT steps (0: none)", lo=0)
+    curve_questions: int = knob(24, "learning curve: validation questions sampled (one output each) at each point", lo=1)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ class EvalParams:
     lp_min_steps_grid: str = knob("0,2", "logits processor: min_steps values tried on validation (comma-separated)")
     lp_max_steps_grid: str = knob("6,10", "logits processor: max_steps values tried on validation (comma-separated)")
     control_questions: int = knob(48, "questions of the control split (no search needed)", lo=1)
+    hard_questions: int = knob(48, "questions of the hard split (reported beside diamond)", lo=1)
     backend: Literal["transformers", "vllm", "auto"] = knob("transformers", "evaluation generation: transformers, vllm, or auto (vllm if installed and a GPU is visible)")
     tensor_parallel: int = knob(1, "evaluation, vllm backend: GPUs each evaluated model is split over", lo=1)
 

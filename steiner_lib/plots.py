@@ -347,6 +347,22 @@ def loss_curves(histories: dict, title: str = "loss"):
     return fig
 
 
+def skill_curve(curve: pd.DataFrame, x: str = "tokens_seen"):
+    """Sampled skills against training: one line per share column of `curve` (sft.sampling_curve's
+    frame), chance (1/4) dashed for the solve rate. An empty curve draws an empty, labelled panel."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for col in ("valid step share", "format valid share", "solve rate"):
+        if col in curve and len(curve):
+            ax.plot(curve[x], curve[col], marker="o", ms=4, label=col)
+    ax.axhline(0.25, color="grey", lw=0.8, ls="--", label="chance (solve rate)")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training tokens seen" if x == "tokens_seen" else x)
+    ax.set_ylabel("share of sampled outputs / steps")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def embedding_shift(report: pd.DataFrame):
     """The 14 token embeddings: norm before and after, and the cosine between the two vectors."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [2, 1]})

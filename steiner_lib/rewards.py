@@ -506,6 +506,11 @@ STATUS_MEANINGS = {
 }
 
 
+def ok_step_share(table) -> float:
+    """Share of scored rollout steps that replay to a legal state (status "ok"), NaN with no step."""
+    return float((table["status"] == "ok").mean()) if len(table) else float("nan")
+
+
 def status_paragraph(table) -> str:
     """Markdown from reward_table's rows: how many scored steps had each status, with their mean
     reward, and how many steps the node-feature terms of the reward reached at all."""
@@ -529,7 +534,7 @@ def status_paragraph(table) -> str:
 
 
 __all__ = [
-    "STATUS_MEANINGS", "status_paragraph",
+    "STATUS_MEANINGS", "status_paragraph", "ok_step_share",
     "RewardWeights", "StepReward", "StepRewards", "Segment", "DagIndex", "step_rewards", "step_spans",
     "feature_reward", "answer_letter", "completion_token_offsets", "token_segments", "token_rewards",
     "reward_table",

@@ -101,6 +101,42 @@ class SFTResult:
     final_eval_loss: float | None
 
 
+def sampling_curve(questions, seed: int, at_steps, max_new_tokens: int, temperature: float = 0.7,
+                   batch_size: int = 64):
+    """A TrainerCallback that samples `questions` (one output each) at the given optimizer steps and
+    keeps their valid-step share, format-valid share and solve rate: the learning curve of the
+    skills, not only of the loss. Its `.rows` (one dict per step) become a frame with `.frame()`."""
+    from transformers import TrainerCallback
+
+    from steiner_lib import evaluation
+
+    steps = sorted({int(s) for s in at_steps if int(s) > 0})
+
+    class SamplingCurve(TrainerCallback):
+        def __init__(self):
+            self.rows = []
+
+        def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            if state.global_step not in steps:
+                return
+            was_training = model.training
+            model.eval()
+            report = evaluation.heldout_report(model, processing_class, questions, seed=seed, n_samples=1,
+                                               max_new_tokens=max_new_tokens, temperature=temperature,
+                                               batch_size=batch_size, n_boot=200, progress=False)
+            model.train(was_training)
+            s = report.scores
+            self.rows.append({"step": state.global_step, "tokens_seen": int(state.num_input_tokens_seen),
+                              "valid step share": float(s["steps_valid"].astype(float).mean()),
+                              "format valid share": float(s["format_ok"].astype(float).mean()),
+                              "solve rate": float(s["correct"].astype(float).mean())})
+
+        def frame(self):
+            return pd.DataFrame(self.rows)
+
+    return SamplingCurve()
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -220,7 +256,7 @@ def trl_config(cfg: SFTStageConfig, n_train: int, has_eval: bool, output_dir: st
     )
 
 
-def make_trainer(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig, output_dir: str):
+def make_trainer(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig, output_dir: str, callbacks=None):
     """A TRL SFTTrainer over prompt-completion rows (its datasets are tokenized and labelled)."""
     from trl import SFTTrainer
 
@@ -229,7 +265,7 @@ def make_trainer(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig, outpu
     eval_ds = None if eval_ds is None or len(eval_ds) == 0 else eval_ds.select_columns(keep)
     args = trl_config(cfg, len(train_ds), eval_ds is not None, output_dir)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, callbacks=callbacks)
     if not cfg.progress:  # without a progress bar the Trainer prints every log dict instead
         from transformers import PrinterCallback
 
@@ -264,10 +300,11 @@ def _dataset_progress(show: bool):
             datasets.enable_progress_bars()
 
 
-def train_sft(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig) -> SFTResult:
+def train_sft(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig, callbacks=None) -> SFTResult:
     """Fine-tune `model` in place on prompt-completion rows (`sft_dataset`), loss on the completion.
 
     eval_ds may be None. Rows longer than cfg.max_length tokens are dropped (see drop_too_long).
+    callbacks: transformers TrainerCallbacks (e.g. `SamplingCurve`).
     """
     start = time.perf_counter()
     for name, ds in (("train_ds", train_ds), ("eval_ds", eval_ds)):
@@ -286,7 +323,7 @@ def train_sft(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig) -> SFTRe
     output_dir = cfg.output_dir or tempfile.mkdtemp(prefix="steiner-sft-")
     try:
         with _dataset_progress(cfg.progress):
-            trainer = make_trainer(model, tokenizer, train_ds, eval_ds, cfg, output_dir)
+            trainer = make_trainer(model, tokenizer, train_ds, eval_ds, cfg, output_dir, callbacks)
         train_output = trainer.train()
         n_train_logs = len(trainer.state.log_history)
         last = trainer.state.global_step

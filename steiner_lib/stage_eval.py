@@ -198,9 +198,10 @@ def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAP
     return pd.DataFrame(rows).set_index("stage")
 
 
-def readable_table(table: pd.DataFrame) -> pd.DataFrame:
+def readable_table(table: pd.DataFrame, references: pd.DataFrame | None = None) -> pd.DataFrame:
     """The stage table as a reader wants it: "26.6 [21.1, 32.0]" cells, named columns, rounded.
-    (stage_table's frame, with its raw columns, is what the notebook saves and computes from.)"""
+    (stage_table's frame, with its raw columns, is what the notebook saves and computes from.)
+    `references` (reference_table, the same questions) adds one row per reference below the stages."""
     def interval(mean, lo, hi, signed=False):
         if pd.isna(mean):
             return ""
@@ -217,6 +218,12 @@ def readable_table(table: pd.DataFrame) -> pd.DataFrame:
     out["reasoning tokens"] = table["reasoning_tokens"].round(0)
     if "paper_delta" in table.columns:
         out["paper's delta"] = [f"{d:+.2f}" if pd.notna(d) else "" for d in table["paper_delta"]]
+    if references is not None:
+        ref = pd.DataFrame(index=[f"reference: {name}" for name in references.index], columns=out.columns, data="")
+        ref["questions"] = references["n"].astype(int).to_numpy()
+        ref["accuracy % [95% CI]"] = [interval(r.accuracy, r.acc_ci_low, r.acc_ci_high)
+                                      for r in references.itertuples()]
+        out = pd.concat([out, ref])
     out.index.name = "stage"
     return out
 
@@ -270,6 +277,43 @@ def plot_stage_tables(tables: dict[str, pd.DataFrame]):
     ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance (4 choices)")
     ax.set_ylim(0, 100)
     ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tiers(tables: dict[str, pd.DataFrame], references: dict[str, pd.DataFrame] | None = None,
+               rows: Sequence[str] | None = None):
+    """Accuracy (95% CI) by difficulty tier, one line per stage row and per reference, chance dashed.
+
+    tables: {tier: stage_table} in order of difficulty (e.g. control, diamond, hard);
+    references: {tier: reference_table}, whose teacher and greedy rows are drawn dotted.
+    """
+    import matplotlib.pyplot as plt
+
+    if not tables:
+        raise ValueError("plot_tiers got no table: give {tier: stage_table(...)}")
+    tiers = list(tables)
+    rows = list(rows or next(iter(tables.values())).index)
+    x = np.arange(len(tiers))
+    fig, ax = plt.subplots(figsize=(1.8 * len(tiers) + 3, 3.8))
+
+    def line(frames, name, **style):
+        acc = np.array([frames[t].loc[name, "accuracy"] if name in frames[t].index else np.nan for t in tiers])
+        lo = np.array([frames[t].loc[name, "acc_ci_low"] if name in frames[t].index else np.nan for t in tiers])
+        hi = np.array([frames[t].loc[name, "acc_ci_high"] if name in frames[t].index else np.nan for t in tiers])
+        ax.errorbar(x, acc, yerr=np.vstack([acc - lo, hi - acc]), capsize=3, marker="o", label=name, **style)
+
+    for name in rows:
+        line(tables, name)
+    for name in ("search teacher, no answer", "greedy shortcut"):
+        if references and all(name in references.get(t, pd.DataFrame()).index for t in tiers):
+            line(references, name, ls=":", color="black" if "teacher" in name else "grey")
+    ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance (4 choices)")
+    ax.set_xticks(x, tiers)
+    ax.set_xlabel("difficulty tier (easier to harder)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -179,7 +179,8 @@ def test_backtrack_to_an_unknown_step_loses_the_state():
     s = ev.score_output(completion([s1, s2], [fmt.Backtrack("no such step")], f"82\n\nAnswer: {LETTER}"),
                         LETTER, QUESTION)
     assert "unknown_backtrack_target" in s["error_kinds"]
-    assert s["n_valid_steps"] == 1 and s["n_unreadable_steps"] == 1 and s["steps_valid"] == 0.5
+    assert s["n_valid_steps"] == 1 and s["n_lost_steps"] == 1 and s["n_unreadable_steps"] == 0
+    assert s["steps_valid"] == 0.5
 
 
 def test_unreadable_step():
@@ -187,7 +188,11 @@ def test_unreadable_step():
     vague = fmt.Step("think", "Maybe something works.", "Not sure.", "Keep going.")
     s = ev.score_output(completion([vague, s1], ["proceed"], f"Answer: {LETTER}"), LETTER, QUESTION)
     # After an unreadable step the state is unknown, so the next step cannot be checked either.
-    assert s["n_unreadable_steps"] == 2 and s["steps_valid"] == 0.0
+    assert s["n_unreadable_steps"] == 1 and s["n_lost_steps"] == 1 and s["steps_valid"] == 0.0
+    table = ev.step_status_table(ev.score_outputs([[completion([vague, s1], ["proceed"], f"Answer: {LETTER}")]],
+                                                  [LETTER], [QUESTION]))
+    assert table["steps"].to_dict() == {"valid": 0, "wrong result": 0, "unreadable": 1, "lost": 1}
+    assert table["share"].sum() == 1.0
 
 
 def test_reasoning_tokens_with_a_tokenizer():

@@ -190,3 +190,44 @@ def test_decoding_refuses_identical_greedy_samples():
     with pytest.raises(ValueError, match="at least 1"):
         se.Decoding(max_new_tokens=8, temperature=0.7, samples=0)
     assert se.Decoding(max_new_tokens=8).describe() == "greedy decoding"
+
+
+# --------------------------------------------------------------------------- references
+
+
+def test_references_score_the_same_questions_with_the_guess_rule():
+    from steiner_lib.tasks.choice import make_splits
+    from steiner_lib.teachers import SearchTeacher
+
+    splits = make_splits(0, n_train=0, n_validation=0, n_diamond=6, n_hard=0, n_control=6, n_numbers=4,
+                         max_number=25, min_steps=2, max_steps=3, diamond_max_backtracks=5,
+                         hard_min_backtracks=100, max_result=100)
+    teacher = SearchTeacher()
+    for split, greedy in (("diamond", 25.0), ("control", 100.0)):
+        scores = se.reference_scores(splits[split], teacher, max_steps=7, seed=0)
+        assert set(scores["reference"]) == set(se.REFERENCES) and len(scores) == 4 * 6
+        table = se.reference_table(scores, n_boot=50)
+        assert list(table.index) == list(se.REFERENCES)
+        assert table.loc["chance", "accuracy"] == 25.0 and table.loc["exact solver", "accuracy"] == 100.0
+        assert table.loc["greedy shortcut", "accuracy"] == greedy  # diamond: greedy fails by the rule
+        t = scores[scores["reference"] == "search teacher, no answer"]
+        assert ((t["correct"] == 1.0) == t["solved"]).all() and set(t["correct"]) <= {1.0, 0.25}
+    # A budget of zero steps solves nothing; the readable table lists the references under the stages.
+    none = se.reference_table(se.reference_scores(splits["diamond"], teacher, max_steps=0), n_boot=20)
+    assert none.loc["search teacher, no answer", "solved"] == 0.0
+    stages = se.stage_table({"SFT": frame([1, 0, 1, 0, 1, 0], ids=[q.question_id for q in splits["diamond"]])},
+                            n_boot=20)
+    readable = se.readable_table(stages, none)
+    assert list(readable.index) == ["SFT"] + [f"reference: {r}" for r in se.REFERENCES]
+    assert readable.loc["reference: exact solver", "accuracy % [95% CI]"] == "100.0 [100.0, 100.0]"
+    fig = se.plot_tiers({"diamond": stages, "control": stages}, {"diamond": none, "control": none})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sorted(labels) == sorted(["SFT", "search teacher, no answer", "greedy shortcut", "chance (4 choices)"])
+
+
+def test_step_budget_is_tokens_over_tokens_per_step():
+    paths = pd.DataFrame({"n_steps": [2, 4, 10], "reasoning_tokens": [200, 400, 5000], "kept": [True, True, False]})
+    assert se.step_budget(paths, 640) == 6  # 600 tokens / 6 steps = 100 per step; the dropped path is ignored
+    assert se.step_budget(paths, 50) == 1
+    with pytest.raises(ValueError, match="no step"):
+        se.step_budget(paths.assign(n_steps=0), 640)

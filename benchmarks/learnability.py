@@ -1,0 +1,116 @@
+"""Does the default recipe learn the task? Notebooks 01-04 on several seeds, one row per seed.
+
+For each seed the runner executes 01_synthesis .. 04_sft (Papermill, the real notebooks) on the
+preset plus `--set` overrides, into runs/<label>-s<seed>, and the row is read from the manifests
+those notebooks wrote: the base model's arithmetic and copying accuracy (03), the held-out
+valid-step share, format-valid share and solve rate after SFT (04), the training tokens and
+tokens/s of each stage. Rows are appended to --out (benchmarks/results/learnability.csv), so
+the limitations page can show the measurements that chose the defaults, with their seeds.
+
+    .venv/bin/python benchmarks/learnability.py --seeds 0,1
+    .venv/bin/python benchmarks/learnability.py --seeds 0 --label facts0 --set base_fact_copies=0
+
+A benchmark, not a test: it trains (minutes per seed on 2 cores). Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from steiner_lib import params as P  # noqa: E402
+
+COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
+           "base_take", "heldout_valid_step_share", "heldout_valid_step_share_ci", "heldout_format_valid_share",
+           "heldout_solve_rate", "heldout_solve_rate_ci", "teacher_solve_rate", "base_tokens", "cpt_tokens",
+           "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
+
+
+def parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: write key=value, e.g. --set base_fact_copies=4")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def run_seed(preset: Path, overrides: dict, label: str, seed: int) -> dict:
+    values = yaml.safe_load(preset.read_text()) or {}
+    values.update(overrides, run_name=f"{label}-s{seed}", run_seed=seed)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, dir=ROOT / "runs") as f:
+        yaml.safe_dump(values, f)
+    try:
+        cfg = P.load_preset(f.name)  # a clear error before any compute
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "steiner_lib", "run", "--params", f.name, "--only", "01,02,03,04",
+                        "--no-progress"], cwd=ROOT, check=True)
+        wall = time.perf_counter() - start
+    finally:
+        os.unlink(f.name)
+    run = P.run_dir(cfg)
+    m3 = json.loads((run / "03_cpt" / "manifest.json").read_text())["metrics"]
+    m4 = json.loads((run / "04_sft" / "manifest.json").read_text())["metrics"]
+    ci = lambda k: f"[{m4.get(k + '_ci_low', float('nan')):.3f}, {m4.get(k + '_ci_high', float('nan')):.3f}]"  # noqa: E731
+    return {
+        "label": label, "seed": seed, "overrides": json.dumps(overrides, sort_keys=True),
+        "base_facts_read": m3.get("base_accuracy_arithmetic_facts_read"),
+        "base_facts_held_out": m3.get("base_accuracy_arithmetic_facts_held_out"),
+        "base_copy": m3.get("base_accuracy_list_drill_copy"), "base_sort": m3.get("base_accuracy_list_drill_sort"),
+        "base_take": m3.get("base_accuracy_list_drill_take"),
+        "heldout_valid_step_share": m4.get("heldout_valid_step_share"),
+        "heldout_valid_step_share_ci": ci("heldout_valid_step_share"),
+        "heldout_format_valid_share": m4.get("heldout_format_valid_share"),
+        "heldout_solve_rate": m4.get("heldout_solve_rate"), "heldout_solve_rate_ci": ci("heldout_solve_rate"),
+        "teacher_solve_rate": m4.get("teacher_solve_rate"),
+        "base_tokens": m3.get("base_tokens_seen"), "cpt_tokens": m3.get("cpt_tokens_seen"),
+        "sft_tokens": m4.get("sft_train_tokens"), "sft_tokens_per_s": m4.get("sft_tokens_per_s"),
+        "wall_time_s_01_04": round(wall, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default=str(ROOT / "params" / "cpu.yaml"))
+    ap.add_argument("--seeds", default="0,1", help="comma-separated run seeds")
+    ap.add_argument("--label", default="default", help="run names are <label>-s<seed>")
+    ap.add_argument("--set", action="append", default=[], help="key=value override of the preset (repeatable)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learnability.csv"))
+    args = ap.parse_args()
+    overrides = parse_set(args.set)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    (ROOT / "runs").mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in seeds:
+        row = run_seed(Path(args.params), overrides, args.label, seed)
+        rows.append(row)
+        new = not out.exists()
+        with out.open("a", newline="") as f:  # one row per finished seed: a stopped sweep keeps its rows
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        print(" | ".join(f"{k}={row[k]}" for k in ("label", "seed", "base_facts_read", "heldout_valid_step_share",
+                                                   "heldout_format_valid_share", "heldout_solve_rate",
+                                                   "teacher_solve_rate", "sft_tokens_per_s", "wall_time_s_01_04")),
+              flush=True)
+    print(f"\n{len(rows)} seed(s) appended to {out}")
+
+
+if __name__ == "__main__":
+    main()
