@@ -73,9 +73,14 @@ validation = validation[:cfg.rl.eval_questions]
 
 # %% [markdown]
 # ## Training
+#
+# First the SFT checkpoint answers the held-out validation questions, so that the effect of RL
+# is measured on the same questions with the same decoding (after training, below).
 
 # %%
 r = cfg.rl
+before = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
+                                   max_new_tokens=r.max_completion_length, temperature=0.7)
 weights = rewards.RewardWeights(w_in_degree=r.w_in_degree, w_out_degree=r.w_out_degree,
                                 w_dist_question=r.w_dist_question, w_dist_answer=r.w_dist_answer, outcome=r.outcome,
                                 hallucination_penalty=r.hallucination_penalty, format_penalty=r.format_penalty,
@@ -139,12 +144,24 @@ report = evaluation.heldout_report(result.model, tokenizer, validation, seed=cfg
 display(report.summary.round(3))
 
 # %% [markdown]
+# What RL changed, question by question against the SFT checkpoint (@tbl-rl-change), in
+# whatever direction it came out:
+
+# %%
+#| label: tbl-rl-change
+#| tbl-cap: "RL against SFT on the same validation questions and decoding: means before and after, the change with its paired-bootstrap 95% CI and two-sided p."
+rl_change = evaluation.paired_change(report.scores, before.scores, seed=cfg.run.seed)
+display(rl_change.round(3))
+
+# %% [markdown]
 # ## Save
 
 # %%
 manifest = stage.finish(metrics={
     "rl_steps": result.steps, "rl_wall_time_s": result.wall_time_s, "rl_ok_step_share": rewards.ok_step_share(steps_table),
     **{f"heldout_{k.replace(' ', '_')}": float(v) for k, v in report.summary["value"].to_dict().items()},
+    **{f"rl_change_{k.replace(' ', '_')}{s}": float(row[c]) for k, row in rl_change.iterrows()
+       for s, c in (("", "change"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},
 })
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 

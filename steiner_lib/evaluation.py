@@ -346,6 +346,32 @@ def summarize(scores: pd.DataFrame, n_boot: int = 2000, alpha: float = 0.05, see
     return table
 
 
+def paired_change(after: pd.DataFrame, before: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
+                  metrics=(("solve rate", "correct"), ("valid step share", "steps_valid"),
+                           ("backtracks per output", "n_backtracks"), ("format valid share", "format_ok"))) -> pd.DataFrame:
+    """after - before on the same questions (score_outputs frames of two checkpoints), per metric:
+    the two means, the change and its paired-bootstrap 95% CI and two-sided p (questions resampled)."""
+    def per_question(frame, col):
+        return pd.to_numeric(frame[col].astype(float), errors="coerce").groupby(frame["question_id"]).mean()
+
+    rows = {}
+    for label, col in metrics:
+        a, b = per_question(after, col), per_question(before, col)
+        shared = a.index.intersection(b.index)
+        if not len(shared):
+            raise ValueError("the two score frames share no question: a paired change needs the same questions")
+        a, b = a.loc[shared], b.loc[shared]
+        keep = a.notna() & b.notna()
+        if not keep.any():
+            continue
+        diff, lo, hi, p = paired_bootstrap_diff(a[keep].to_numpy(), b[keep].to_numpy(), n_boot=n_boot, seed=seed)
+        rows[label] = {"before": float(b[keep].mean()), "after": float(a[keep].mean()), "change": diff,
+                       "ci_low": lo, "ci_high": hi, "p": p, "questions": int(keep.sum())}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "metric (per question, paired)"
+    return table
+
+
 def heldout_prompts(questions, seed: int) -> tuple[list[str], list[str]]:
     """ChatML prompts (choice.format_prompt, seeded shuffle of the choices) and the correct letters."""
     prompts, letters = [], []

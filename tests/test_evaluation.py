@@ -334,3 +334,20 @@ def test_p_values_are_written_to_what_the_bootstrap_resolves():
     assert ev.format_p(0.0004997) == "< 0.001" and ev.p_phrase(0.0004997) == "< 0.001"
     assert ev.format_p(0.944) == "0.944" and ev.p_phrase(0.944) == "= 0.944"
     assert ev.format_p(float("nan")) == ""
+
+
+def test_paired_change_pairs_questions_and_reports_every_metric():
+    import pandas as pd
+
+    before = pd.DataFrame({"question_id": ["a", "a", "b", "b", "c", "c"], "correct": [0, 0, 1, 0, 0, 0],
+                           "steps_valid": [0.5, 0.5, 1.0, 0.0, None, None], "n_backtracks": [0, 1, 0, 0, 2, 2],
+                           "format_ok": [True] * 6})
+    after = before.assign(correct=[1, 1, 1, 1, 0, 0], n_backtracks=[0, 1, 0, 0, 2, 2]).iloc[::-1]  # order does not matter
+    t = ev.paired_change(after, before, n_boot=200)
+    assert list(t.index) == ["solve rate", "valid step share", "backtracks per output", "format valid share"]
+    assert t.loc["solve rate", "before"] == pytest.approx(1 / 6) and t.loc["solve rate", "after"] == pytest.approx(2 / 3)
+    assert t.loc["solve rate", "change"] == pytest.approx(0.5)
+    assert t.loc["valid step share", "questions"] == 2  # question c has no step in either
+    assert t.loc["backtracks per output", "change"] == 0.0 and t.loc["backtracks per output", "p"] == 1.0
+    with pytest.raises(ValueError, match="share no question"):
+        ev.paired_change(after.assign(question_id="z"), before)

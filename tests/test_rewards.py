@@ -364,3 +364,7 @@ def test_status_paragraph_counts_each_status_and_says_when_one_penalty_dominates
     mixed = status_paragraph(pd.DataFrame({"status": ["ok", "ok", "hallucinated"], "reward": [0.5, 0.1, -1.0]}))
     assert "constant" not in mixed and "applied to 66.7% of the steps." in mixed
     assert status_paragraph(table.iloc[:0]) == "No rollout step was scored."
+    from steiner_lib.rewards import ok_step_share
+
+    assert ok_step_share(table) == 0.05 and ok_step_share(pd.DataFrame({"status": ["ok", "ok", "lost", "ok"]})) == 0.75
+    assert ok_step_share(table.iloc[:0]) != ok_step_share(table.iloc[:0])  # NaN without a step
