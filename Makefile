@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PARAMS ?= params/cpu.yaml
+# Quarto installed into the repository (../shared/quarto/install.sh .quarto) is used like one on PATH.
+export PATH := $(CURDIR)/.quarto/bin:$(PATH)
 
 .PHONY: install test report run clean-runs
 
@@ -15,11 +17,13 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-# Library tests, a Papermill smoke run of every notebook on params/smoke.yaml, the report checks.
+# Library tests, a Papermill smoke run of every notebook on params/smoke.yaml, the report checks
+# (its book rendered by Quarto when quarto is on PATH; skipped with the reason otherwise).
 test: install
 	$(BIN)/python -m pytest
 
-# Every notebook that exists, in order, on the default preset; then the report.
+# Every notebook that exists, in order, on the default preset; then the report (the Quarto book and
+# PDF when quarto is on PATH, plain nbconvert pages otherwise).
 report: install
 	$(BIN)/python -m steiner_lib run --params $(PARAMS)
 	$(BIN)/python -m steiner_lib report --params $(PARAMS)

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from steiner_lib.params import ParamsError, load_preset
+    from steiner_lib.report import ReportError
     from steiner_lib.runner import RunnerError
 
     try:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 3
             out = render_report(report_dir, report_dir / "_build")
             print(f"report: {out}")
-    except (ParamsError, RunnerError) as e:
+    except (ParamsError, RunnerError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,8 +1,8 @@
 """The report: copy a run's executed notebooks into the Quarto book, check it, render it.
 
     prepare_report(run_dir)        runs/<run>/executed/NN_*.ipynb -> report/notebooks/ (+ chapter list)
-    check_quarto_project(report)   static check: chapters, embeds, cross-references, captions, labels
-    render_report(report, out)     `quarto render` when Quarto is on PATH, else nbconvert HTML pages
+    check_quarto_project(report)   what Quarto itself lets through (see its docstring)
+    render_report(report, out)     Quarto: the HTML book and a PDF; without Quarto, plain nbconvert pages
 
 The chapter list is generated, not hand-written: report/_quarto.yml lists only index.qmd and
 names `notebooks/_chapters.yml` in `metadata-files`. Quarto merges that file into the project
@@ -14,14 +14,19 @@ prose refers to them as `@fig-x`.
 The book is: index.qmd (the opening page; it embeds the results table of notebook 08), the stage
 notebooks 01-07 as chapters, then limitations.qmd, then notebook 08_summary (the claims table and
 the reproducibility statement, computed by the run) as an appendix. The copies in report/notebooks
-are tidied for readers (tidy_notebook): progress bars and library warnings dropped, repeated log
-lines collapsed, paths made relative; the executed notebooks under runs/ are never changed.
+are tidied for readers (tidy_notebook): log records, progress bars and library warnings dropped,
+repeated lines collapsed, paths made relative, table headers spelled out; the executed notebooks
+under runs/ are never changed.
+
+The PDF: Quarto 1.7 renders books to HTML (and LaTeX) but skips typst for books, so pdf_notebook
+assembles the same pages into one notebook (preface, chapters, limitations, appendix) and Quarto
+renders that single document with typst (options in report/_pdf.yml). No TeX installation is
+needed; Quarto's typst comes with it.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import html
 import json
@@ -41,8 +46,10 @@ import yaml
 log = logging.getLogger("steiner_lib.report")
 
 CHAPTERS_FILE = "notebooks/_chapters.yml"  # relative to the report dir; written by prepare_report
-NO_QUARTO_MESSAGE = ("quarto not found on PATH: rendering the executed notebooks with nbconvert instead "
-                     "(pip install quarto-cli elsewhere for the Quarto book)")
+PDF_OPTIONS_FILE = "_pdf.yml"              # the PDF's front matter, relative to the report dir
+PDF_NAME = "steiner-report.pdf"
+NO_QUARTO_MESSAGE = ("quarto not found on PATH: rendering plain nbconvert pages instead of the book "
+                     "(get Quarto with `pip install quarto-cli`, or ../shared/quarto/install.sh .quarto)")
 
 STAGE_NOTEBOOK = re.compile(r"^(\d+)_[A-Za-z0-9_-]+\.ipynb$")  # 02_dag.ipynb; not 02_dag.failed.ipynb
 EMBED = re.compile(r"(?<!\{)\{\{<\s*embed\s+([^\s>]+)[^>]*>\}\}(?!\})")
@@ -59,7 +66,24 @@ BACK_CHAPTERS = ("limitations.qmd",)   # .qmd chapters after the notebooks, when
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # tqdm: "name:  40%|████      | 4/10 [...]"
 LIBRARY_WARNING = re.compile(r"site-packages/\S+:\d+: \w*Warning: ")
-KIND_NAME = {"fig": "Figure", "tbl": "Table"}
+LOG_RECORD = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)*: ")  # stderr "steiner_lib.stages: stage 02_dag: ..."
+TRAINER_LOG = re.compile(r"^\{'[\w/]+': ")                # transformers' Trainer printing {'loss': ...}
+
+# Table headers as the book shows them. Any other snake_case header has its underscores turned into
+# spaces; the arguments of reasoning_constraints keep their names, which the prose uses.
+COLUMN_NAMES = {
+    "acc_ci_low": "95% CI low", "acc_ci_high": "95% CI high", "ci_low": "95% CI low", "ci_high": "95% CI high",
+    "format_error_rate": "format errors %", "mean_steps": "steps per output",
+    "ari": "adjusted Rand index", "n_clusters_exact": "clusters (exact)", "n_clusters_other": "clusters (embedding)",
+    "n_steps": "steps", "norm_before": "norm before CPT", "norm_after": "norm after CPT",
+    "cosine_before_after": "cosine, before vs after", "neighbours_before": "nearest tokens before CPT",
+    "neighbours_after": "nearest tokens after CPT", "w_in_degree": "weight: in-degree",
+    "w_out_degree": "weight: out-degree", "w_dist_question": "weight: distance from question",
+    "w_dist_answer": "weight: distance to answer", "unreachable_value": "value of an unreachable node",
+}
+KEPT_NAMES = frozenset({"min_steps", "max_steps"})
+SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+TABLE_HEADER = re.compile(r"(<th\b[^>]*>)\s*([^<]*?)\s*(</th>)")
 
 
 class ReportError(RuntimeError):
@@ -102,15 +126,6 @@ def parse_options(source: str, metadata: dict | None = None) -> dict:
             raise ValueError("its `#|` option lines are not `key: value` pairs")
         options.update(parsed)
     return options
-
-
-def strip_cell_options(source: str) -> str:
-    """The cell source without its leading `#|` option lines (what a reader should see)."""
-    lines = source.splitlines(keepends=True)
-    i = 0
-    while i < len(lines) and lines[i].startswith("#|"):
-        i += 1
-    return "".join(lines[i:])
 
 
 def notebook_title(nb, default: str) -> str:
@@ -225,65 +240,25 @@ def tidy_stream(text: str, root: str | Path | None = None) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + ("\n" if text.strip() else "")
 
 
-def html_table_to_markdown(table_html: str) -> str | None:
-    """A pandas HTML table (DataFrame._repr_html_) as a Markdown pipe table, or None when the HTML
-    holds no table or more than one. Quarto's typst/PDF route shows text/markdown but not text/html,
-    so without this a DataFrame would print as plain text in the PDF."""
-    from html.parser import HTMLParser
+def readable_header(name: str) -> str:
+    """A table header as a reader should see it: COLUMN_NAMES, else snake_case spelled with spaces."""
+    if name in COLUMN_NAMES:
+        return COLUMN_NAMES[name]
+    return name.replace("_", " ") if SNAKE_CASE.fullmatch(name) and name not in KEPT_NAMES else name
 
-    if table_html.count("<table") != 1:
-        return None
 
-    class Rows(HTMLParser):
-        def __init__(self):
-            super().__init__()
-            self.rows, self.cell, self.head = [], None, False
-
-        def handle_starttag(self, tag, attrs):
-            if tag == "thead":
-                self.head = True
-            elif tag == "tr":
-                self.rows.append((self.head, []))
-            elif tag in ("td", "th") and self.rows:
-                self.cell = []
-
-        def handle_endtag(self, tag):
-            if tag == "thead":
-                self.head = False
-            elif tag in ("td", "th") and self.cell is not None:
-                self.rows[-1][1].append(" ".join("".join(self.cell).split()))
-                self.cell = None
-
-        def handle_data(self, data):
-            if self.cell is not None:
-                self.cell.append(data)
-
-    parser = Rows()
-    parser.feed(table_html[table_html.index("<table"):])
-    head = [cells for is_head, cells in parser.rows if is_head]
-    body = [cells for is_head, cells in parser.rows if not is_head and cells]
-    if not head and body:
-        head, body = [body[0]], body[1:]
-    if not head:
-        return None
-    header = list(head[0])
-    for extra in head[1:]:  # pandas puts the index name in a second header row: merge it in
-        for i, v in enumerate(extra):
-            if v and i < len(header):
-                header[i] = f"{header[i]} {v}".strip()
-    width = max([len(header)] + [len(r) for r in body])
-    pad = lambda r: [c.replace("|", "\\|") for c in r] + [""] * (width - len(r))
-    lines = ["| " + " | ".join(pad(header)) + " |", "|" + "|".join(["---"] * width) + "|"]
-    lines += ["| " + " | ".join(pad(r)) + " |" for r in body]
-    return "\n".join(lines)
+def readable_table_html(table_html: str) -> str:
+    """An HTML table with its header cells (<th>) passed through readable_header."""
+    return TABLE_HEADER.sub(lambda m: m.group(1) + html.escape(readable_header(html.unescape(m.group(2))),
+                                                              quote=False) + m.group(3), table_html)
 
 
 def tidy_notebook(nb, root: str | Path | None = None):
     """A copy of an executed notebook fit for the book: the default `parameters` cell dropped when
-    Papermill injected the run's values below it, consecutive stream outputs merged and
-    tidied (tidy_stream), empty ones dropped, the Trainer's HTML progress widgets dropped (the loss
-    curves are the figures), and HTML tables given a Markdown twin for the PDF. Figures, tables and
-    every other output are otherwise kept as they are."""
+    Papermill injected the run's values below it, consecutive stream outputs merged and tidied
+    (tidy_stream; log records on stderr and the Trainer's printed log dicts dropped too), empty ones
+    dropped, the Trainer's HTML progress widgets dropped (the loss curves are the figures), table
+    headers spelled out (readable_header). Figures and every other output are kept as they are."""
     import nbformat
 
     nb = copy.deepcopy(nb)
@@ -306,15 +281,15 @@ def tidy_notebook(nb, root: str | Path | None = None):
             html_text = "".join(data.get("text/html", ""))
             if "<progress" in html_text:
                 continue
-            if "<table" in html_text and "text/markdown" not in data and "image/png" not in data:
-                markdown = html_table_to_markdown(html_text)
-                if markdown:
-                    data["text/markdown"] = markdown  # for the PDF; HTML formats still pick text/html
+            if "<table" in html_text:
+                data["text/html"] = readable_table_html(html_text)
             merged.append(out)
         outputs = []
         for out in merged:
             if out.get("output_type") == "stream":
-                out["text"] = tidy_stream(out["text"], root)
+                drop = LOG_RECORD if out["name"] == "stderr" else TRAINER_LOG
+                text = "".join(line for line in out["text"].splitlines(keepends=True) if not drop.match(line))
+                out["text"] = tidy_stream(text, root)
                 if not out["text"].strip():
                     continue
             outputs.append(out)
@@ -388,131 +363,74 @@ def prepare_report(run_dir: str | Path, report_dir: str | Path | None = None) ->
 @dataclass
 class _Doc:
     """What one source file of the book defines and uses."""
-    path: str                     # relative to the report dir
+    path: str                       # relative to the report dir
     labels: list[tuple[str, dict]]  # (label, options) of labelled code cells / chunks / {#fig-x} blocks
-    references: list[str]         # fig-x / tbl-x referred to with @
-    embeds: list[str]             # FILE#LABEL targets of embed shortcodes
-    problems: list[str]
+    references: list[str]           # fig-x / tbl-x referred to with @
 
 
-def _notebook_doc(path: Path, rel: str) -> _Doc:
-    doc = _Doc(rel, [], [], [], [])
+def _prose_doc(rel: str, markdown: str, cells: list[dict]) -> _Doc:
+    """markdown: the file's prose; cells: the options of its code cells (unparseable ones are Quarto's to report)."""
+    prose = strip_code(markdown)
+    labels = [(str(o["label"]), o) for o in cells if "label" in o]
+    labels += [(lab, {"block": True}) for lab in ATTRIBUTE_LABEL.findall(prose + " ")]
+    return _Doc(rel, labels, [f"{m.group(2).lower()}-{m.group(3)}" for m in REFERENCE.finditer(prose)])
+
+
+def _options_or_none(source: str, metadata: dict | None = None) -> dict:
     try:
+        return parse_options(source, metadata)
+    except ValueError:
+        return {}
+
+
+def _load_doc(path: Path, rel: str) -> _Doc:
+    if rel.endswith(".ipynb"):
         nb = _read_notebook(path)
-    except Exception as e:  # nbformat raises several kinds; all mean "not a notebook"
-        doc.problems.append(f"{rel}: not a readable notebook ({e})")
-        return doc
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "markdown":
-            doc.references += [f"{m.group(2).lower()}-{m.group(3)}" for m in REFERENCE.finditer(strip_code(cell.source))]
-            doc.labels += [(lab, {"block": True}) for lab in ATTRIBUTE_LABEL.findall(cell.source + " ")]
-        elif cell.cell_type == "code":
-            try:
-                options = cell_options(cell)
-            except ValueError as e:
-                doc.problems.append(f"{rel}: code cell {i}: {e}")
-                continue
-            if "label" in options:
-                doc.labels.append((str(options["label"]), options))
-    return doc
-
-
-def _qmd_doc(path: Path, rel: str) -> _Doc:
+        return _prose_doc(rel, "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown"),
+                          [_options_or_none(c.source, c.get("metadata")) for c in nb.cells if c.cell_type == "code"])
     text = YAML_HEADER.sub("", path.read_text())
-    doc = _Doc(rel, [], [], [], [])
-    for chunk in QMD_CHUNK.finditer(text):  # ```{python} chunks with #| options
-        try:
-            options = parse_options(chunk.group(1))
-        except ValueError as e:
-            doc.problems.append(f"{rel}: code chunk: {e}")
-            continue
-        if "label" in options:
-            doc.labels.append((str(options["label"]), options))
-    prose = strip_code(text)
-    doc.labels += [(lab, {"block": True}) for lab in ATTRIBUTE_LABEL.findall(prose + " ")]
-    doc.references = [f"{m.group(2).lower()}-{m.group(3)}" for m in REFERENCE.finditer(prose)]
-    doc.embeds = EMBED.findall(text)
-    return doc
+    return _prose_doc(rel, text, [_options_or_none(m.group(1)) for m in QMD_CHUNK.finditer(text)])
 
 
 def check_quarto_project(report_dir: str | Path) -> list[str]:
-    """Check the Quarto book without Quarto. Returns the problems found (empty: ok), each naming
-    the file and the label: _quarto.yml parses and is a book with chapters, every chapter exists,
-    every `{{< embed FILE#LABEL >}}` finds a code cell labelled LABEL, every @fig-/@tbl- reference
-    finds a label in the book, fig-/tbl- cells have a fig-cap/tbl-cap, labels are unique."""
+    """What Quarto 1.7 lets through without an error, checked without Quarto. Returns the problems
+    found (empty: ok), each naming the file and the label:
+
+    - a metadata file of _quarto.yml is missing (Quarto silently skips it: without
+      notebooks/_chapters.yml the book is the preface alone);
+    - a fig-/tbl- cell has no fig-cap/tbl-cap (Quarto renders it as an uncaptioned float);
+    - a label is defined in two chapters (Quarto rejects duplicates within one notebook only);
+    - an @fig-/@tbl- reference names no label of the book (Quarto only warns, and prints `?fig-x`).
+
+    A missing chapter file, an embed of a missing cell and `#|` lines that are not YAML make
+    `quarto render` stop with an error naming them, so they are not checked here."""
     report_dir = Path(report_dir)
     try:
         config = load_quarto_config(report_dir)
     except ReportError as e:
         return [str(e)]
     problems: list[str] = []
-    if (config.get("project") or {}).get("type") != "book":
-        problems.append("_quarto.yml: project.type is not `book` (the report is a Quarto book)")
     for name in config.get("metadata-files") or []:
         if not (report_dir / name).is_file():
             hint = "run prepare_report(run_dir) to write it" if name == CHAPTERS_FILE else "create it"
             problems.append(f"_quarto.yml: metadata file {name} does not exist ({hint})")
-    chapters = book_chapters(report_dir)
-    if not chapters:
-        problems.append("_quarto.yml: the book has no chapters (book.chapters is empty or missing)")
+    sources = dict.fromkeys(os.path.normpath(rel) for rel in book_chapters(report_dir))
+    sources.update(dict.fromkeys(os.path.normpath(p.relative_to(report_dir)) for p in sorted(report_dir.rglob("*.qmd"))
+                                 if not any(part.startswith(("_", ".")) for part in p.relative_to(report_dir).parts)))
+    docs = [_load_doc(report_dir / rel, rel) for rel in sources if (report_dir / rel).is_file()]
 
-    docs: dict[str, _Doc] = {}
-
-    def load(rel: str) -> _Doc | None:
-        rel = os.path.normpath(rel)
-        if rel not in docs:
-            path = report_dir / rel
-            if not path.is_file():
-                return None
-            docs[rel] = _notebook_doc(path, rel) if rel.endswith(".ipynb") else _qmd_doc(path, rel)
-        return docs[rel]
-
-    chapter_paths = []
-    for rel in chapters:
-        if load(rel) is None:
-            hint = ("run prepare_report(run_dir) to copy the executed notebooks" if rel.startswith("notebooks/")
-                    else "create it or remove it from book.chapters in _quarto.yml")
-            problems.append(f"_quarto.yml: chapter {rel} does not exist ({hint})")
-        else:
-            chapter_paths.append(os.path.normpath(rel))
-    qmd_paths = [os.path.normpath(p.relative_to(report_dir)) for p in sorted(report_dir.rglob("*.qmd"))
-                 if not any(part.startswith(("_", ".")) for part in p.relative_to(report_dir).parts)]
-    for rel in qmd_paths:
-        load(rel)
-
-    # Embeds: the target cell must exist; its label becomes referable from the embedding file too.
-    embedded: set[str] = set()
-    for rel in qmd_paths:
-        doc = docs[rel]
-        for target in doc.embeds:
-            file, _, ids = target.partition("#")
-            target_rel = os.path.normpath(os.path.join(os.path.dirname(rel), file))
-            target_doc = load(target_rel)
-            if target_doc is None:
-                problems.append(f"{rel}: embed {target}: {target_rel} does not exist "
-                                f"(run prepare_report(run_dir), or fix the path)")
-                continue
-            have = {label for label, _ in target_doc.labels}
-            for label in filter(None, ids.split(",")):
-                if label in have:
-                    embedded.add(label)
-                else:
-                    problems.append(f"{rel}: embed {target}: {target_rel} has no code cell labelled {label} "
-                                    f"(add `#| label: {label}` to the cell that makes it, or fix the label)")
-
-    # Every file read: unreadable cells, missing captions.
-    for doc in docs.values():
-        problems += doc.problems + _caption_problems(doc)
-
-    # References, from the chapters and the .qmd files, resolve to labels the chapters define.
     defined: dict[str, list[str]] = {}
-    for rel in chapter_paths:
-        for label, _ in docs[rel].labels:
-            defined.setdefault(label, []).append(rel)
-    for rel in dict.fromkeys(chapter_paths + qmd_paths):
-        for ref in dict.fromkeys(docs[rel].references):
-            if ref not in defined and ref not in embedded:
-                problems.append(f"{rel}: @{ref} refers to no label in the book (label the cell that makes "
+    for doc in docs:
+        for label, options in doc.labels:
+            defined.setdefault(label, []).append(doc.path)
+            kind = label.split("-", 1)[0]
+            if kind in CAPTION_KEY and not options.get("block") and not options.get(CAPTION_KEY[kind]):
+                problems.append(f"{doc.path}: cell {label} has no {CAPTION_KEY[kind]} "
+                                f"(add `#| {CAPTION_KEY[kind]}: \"...\"` under its label)")
+    for doc in docs:
+        for ref in dict.fromkeys(doc.references):
+            if ref not in defined:
+                problems.append(f"{doc.path}: @{ref} refers to no label in the book (label the cell that makes "
                                 f"it `#| label: {ref}`, or fix the reference)")
     for label, where in defined.items():
         if len(where) > 1:
@@ -521,22 +439,12 @@ def check_quarto_project(report_dir: str | Path) -> list[str]:
     return problems
 
 
-def _caption_problems(doc: _Doc) -> list[str]:
-    out = []
-    for label, options in doc.labels:
-        kind = label.split("-", 1)[0]
-        if kind in CAPTION_KEY and not options.get("block") and not options.get(CAPTION_KEY[kind]):
-            out.append(f"{doc.path}: cell {label} has no {CAPTION_KEY[kind]} "
-                       f"(add `#| {CAPTION_KEY[kind]}: \"...\"` under its label)")
-    return out
-
-
 # ---------------------------------------------------------------- render
 
 def render_report(report_dir: str | Path | None = None, out_dir: str | Path | None = None) -> Path:
     """Render the prepared book into out_dir (default report_dir/_build), replaced atomically.
-    With `quarto` on PATH: the Quarto book (HTML, then typst PDF if that works). Without it: each
-    executed notebook as a self-contained HTML page (nbconvert) and an index page from index.qmd."""
+    With `quarto` on PATH: the Quarto book (HTML) and the PDF (PDF_NAME, see pdf_notebook). Without
+    it: plain nbconvert pages, one per chapter, and an index page (NO_QUARTO_MESSAGE says how to get Quarto)."""
     report_dir = Path(report_dir) if report_dir is not None else _default_report_dir()
     out_dir = Path(out_dir) if out_dir is not None else report_dir / "_build"
     quarto = shutil.which("quarto")
@@ -546,262 +454,231 @@ def render_report(report_dir: str | Path | None = None, out_dir: str | Path | No
     return _render_with_nbconvert(report_dir, out_dir)
 
 
+def _quarto(quarto: str, args: list[str], what: str) -> subprocess.CompletedProcess:
+    """Run Quarto, its warnings into this log. QUARTO_RUN_NO_NETWORK: the scripts Quarto runs itself
+    use only its cache (a Quarto built from source has no copy of juice, which inlines the CSS of
+    HTML tables for typst; without it each table keeps its content and loses only that CSS)."""
+    log.info("quarto %s", " ".join(args))
+    done = subprocess.run([quarto, *args], capture_output=True, text=True,
+                          env={**os.environ, "QUARTO_RUN_NO_NETWORK": "true"})
+    if done.returncode != 0:
+        raise ReportError(f"quarto render of {what} failed ({done.returncode}):\n{_tail(done)}")
+    lines = [ANSI.sub("", line).strip() for line in (done.stderr or "").splitlines()]
+    juice = [line for line in lines if "Running juice failed" in line]
+    for line in lines:
+        if ("WARN" in line or "ERROR" in line or line.startswith("(E)")) and line not in juice:
+            log.warning("quarto: %s", line)
+    if juice:
+        log.info("quarto: %d HTML tables of %s kept without their inlined CSS (no juice in this Quarto)",
+                 len(juice), what)
+    return done
+
+
 def _render_with_quarto(quarto: str, report_dir: Path, out_dir: Path) -> Path:
     with _replaced_atomically(out_dir) as tmp:
-        command = [quarto, "render", str(report_dir.resolve()), "--output-dir", str(tmp.resolve())]
-        log.info("%s --to html", " ".join(command))
-        done = subprocess.run(command + ["--to", "html"], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise ReportError(f"quarto render --to html failed ({done.returncode}):\n{_tail(done)}")
-        log.info("quarto render --to typst (PDF)")
-        # --no-clean keeps the HTML just rendered; typst books need a recent Quarto, so a failure is not fatal.
-        done = subprocess.run(command + ["--to", "typst", "--no-clean"], capture_output=True, text=True)
-        if done.returncode != 0:
-            log.warning("the typst PDF failed (the HTML book is fine): %s", _tail(done, 3).replace("\n", " | "))
-    log.info("Quarto book in %s", out_dir)
+        _quarto(quarto, ["render", str(report_dir.resolve()), "--to", "html", "--output-dir", str(tmp.resolve())],
+                "the book (html)")
+        _number_embeds_as_in_the_book(tmp)
+        try:
+            pdf = build_pdf(quarto, report_dir, tmp / PDF_NAME)
+            log.info("PDF: %s (%.1f MB)", out_dir / PDF_NAME, pdf.stat().st_size / 1e6)
+        except ReportError as e:  # the HTML book stands on its own; say loudly that the PDF is missing
+            log.error("no PDF was made (the HTML book is complete): %s", e)
+    log.info("Quarto book in %s (open index.html)", out_dir)
     return out_dir
 
 
 def _tail(done: subprocess.CompletedProcess, lines: int = 20) -> str:
-    return "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-lines:])
+    return "\n".join(ANSI.sub("", done.stderr or done.stdout or "").strip().splitlines()[-lines:])
 
 
-@dataclass
-class _Target:
-    page: str      # 02_dag.html
-    anchor: str    # the label
-    text: str      # "Figure 2.1"
-    caption: str
-    cell: object
+FLOAT_CAPTION = re.compile(r'(<figcaption\b[^>]*\bid="((?:fig|tbl)-[A-Za-z0-9_-]+?)-caption-[0-9a-f-]+"[^>]*>\s*'
+                           r'(?:Figure|Table)&nbsp;)([0-9A-Z.]+)(:)')
 
 
-def _cross_reference_table(chapters: list[tuple[str, object, str]]) -> dict[str, _Target]:
-    """label -> where it is and its number ("Figure 2.1": chapter 2, first figure; "Table A.1" in the
-    first appendix), as Quarto numbers a book. chapters: (page, notebook, chapter number) triples."""
-    table = {}
-    for page, nb, number in chapters:
-        counts = {"fig": 0, "tbl": 0}
-        for cell in nb.cells:
-            if cell.cell_type != "code":
-                continue
-            try:
-                options = cell_options(cell)
-            except ValueError:
-                continue
-            label = str(options.get("label", ""))
-            kind = label.split("-", 1)[0]
-            if kind in counts and label not in table:
-                counts[kind] += 1
-                table[label] = _Target(page, label, f"{KIND_NAME[kind]} {number}.{counts[kind]}",
-                                       str(options.get(CAPTION_KEY[kind], "")), cell)
-    return table
+def _number_embeds_as_in_the_book(site: Path) -> None:
+    """Quarto numbers a float embedded in the unnumbered opening page by that page ("Table 1") while
+    every reference to it says the book's number ("Table A.1"). Give the embedded copies the numbers
+    that Quarto wrote on the float's own chapter page."""
+    numbers = {}
+    for page in site.rglob("*.html"):
+        if page != site / "index.html":
+            numbers.update((m.group(2), m.group(3)) for m in FLOAT_CAPTION.finditer(page.read_text(encoding="utf-8")))
+    index = site / "index.html"
+    if index.is_file():
+        text = index.read_text(encoding="utf-8")
+        index.write_text(FLOAT_CAPTION.sub(lambda m: m.group(1) + numbers.get(m.group(2), m.group(3)) + m.group(4),
+                                           text), encoding="utf-8")
 
 
-def _link_references(markdown: str, table: dict[str, _Target], page: str) -> str:
-    """@fig-x -> [Figure 2.1](02_dag.html#fig-x); [-@fig-x] -> the number alone; unknown -> ?@fig-x (as Quarto)."""
-    def replace(m: re.Match) -> str:
-        label = f"{m.group(2).lower()}-{m.group(3)}"
-        target = table.get(label)
-        if target is None:
-            return f"?@{label}"
-        text = target.text.split()[-1] if m.group(1) else target.text
-        href = f"#{label}" if target.page == page else f"{target.page}#{label}"
-        return f"[{text}]({href})"
-
-    def link(prose: str) -> str:
-        prose = re.sub(r"\[(-?@(?:[Ff]ig|[Tt]bl)-[A-Za-z0-9_-]*[A-Za-z0-9_])\]", r"\1", prose)  # [@fig-x] -> @fig-x
-        return REFERENCE.sub(replace, prose)
-
-    # Leave code alone: substitute only outside fenced and inline code.
-    pieces, last = [], 0
-    for m in re.finditer(FENCED_CODE.pattern + "|" + INLINE_CODE.pattern, markdown, re.M | re.S):
-        pieces += [link(markdown[last:m.start()]), m.group(0)]
-        last = m.end()
-    return "".join(pieces + [link(markdown[last:])])
-
-
-def _strip_quarto_markdown(markdown: str) -> str:
-    """Drop what plain Markdown would show raw: ::: div fences and {#id .class} attributes on headings."""
-    markdown = re.sub(r"^ {0,3}:::.*$\n?", "", markdown, flags=re.M)
-    return re.sub(r"^( {0,3}#{1,6} .*?)\s*\{[#.][^}]*\}\s*$", r"\1", markdown, flags=re.M)
-
-
-def _caption_html(target: _Target, anchor: bool = True) -> str:
-    ident = f' id="{target.anchor}"' if anchor else ""
-    return (f'<p{ident} class="caption"><strong>{html.escape(target.text)}</strong>: '
-            f'{html.escape(target.caption)}</p>')
-
-
-def _notebook_for_html(nb, page: str, table: dict[str, _Target], nav: str):
-    """A copy of the notebook fit for nbconvert: no `#|` lines, captions with anchors, references as links."""
+def pdf_notebook(report_dir: str | Path):
+    """The whole book as one notebook, for Quarto's single-document typst PDF: report/_pdf.yml as
+    front matter (with the book's title), then every chapter in book order: .qmd pages as markdown
+    cells, notebooks' cells as they are. An embed on a .qmd page becomes a copy of the cell's outputs
+    under a line that refers to the original (a label appears once in a document)."""
     import nbformat
 
-    nb = copy.deepcopy(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            cell.source = _strip_quarto_markdown(_link_references(cell.source, table, page))
-        elif cell.cell_type == "code":
-            try:
-                label = str(cell_options(cell).get("label", ""))
-            except ValueError:
-                label = ""
-            cell.source = strip_cell_options(cell.source)
-            if label in table and table[label].page == page:
-                caption = nbformat.v4.new_output("display_data", data={"text/html": _caption_html(table[label])})
-                # Quarto's defaults: figure captions below, table captions above. A link to a figure
-                # lands on an anchor above it, so the reader sees the figure, then its caption.
-                if label.startswith("fig-"):
-                    anchor = nbformat.v4.new_output("display_data", data={"text/html": f'<div id="{label}"></div>'})
-                    below = nbformat.v4.new_output("display_data",
-                                                   data={"text/html": _caption_html(table[label], anchor=False)})
-                    cell.outputs = [anchor] + list(cell.outputs) + [below]
-                else:
-                    cell.outputs = [caption] + list(cell.outputs)
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(nav))
+    report_dir = Path(report_dir)
+    config = load_quarto_config(report_dir)
+    book = config.get("book") or {}
+    options_file = report_dir / PDF_OPTIONS_FILE
+    front = yaml.safe_load(options_file.read_text()) if options_file.is_file() else {}
+    front = {**{k: book[k] for k in ("title", "subtitle", "author", "date") if k in book}, **(front or {}),
+             "execute": {"enabled": False}}
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_raw_cell("---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---")]
+    notebooks = {}
+    for n, rel in enumerate(book_chapters(report_dir)):
+        path = report_dir / rel
+        if n:
+            nb.cells.append(nbformat.v4.new_markdown_cell("{{< pagebreak >}}"))  # each chapter on a new page
+        if rel.endswith(".ipynb"):
+            notebooks[rel] = notebooks.get(rel) or _read_notebook(path)
+            nb.cells += copy.deepcopy(notebooks[rel].cells)
+            continue
+        text, last = YAML_HEADER.sub("", path.read_text()), 0
+        if re.search(r"^# .*\{[^}]*\.unnumbered", text, re.M):  # an unnumbered page: its sections too
+            text = _outside_code(text, lambda prose: re.sub(r"^(#{2,6} [^{\n]*?)\s*$", r"\1 {.unnumbered}",
+                                                           prose, flags=re.M))
+        for m in EMBED.finditer(text):
+            nb.cells.append(nbformat.v4.new_markdown_cell(text[last:m.start()]))
+            file, _, ids = m.group(1).partition("#")
+            target = os.path.normpath(os.path.join(os.path.dirname(rel), file))
+            notebooks[target] = notebooks.get(target) or _read_notebook(report_dir / target)
+            for label in filter(None, ids.split(",")):
+                nb.cells += _embedded_copy(notebooks[target], label)
+            last = m.end()
+        nb.cells.append(nbformat.v4.new_markdown_cell(text[last:]))
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"  # ids unique in the assembled notebook
     return nb
 
 
-@dataclass
-class _Page:
-    rel: str       # notebooks/02_dag.ipynb or limitations.qmd
-    page: str      # 02_dag.html
-    number: str    # "2", "A"; "" for the unnumbered opening page
-    title: str
-    nb: object = None  # the notebook (None for a .qmd page)
+def _embedded_copy(nb, label: str) -> list:
+    import nbformat
+
+    for cell in nb.cells:
+        if cell.cell_type == "code" and _options_or_none(cell.source, cell.get("metadata")).get("label") == label:
+            options = _options_or_none(cell.source, cell.get("metadata"))
+            kind = label.split("-", 1)[0]
+            note = nbformat.v4.new_markdown_cell(f"*@{label}, shown here from its chapter:* "
+                                                 f"{options.get(CAPTION_KEY.get(kind, ''), '')}")
+            outputs = nbformat.v4.new_code_cell("#| echo: false")
+            outputs.outputs = copy.deepcopy(cell.outputs)
+            return [outputs, note] if kind == "fig" else [note, outputs]
+    raise ReportError(f"embed of {label}: no code cell labelled {label} (run prepare_report, or fix the label)")
 
 
-def _book_pages(report_dir: Path) -> list[_Page]:
-    """The book's pages after the opening one, numbered as Quarto numbers them (1, 2, ...; A, B for appendices)."""
-    book = load_quarto_config(report_dir).get("book") or {}
-    main, appendices = _flatten_chapters(book.get("chapters")), _flatten_chapters(book.get("appendices"))
-    pages, n = [], 0
-    for i, rel in enumerate(main + appendices):
-        path = report_dir / rel
-        if rel == "index.qmd" or not path.is_file() or not rel.endswith((".ipynb", ".qmd")):
-            continue
-        if i < len(main):
-            n += 1
-            number = str(n)
-        else:
-            number = chr(ord("A") + i - len(main))
+def build_pdf(quarto: str, report_dir: str | Path, pdf: str | Path) -> Path:
+    """Render pdf_notebook(report_dir) with `quarto render --to typst` into the file pdf. The source
+    is assembled in a temporary directory outside the report project, so Quarto renders it as a
+    single document, not as part of the book."""
+    import nbformat
+
+    pdf = Path(pdf)
+    with tempfile.TemporaryDirectory(prefix="steiner-pdf-") as tmp:
+        source = Path(tmp) / (Path(PDF_NAME).stem + ".ipynb")
+        nbformat.write(pdf_notebook(report_dir), str(source))
+        _quarto(quarto, ["render", str(source), "--to", "typst"], "the PDF (typst)")
+        shutil.copyfile(source.with_suffix(".pdf"), pdf)
+    return pdf
+
+
+# ---------------------------------------------------------------- without Quarto: plain pages
+
+def _label_pages(report_dir: Path, chapters: list[str]) -> dict[str, str]:
+    """label -> the page (NN_name.html) of the notebook that defines it."""
+    pages = {}
+    for rel in chapters:
         if rel.endswith(".ipynb"):
-            nb = _read_notebook(path)
-            pages.append(_Page(rel, f"{Path(rel).stem}.html", number, notebook_title(nb, Path(rel).stem), nb))
-        else:
-            m = re.search(r"^#\s+(.+?)\s*(\{[^}]*\})?\s*$", strip_code(YAML_HEADER.sub("", path.read_text())), re.M)
-            pages.append(_Page(rel, f"{Path(rel).stem}.html", number, m.group(1) if m else Path(rel).stem))
+            for label, _ in _load_doc(report_dir / rel, rel).labels:
+                pages.setdefault(label, f"{Path(rel).stem}.html")
     return pages
 
 
-def _render_with_nbconvert(report_dir: Path, out_dir: Path) -> Path:
-    from nbconvert import HTMLExporter
+def _plain_markdown(markdown: str, pages: dict[str, str]) -> str:
+    """Markdown without Quarto's syntax: @fig-x as a link to its page, an embed as a link, no ::: fences
+    or {#id .class} attributes. Code is left alone."""
+    def link(m: re.Match) -> str:
+        label = f"{m.group(2).lower()}-{m.group(3)}"
+        return f"[{label}]({pages[label]})" if label in pages else m.group(0)
 
-    pages = _book_pages(report_dir)
-    if not any(p.nb is not None for p in pages):
-        raise ReportError(f"no chapter notebooks in {report_dir / 'notebooks'}: run prepare_report(run_dir) first")
-    table = _cross_reference_table([(p.page, p.nb, p.number) for p in pages if p.nb is not None])
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
-    # The lab template has no alt attribute for outputs, so nbconvert fills in a generic one and warns
-    # once per page; the captions next to the figures describe them. Keep its errors, drop that noise.
-    exporter.log = logging.getLogger("steiner_lib.report.nbconvert")
-    exporter.log.setLevel(logging.ERROR)
-    book_title = str((load_quarto_config(report_dir).get("book") or {}).get("title", "Report"))
-    with _replaced_atomically(out_dir) as tmp:
-        for i, page in enumerate(pages):
-            nav = " · ".join(
-                ["[Contents](index.html)"]
-                + ([f"previous: [{pages[i - 1].title}]({pages[i - 1].page})"] if i > 0 else [])
-                + ([f"next: [{pages[i + 1].title}]({pages[i + 1].page})"] if i + 1 < len(pages) else []))
-            if page.nb is not None:
-                body, _ = exporter.from_notebook_node(_notebook_for_html(page.nb, page.page, table, nav),
-                                                      resources={"metadata": {"name": page.title}})
-            else:
-                body = _qmd_html(report_dir, page.rel, page.page, table, book_title, page.title, nav)
-            (tmp / page.page).write_text(body, encoding="utf-8")
-            log.info("%s -> %s", page.rel, out_dir / page.page)
-        contents = [(p.page, f"{p.number}. {p.title}" if p.number.isdigit() else f"Appendix {p.number}: {p.title}")
-                    for p in pages]
-        (tmp / "index.html").write_text(_index_html(report_dir, contents, table), encoding="utf-8")
-        log.info("index.qmd -> %s", out_dir / "index.html")
-    log.info("%d chapters and an index page in %s", len(pages), out_dir)
-    return out_dir
+    def embed(m: re.Match) -> str:
+        file, _, ids = m.group(1).partition("#")
+        return f"\n\n(from [{Path(file).stem}]({Path(file).stem}.html): {ids})\n\n"
+
+    def plain(prose: str) -> str:
+        prose = re.sub(r"\[(-?@(?:[Ff]ig|[Tt]bl)-[A-Za-z0-9_-]*[A-Za-z0-9_])\]", r"\1", prose)  # [@fig-x] -> @fig-x
+        prose = REFERENCE.sub(link, EMBED.sub(embed, prose))
+        prose = re.sub(r"^ {0,3}:::.*$\n?", "", prose, flags=re.M)
+        return re.sub(r"^( {0,3}#{1,6} .*?)\s*\{[#.][^}]*\}\s*$", r"\1", prose, flags=re.M)
+
+    return _outside_code(markdown, plain)
 
 
-def _embed_html(target: str, table: dict[str, _Target]) -> str:
-    """An embed shortcode's replacement on a .qmd page: the cell's output, its caption, a link to it."""
-    file, _, ids = target.partition("#")
-    page = f"{Path(file).stem}.html"
-    parts = []
-    for label in filter(None, ids.split(",")):
-        t = table.get(label)
-        if t is None:
-            parts.append(f'<p>(missing: <a href="{page}">{html.escape(file)}</a>#{html.escape(label)})</p>')
-            continue
-        outputs = []
-        for out in t.cell.get("outputs", []):
-            data = out.get("data", {})
-            if "image/png" in data and (label.startswith("fig-") or "text/html" not in data):
-                png = data["image/png"]
-                png = png if isinstance(png, str) else base64.b64encode(png).decode()
-                outputs.append(f'<img src="data:image/png;base64,{png.strip()}" alt="{html.escape(t.caption)}">')
-            elif "text/html" in data:
-                outputs.append("".join(data["text/html"]))
-        link = f'<a href="{t.page}#{label}">{html.escape(t.text)}</a>'
-        caption = f"<figcaption>{link}: {html.escape(t.caption)} (from {html.escape(Path(file).stem)})</figcaption>"
-        parts.append(f'<figure id="{label}">' + ("".join(outputs) + caption if label.startswith("fig-")
-                                                  else caption + "".join(outputs)) + "</figure>")
-    return "".join(parts).replace("\n", " ")  # one line: markdown-it passes it through as one HTML block
+def _outside_code(markdown: str, change) -> str:
+    """markdown with change(text) applied to its prose only: fenced and inline code are left alone."""
+    pieces, last = [], 0
+    for m in re.finditer(FENCED_CODE.pattern + "|" + INLINE_CODE.pattern, markdown, re.M | re.S):
+        pieces += [change(markdown[last:m.start()]), m.group(0)]
+        last = m.end()
+    return "".join(pieces + [change(markdown[last:])])
 
 
-def _markdown_html(report_dir: Path, rel: str, page: str, table: dict[str, _Target]) -> str:
-    """A .qmd file's body as HTML: embeds replaced by the cells' outputs, references as links."""
-    from markdown_it import MarkdownIt
-
-    qmd = report_dir / rel
-    markdown = YAML_HEADER.sub("", qmd.read_text()) if qmd.is_file() else ""
-    markdown = EMBED.sub(lambda m: "\n\n" + _embed_html(m.group(1), table) + "\n\n", markdown)
-    markdown = _strip_quarto_markdown(_link_references(markdown, table, page))
-    return MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
-
-
-PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 56rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; }
-table { border-collapse: collapse; margin: .5rem 0; } th, td { border: 1px solid #ccc; padding: .3rem .5rem; vertical-align: top; }
-figure { margin: 1.5rem 0; overflow-x: auto; } figure img { max-width: 100%; } figcaption { font-size: .9rem; }
-pre { background: #f5f5f5; padding: .6rem; overflow-x: auto; }
-nav ul { list-style: none; padding-left: .4rem; }
-"""
-
-
-def _page_html(title: str, header: str, body: str) -> str:
-    return f"""<!DOCTYPE html>
+PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{PAGE_STYLE}</style></head>
+<title>{title}</title>
+<style>body {{ font-family: system-ui, sans-serif; max-width: 56rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: .3rem .5rem; }}
+pre {{ background: #f5f5f5; padding: .6rem; overflow-x: auto; }}</style></head>
 <body>
-<header>{header}</header>
-<main>
 {body}
-</main>
 </body></html>
 """
 
 
-def _qmd_html(report_dir: Path, rel: str, page: str, table: dict[str, _Target], book_title: str, title: str,
-              nav: str) -> str:
+def _render_with_nbconvert(report_dir: Path, out_dir: Path) -> Path:
+    """Each chapter notebook as one self-contained nbconvert page, .qmd chapters through markdown-it,
+    and index.html: a note on how to get the Quarto book, the contents, the preface."""
+    import nbformat
     from markdown_it import MarkdownIt
+    from nbconvert import HTMLExporter
 
-    nav_html = MarkdownIt("commonmark").renderInline(nav)
-    return _page_html(f"{title} - {book_title}", f"<p>{nav_html}</p>", _markdown_html(report_dir, rel, page, table))
-
-
-def _index_html(report_dir: Path, pages: list[tuple[str, str]], table: dict[str, _Target]) -> str:
-    config = load_quarto_config(report_dir)
-    book_title = str((config.get("book") or {}).get("title", "Report"))
-    contents = "".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in pages)
-    header = (f"<h1>{html.escape(book_title)}</h1>\n<p><em>Rendered with nbconvert because Quarto was not found; "
-              f"the chapters are the executed notebooks.</em></p>\n<nav><h2>Contents</h2><ul>{contents}</ul></nav>")
-    return _page_html(book_title, header, _markdown_html(report_dir, "index.qmd", "index.html", table))
+    chapters = [rel for rel in book_chapters(report_dir) if rel != "index.qmd" and (report_dir / rel).is_file()]
+    if not any(rel.endswith(".ipynb") for rel in chapters):
+        raise ReportError(f"no chapter notebooks in {report_dir / 'notebooks'}: run prepare_report(run_dir) first")
+    pages = _label_pages(report_dir, chapters)
+    markdown = MarkdownIt("commonmark", {"html": True}).enable("table")
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    exporter.log = logging.getLogger("steiner_lib.report.nbconvert")  # nbconvert warns once per page about alt text
+    exporter.log.setLevel(logging.ERROR)
+    book_title = str((load_quarto_config(report_dir).get("book") or {}).get("title", "Report"))
+    contents = []
+    with _replaced_atomically(out_dir) as tmp:
+        for rel in chapters:
+            page = f"{Path(rel).stem}.html"
+            if rel.endswith(".ipynb"):
+                nb = copy.deepcopy(_read_notebook(report_dir / rel))
+                for cell in nb.cells:
+                    if cell.cell_type == "markdown":
+                        cell.source = _plain_markdown(cell.source, pages)
+                title = notebook_title(nb, Path(rel).stem)
+                body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+            else:
+                text = _plain_markdown(YAML_HEADER.sub("", (report_dir / rel).read_text()), pages)
+                title = notebook_title(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)]), Path(rel).stem)
+                body = PAGE.format(title=html.escape(title), body=markdown.render(text))
+            (tmp / page).write_text(body, encoding="utf-8")
+            contents.append(f'<li><a href="{page}">{html.escape(title)}</a></li>')
+        index = report_dir / "index.qmd"
+        preface = markdown.render(_plain_markdown(YAML_HEADER.sub("", index.read_text()), pages)) if index.is_file() else ""
+        note = html.escape(NO_QUARTO_MESSAGE.split(": ", 1)[1])
+        body = (f"<h1>{html.escape(book_title)}</h1>\n<p><em>{note}.</em></p>\n"
+                f"<h2>Contents</h2><ol>{''.join(contents)}</ol>\n{preface}")
+        (tmp / "index.html").write_text(PAGE.format(title=html.escape(book_title), body=body), encoding="utf-8")
+    log.info("%d chapters and an index page in %s", len(chapters), out_dir)
+    return out_dir
 
 
 # ---------------------------------------------------------------- command line
@@ -817,16 +694,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         report_dir = prepare_report(args.run_dir, args.report_dir)
+        problems = check_quarto_project(report_dir)
+        for p in problems:
+            print(f"problem: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        if not args.check_only:
+            print(f"report: {render_report(report_dir, args.out)}")
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    problems = check_quarto_project(report_dir)
-    for p in problems:
-        print(f"problem: {p}", file=sys.stderr)
-    if problems:
-        return 1
-    if not args.check_only:
-        print(f"report: {render_report(report_dir, args.out)}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Papermill smoke runs of every notebook on params/smoke.yaml, through the runner.
 
-One module-scoped run is shared: the first test runs the whole pipeline into a temporary
-run root; later tests check reuse, partial reruns, failures and the artifacts.
+One session-scoped run is shared (the smoke_run fixture, tests/conftest.py): the first test that
+asks for it runs the whole pipeline into a temporary run root; later tests check reuse, partial
+reruns, failures and the artifacts, and tests/test_report_book.py renders its book.
 """
 
 import json
@@ -10,30 +11,13 @@ import sys
 
 import nbformat
 import pytest
-import yaml
-
+from helpers import preset
 from steiner_lib import params as P
 from steiner_lib.runner import RunnerError, notebook_sources, parse_only, run
 from steiner_lib.stages import read_manifest, require
 
 pytestmark = pytest.mark.notebooks
 ROOT = P.project_root()
-
-
-def preset(tmp_path, **overrides):
-    values = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
-    values.update(run_root=str(tmp_path / "runs"), **overrides)
-    path = tmp_path / f"smoke-{abs(hash(tuple(sorted(overrides.items()))))}.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("smoke")
-    path = preset(tmp)
-    outcomes = run(path, progress=False)
-    return tmp, path, outcomes
 
 
 def test_every_notebook_runs_on_the_smoke_preset(smoke_run):
@@ -120,37 +104,6 @@ def test_cli_rejects_bad_params_before_any_compute(tmp_path):
     assert r.returncode == 2
     assert "task_n_numbers" in r.stderr and str(bad) in r.stderr
     assert not (tmp_path / "runs").exists()
-
-
-def test_the_real_report_checks_clean_against_the_executed_notebooks(smoke_run, tmp_path):
-    import shutil
-
-    from steiner_lib import report
-
-    tmp, path, _ = smoke_run
-    report_dir = tmp_path / "report"
-    shutil.copytree(ROOT / "report", report_dir, ignore=shutil.ignore_patterns("notebooks", "_build", ".quarto"))
-    report.prepare_report(P.run_dir(P.load_preset(path)), report_dir)
-    assert report.check_quarto_project(report_dir) == []
-    out = report.render_report(report_dir, tmp_path / "html") if not shutil.which("quarto") else None
-    if out is not None:  # the nbconvert fallback: every figure and table of every notebook is in its page
-        for stage in notebook_sources():
-            nb = nbformat.read(report_dir / "notebooks" / f"{stage}.ipynb", as_version=4)
-            outputs = [o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-            # A bundle with text/html too (the interactive DAG view) shows its HTML; its PNG is for the PDF.
-            n_png = sum("image/png" in d and "text/html" not in d for d in outputs)
-            n_html = sum("text/html" in d for d in outputs)
-            html = (out / f"{stage}.html").read_text()
-            assert html.count("data:image/png") >= n_png
-            assert n_png + n_html > 0 and "<table" in html
-        assert 'class="steiner-dagview"' in (out / "02_dag.html").read_text()
-        summary_page = (out / "08_summary.html").read_text()
-        for label in ("tbl-claims", "tbl-notebook-times", "tbl-versions", "tbl-hardware"):
-            assert f'id="{label}"' in summary_page
-        index = (out / "index.html").read_text()
-        assert all(f"{s}.html" in index for s in notebook_sources())
-        assert '<figure id="tbl-claims">' in index  # the results table on the opening page
-        assert (out / "limitations.html").is_file()
 
 
 def test_artifacts_of_the_scaling_stage(smoke_run):

@@ -1,11 +1,14 @@
-"""Headless Chromium screenshots of a rendered report: the first page and the interactive DAG view.
+"""Headless Chromium screenshots of a rendered report: every page's top and the interactive DAG view.
 
     python tools/screenshot.py report/_build OUT_DIR
 
-Needs a `chromium` (or `chromium-browser`, `google-chrome`) on PATH; not part of the tests or CI.
+Works on the Quarto book (index.html, notebooks/NN_name.html) and on the plain nbconvert pages
+(NN_name.html). Writes OUT_DIR/index.png, one NN_name.png per chapter (01-07 and the appendix 08,
+the top 2,400 pixels), limitations.png, and dag_view.png. Needs a `chromium` (or `chromium-browser`,
+`google-chrome`) on PATH (Debian: apt-get install chromium); not part of the tests or CI.
 The DAG view is shot with one node clicked and the path's first step opened, so the picture shows
-what a reader gets on demand. Headless Chromium paints nothing when it scrolls down a long nbconvert
-page, so the chapter is shot as one tall page and the view cropped out of it (with Pillow).
+what a reader gets on demand. Headless Chromium paints nothing when it scrolls down a long page, so
+the chapter is shot as one tall page and the view cropped out of it (with Pillow).
 """
 
 from __future__ import annotations
@@ -47,22 +50,29 @@ def run(args: list[str], profile: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=180)
 
 
-def first_page(build: Path, out: Path, profile: Path) -> Path:
-    png = out / "report_first_page.png"
-    run([f"--screenshot={png}", "--window-size=1280,2000", (build / "index.html").resolve().as_uri()], profile)
+def pages(build: Path) -> list[Path]:
+    """index.html, then the chapter pages in book order (Quarto puts the notebooks under notebooks/)."""
+    chapters = sorted(build.glob("notebooks/[0-9][0-9]_*.html")) or sorted(build.glob("[0-9][0-9]_*.html"))
+    return [build / "index.html", *chapters, *build.glob("limitations.html")]
+
+
+def page_top(page: Path, out: Path, profile: Path, height: int = 2400) -> Path:
+    png = out / f"{page.stem}.png"
+    run([f"--screenshot={png}", f"--window-size=1280,{height}", "--hide-scrollbars", page.resolve().as_uri()], profile)
     return png
 
 
-def dag_view(build: Path, out: Path, profile: Path, page: str = "02_dag.html") -> Path:
+def dag_view(build: Path, out: Path, profile: Path) -> Path:
     from PIL import Image
 
-    probe = build / f".{Path(page).stem}_probe.html"
-    probe.write_text((build / page).read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    page = next(p for p in pages(build) if p.stem == "02_dag")
+    probe = page.with_name(f".{page.stem}_probe.html")  # beside the page: its relative links still work
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     try:
         dom = run(["--dump-dom", "--window-size=1280,1600", probe.resolve().as_uri()], profile).stdout
         m = re.search(r"<title>TOP=(\d+) H=(\d+) DOC=(\d+)</title>", dom)
         if not m:
-            raise SystemExit(f"{page}: no interactive DAG view found (is notebook 02's fig-dag-interactive cell there?)")
+            raise SystemExit(f"{page.name}: no interactive DAG view found (is notebook 02's fig-dag-interactive cell there?)")
         top, height, doc = map(int, m.groups())
         tall = out / ".tall.png"
         run([f"--screenshot={tall}", f"--window-size=1280,{doc + 100}", probe.resolve().as_uri()], profile)
@@ -81,8 +91,9 @@ def main(argv: list[str]) -> int:
     build, out = Path(argv[0]), Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="steiner-chromium-") as profile:
-        for png in (first_page(build, out, Path(profile)), dag_view(build, out, Path(profile))):
-            print(png)
+        for page in pages(build):
+            print(page_top(page, out, Path(profile)))
+        print(dag_view(build, out, Path(profile)))
     return 0
 
 
