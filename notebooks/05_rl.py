@@ -116,6 +116,15 @@ fig.savefig(figures / "reward-distributions.png", dpi=120, bbox_inches="tight")
 display(Markdown(rewards.status_paragraph(steps_table)))
 
 # %% [markdown]
+# Each term of the reward, over the steps it applied to (@tbl-reward-terms): a term whose spread is
+# near zero, or whose share of the reward is small, is a DAG feature the policy barely feels.
+
+# %%
+#| label: tbl-reward-terms
+#| tbl-cap: "The terms of the step reward over all scored rollout steps: steps each applied to, mean and standard deviation there, and share of the total absolute reward."
+display(rewards.term_contributions(steps_table).round(3))
+
+# %% [markdown]
 # ## Training curves, and a watch for reward hacking
 #
 # A step-level reward can be gamed by writing more steps or more backtracks than the search

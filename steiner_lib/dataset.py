@@ -37,6 +37,18 @@ def stable_seed(*parts) -> int:
     return int(hashlib.sha256("-".join(map(str, parts)).encode()).hexdigest()[:12], 16)
 
 
+def recorded_benchmark(name: str) -> pd.DataFrame:
+    """A table a benchmark recorded under benchmarks/results/ (read as written), or a one-row frame
+    saying it has not been recorded on this checkout."""
+    from steiner_lib.params import project_root
+
+    path = project_root() / "benchmarks" / "results" / name
+    if not path.is_file():
+        return pd.DataFrame({"note": [f"benchmarks/results/{name} not recorded on this checkout: run "
+                                      f"benchmarks/{name.split('.')[0]}.py"]})
+    return pd.read_csv(path)
+
+
 def load_countdown_questions(csv_path) -> dict[str, choice.CountdownQuestion]:
     """The Countdown questions of a GPQA-schema CSV written by notebook 01, by question id."""
     out = {}

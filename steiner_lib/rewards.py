@@ -506,6 +506,31 @@ STATUS_MEANINGS = {
 }
 
 
+TERMS = ("in_degree", "out_degree", "dist_question", "dist_answer", "hallucination")
+
+
+def term_contributions(table) -> "pd.DataFrame":
+    """How each term of the step reward contributed over the scored rollout steps (reward_table's
+    rows): per term, the steps it applied to, its mean and spread there, and its share of the total
+    absolute reward, so a reader sees which DAG feature actually moves the reward."""
+    import pandas as pd
+
+    rows = {}
+    total = sum(table[f"term_{t}"].abs().sum() for t in TERMS if f"term_{t}" in table) if len(table) else 0.0
+    for t in TERMS:
+        col = f"term_{t}"
+        if col not in table:
+            continue
+        v = pd.to_numeric(table[col], errors="coerce").dropna()
+        v = v[v != 0] if t == "hallucination" else v
+        rows[t] = {"steps": int(len(v)), "mean": float(v.mean()) if len(v) else float("nan"),
+                   "std": float(v.std()) if len(v) > 1 else float("nan"),
+                   "share of |reward|": float(v.abs().sum() / total) if total else float("nan")}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "reward term"
+    return out
+
+
 def ok_step_share(table) -> float:
     """Share of scored rollout steps that replay to a legal state (status "ok"), NaN with no step."""
     return float((table["status"] == "ok").mean()) if len(table) else float("nan")
@@ -534,7 +559,7 @@ def status_paragraph(table) -> str:
 
 
 __all__ = [
-    "STATUS_MEANINGS", "status_paragraph", "ok_step_share",
+    "STATUS_MEANINGS", "status_paragraph", "ok_step_share", "term_contributions", "TERMS",
     "RewardWeights", "StepReward", "StepRewards", "Segment", "DagIndex", "step_rewards", "step_spans",
     "feature_reward", "answer_letter", "completion_token_offsets", "token_segments", "token_rewards",
     "reward_table",

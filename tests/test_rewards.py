@@ -368,3 +368,19 @@ def test_status_paragraph_counts_each_status_and_says_when_one_penalty_dominates
 
     assert ok_step_share(table) == 0.05 and ok_step_share(pd.DataFrame({"status": ["ok", "ok", "lost", "ok"]})) == 0.75
     assert ok_step_share(table.iloc[:0]) != ok_step_share(table.iloc[:0])  # NaN without a step
+
+
+def test_term_contributions_show_which_term_moves_the_reward():
+    import pandas as pd
+
+    from steiner_lib.rewards import term_contributions
+
+    t = pd.DataFrame({"term_in_degree": [0.1, 0.2, None], "term_out_degree": [0.1, 0.1, None],
+                      "term_dist_question": [-0.1, -0.2, None], "term_dist_answer": [0.5, 1.0, None],
+                      "term_hallucination": [0.0, 0.0, -1.0]})
+    c = term_contributions(t)
+    assert list(c.index) == ["in_degree", "out_degree", "dist_question", "dist_answer", "hallucination"]
+    assert c.loc["dist_answer", "steps"] == 2 and c.loc["dist_answer", "mean"] == pytest.approx(0.75)
+    assert c.loc["hallucination", "steps"] == 1  # only the step it penalised
+    assert c.loc["out_degree", "std"] == 0.0  # a term that never varies
+    assert c["share of |reward|"].sum() == pytest.approx(1.0)
