@@ -44,6 +44,7 @@ dag_max_total_tokens = 2048
 dag_n_drawn = 4
 tokenizer_name_or_path = None
 tokenizer_vocab_size = 1024
+tokenizer_numbers = "whole"
 
 # %%
 # Setup: validate the params, open this stage, read notebook 01's traces and questions.
@@ -114,7 +115,7 @@ print(f"{len(graphs)} DAGs, {len(features)} nodes")
 # current path. `dag_backtrack_by: name` gives the paper's wording (whole names) for comparison.
 
 # %%
-tokenizer = dataset.run_tokenizer(cfg.tokenizer, trajectories)
+tokenizer = dataset.run_tokenizer(cfg.tokenizer, trajectories, questions=list(questions.values()))
 tokenizer.save_pretrained(stage.path("tokenizer"))
 examples, sampled = dataset.sample_examples(graphs, by_question, questions, n_paths=cfg.dag.paths_per_dag,
                                    max_backtracks=cfg.dag.max_backtracks,

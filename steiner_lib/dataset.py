@@ -157,15 +157,24 @@ def _json_default(o):
     return str(o)
 
 
-def run_tokenizer(tokenizer_params, trajectories: list[Trajectory], max_traces: int = 3000):
-    """This run's tokenizer: trained here (BPE on traces + regular text) or a pretrained one by name."""
+def run_tokenizer(tokenizer_params, trajectories: list[Trajectory], max_traces: int = 3000, questions=None):
+    """This run's tokenizer: trained here (BPE on traces + regular text) or a pretrained one by name.
+
+    questions (the training questions): their arithmetic facts (tasks.knowledge, one copy) join the
+    corpus, so every value of the task is as frequent as the base corpus of notebook 03 makes it.
+    """
     if tokenizer_params.name_or_path:
         return modeling.load_tokenizer(tokenizer_params.name_or_path)
     # A BPE vocabulary of ~1K tokens is settled by a few thousand traces: more only costs time.
     step = max(1, len(trajectories) // max_traces)
     sample = trajectories[::step][:max_traces]
     corpus = [render(tr.trace()) for tr in sample] + modeling.regular_text()
-    return modeling.train_bpe_tokenizer(corpus, vocab_size=tokenizer_params.vocab_size)
+    if questions:
+        from steiner_lib.tasks import knowledge
+
+        corpus += knowledge.corpus_for_questions(questions, fact_copies=1, n_drills=0, seed=0).texts
+    return modeling.train_bpe_tokenizer(corpus, vocab_size=tokenizer_params.vocab_size,
+                                        numbers=tokenizer_params.numbers)
 
 
 def tokenizer_label(tokenizer_params) -> str:
