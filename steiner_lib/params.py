@@ -375,6 +375,13 @@ def _cross_checks(v: dict) -> list[str]:
     if v["task_max_steps"] > v["task_n_numbers"] - 1:
         out.append(f"task_max_steps ({v['task_max_steps']}) is more than task_n_numbers - 1 "
                    f"({v['task_n_numbers'] - 1}): n numbers allow at most n - 1 operations")
+    if v["task_max_result"] is not None and v["task_max_result"] <= v["task_max_number"]:
+        out.append(f"task_max_result ({v['task_max_result']}) must be above task_max_number "
+                   f"({v['task_max_number']}): a cap at or below the start numbers leaves almost no operation "
+                   f"legal; raise it, or set it to null for no cap")
+    if v["task_diamond_max_backtracks"] >= v["task_hard_min_backtracks"]:
+        out.append(f"task_diamond_max_backtracks ({v['task_diamond_max_backtracks']}) must be below "
+                   f"task_hard_min_backtracks ({v['task_hard_min_backtracks']}): a question cannot be both")
     if v["dag_max_reasoning_tokens"] > v["dag_max_total_tokens"]:
         out.append("dag_max_reasoning_tokens exceeds dag_max_total_tokens")
     for samples, temperature in (("sft_eval_samples", "sft_temperature"), ("eval_samples", "eval_temperature")):

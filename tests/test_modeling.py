@@ -249,3 +249,17 @@ def test_trained_tokenizer_spells_a_number_with_the_same_digit_tokens_everywhere
     assert pieces("<|reasoning_backtrack|>228 + 16")[1:4] == ["2", "2", "8"]
     text = "Combine 19 and 12: 19 × 12 = 228.\nAnswer: C"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_whole_number_tokenizer_makes_each_frequent_number_one_token_everywhere():
+    texts = ["Using some of the numbers 7, 12, 16, 19 and 228, 487 leaves 19 × 12 = 228."] * 40
+    tok = modeling.train_bpe_tokenizer(texts, vocab_size=300, numbers="whole")
+    pieces = lambda s: [tok.decode([i]) for i in tok(s, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    assert pieces("numbers 7, 228")[-2:] == [" ", "228"]  # the space never sticks to the number
+    assert pieces("<|reasoning_step_name_start|>228 + 16")[1] == "228"
+    assert pieces("<|reasoning_backtrack|>19 × 12")[1:2] == ["19"]
+    assert pieces("Combine 19 and 12")[-1] == "12" and pieces("x 2024")[-1] != "2024"  # unseen: BPE pieces
+    text = "Combine 19 and 12: 19 × 12 = 228.\nAnswer: C 2024"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    with pytest.raises(ValueError, match="numbers='roman'"):
+        modeling.train_bpe_tokenizer(texts, vocab_size=300, numbers="roman")
