@@ -80,10 +80,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, numbers: str = "d
 
     numbers="digits" (Qwen2's rule) spells every number digit by digit; numbers="whole" lets BPE
     merge a run of digits, so that the numbers frequent in `texts` (the task's values) are one
-    token each. Copying a number from the context is then copying one token. Digit by digit, every
-    number hides behind the same space and comma tokens, and a base stand-in of a million parameters
-    trained on copy drills for 1.6 M tokens copied no list at all (chapter 3's knowledge probe
-    measures this in every run)."""
+    token each: copying a number from the context is then copying one token, where digit by digit
+    every number hides behind the same space and comma tokens (chapter 3's knowledge probe
+    measures copying in every run)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
