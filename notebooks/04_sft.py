@@ -105,13 +105,14 @@ report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.se
                                    batch_size=cfg.sft.eval_batch_size)
 
 # %% [markdown]
-# Beside the model, the search teacher that wrote the training data answers the same questions
+# Beside the model, the search teacher (at the error rates of `teacher_*`; it wrote the training data
+# unless the preset uses an LLM teacher) answers the same questions
 # without being told the answer, within the same step budget (`sft_max_new_tokens` over the mean
 # tokens per step of the training paths); when it ends without reaching an option it guesses.
 
 # %%
 budget = stage_eval.step_budget(paths, cfg.sft.max_new_tokens)
-teacher = teachers.make_teacher(stage.input_params("01_synthesis").teacher)
+teacher = teachers.search_teacher(stage.input_params("01_synthesis").teacher)
 teacher_ref = stage_eval.reference_table(stage_eval.reference_scores(validation, teacher, budget, seed=cfg.run.seed),
                                          seed=cfg.run.seed)
 summary_table = report.summary.copy()

@@ -35,7 +35,7 @@
 # split, problems whose search the data's own teacher rarely finishes (notebook 01 gives the rules).
 #
 # Before any delta is read, every row is set beside references computed on the same questions:
-# chance (25%), the greedy shortcut, the search teacher that wrote the training data, searching
+# chance (25%), the greedy shortcut, the search teacher (the training data's teacher unless an LLM wrote it), searching
 # without the answer within the models' step budget, and the exact solver. A searcher that ends
 # without reaching an option guesses, so it scores 25% on that question.
 
@@ -111,7 +111,7 @@ splits = {"diamond": diamond, "hard": hard, "control": control}
 references = {}
 if e.benchmark is None:
     budget = stage_eval.step_budget(datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths")), e.max_new_tokens)
-    teacher = teachers.make_teacher(stage.input_params("01_synthesis").teacher)
+    teacher = teachers.search_teacher(stage.input_params("01_synthesis").teacher)
     for split, questions in splits.items():
         problems = dataset.load_countdown_questions(synthesis / f"{split}.csv")
         ref_scores = stage_eval.reference_scores([problems[stage_eval.question_id(q)] for q in questions],

@@ -656,6 +656,14 @@ class LLMTeacher:
         return "max_steps" if limit is not None and added >= limit else "model_stopped"
 
 
+def search_teacher(teacher_params) -> SearchTeacher:
+    """The search teacher at a params section's error rates: the data's teacher in the CPU presets, and
+    the reference searcher of notebooks 04 and 06 in every preset (an LLM teacher included)."""
+    p = teacher_params
+    return SearchTeacher(error_rate=p.error_rate, arithmetic_error_rate=p.arithmetic_error_rate,
+                         branching=p.branching, max_explore_steps=p.max_explore_steps)
+
+
 def make_teacher(teacher_params, prompt_seed: int = 0) -> "SearchTeacher | LLMTeacher":
     """The teacher a params section (steiner_lib.params.TeacherParams) asks for.
 
@@ -664,8 +672,7 @@ def make_teacher(teacher_params, prompt_seed: int = 0) -> "SearchTeacher | LLMTe
     """
     p = teacher_params
     if p.kind == "search":
-        return SearchTeacher(error_rate=p.error_rate, arithmetic_error_rate=p.arithmetic_error_rate,
-                             branching=p.branching, max_explore_steps=p.max_explore_steps)
+        return search_teacher(p)
     return LLMTeacher(p.model, backend=p.backend, max_new_tokens=p.max_new_tokens,
                       temperature=p.temperature, max_explore_steps=p.max_explore_steps,
                       prompt_seed=prompt_seed, tensor_parallel_size=p.tensor_parallel)
