@@ -48,7 +48,7 @@ sft_curve_questions = 24
 import datasets
 from IPython.display import display
 
-from steiner_lib import checkpoints, dataset, evaluation, plots, sft, stage_eval, stages, teachers
+from steiner_lib import checkpoints, dataset, evaluation, plots, sft, stage_eval, stages
 from steiner_lib.format import pretty
 
 cfg, stage, figures = stages.open_notebook_stage("04_sft", globals(), inputs=("01_synthesis", "02_dag", "03_cpt"))
@@ -111,10 +111,8 @@ report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.se
 # tokens per step of the training paths); when it ends without reaching an option it guesses.
 
 # %%
-budget = stage_eval.step_budget(paths, cfg.sft.max_new_tokens)
-teacher = teachers.search_teacher(stage.input_params("01_synthesis").teacher)
-teacher_ref = stage_eval.reference_table(stage_eval.reference_scores(validation, teacher, budget, seed=cfg.run.seed),
-                                         seed=cfg.run.seed)
+teacher_ref = stage_eval.references_for(validation, stage.input_params("01_synthesis").teacher, paths,
+                                        cfg.sft.max_new_tokens, seed=cfg.run.seed)
 summary_table = report.summary.copy()
 summary_table.loc["search teacher, no answer: solve rate"] = (
     teacher_ref.loc["search teacher, no answer", ["accuracy", "acc_ci_low", "acc_ci_high"]].to_numpy() / 100)
@@ -170,7 +168,7 @@ manifest = stage.finish(metrics={
     "sft_steps": result.steps, "sft_train_examples": result.n_train, "sft_tokens_per_s": result.tokens_per_s,
     "sft_train_tokens": result.train_tokens,
     "sft_final_train_loss": result.final_train_loss, "sft_final_eval_loss": result.final_eval_loss,
-    **heldout, "teacher_step_budget": budget,
+    **heldout, "teacher_step_budget": teacher_ref.attrs["step_budget"],
     "teacher_solve_rate": float(teacher_ref.loc["search teacher, no answer", "accuracy"]) / 100,
 })
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")

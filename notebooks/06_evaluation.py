@@ -61,7 +61,7 @@ import datasets
 import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import backends, dataset, stage_eval, stages, teachers
+from steiner_lib import backends, dataset, stage_eval, stages
 from steiner_lib.tasks import gpqa
 
 cfg, stage, figures = stages.open_notebook_stage("06_evaluation", globals(),
@@ -110,15 +110,14 @@ display(grid.round(2))
 splits = {"diamond": diamond, "hard": hard, "control": control}
 references = {}
 if e.benchmark is None:
-    budget = stage_eval.step_budget(datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths")), e.max_new_tokens)
-    teacher = teachers.search_teacher(stage.input_params("01_synthesis").teacher)
+    paths = datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths"))
+    teacher_params = stage.input_params("01_synthesis").teacher
     for split, questions in splits.items():
         problems = dataset.load_countdown_questions(synthesis / f"{split}.csv")
-        ref_scores = stage_eval.reference_scores([problems[stage_eval.question_id(q)] for q in questions],
-                                                 teacher, budget, seed=cfg.run.seed)
-        references[split] = stage_eval.reference_table(ref_scores, seed=cfg.run.seed)
+        references[split] = stage_eval.references_for([problems[stage_eval.question_id(q)] for q in questions],
+                                                      teacher_params, paths, e.max_new_tokens, seed=cfg.run.seed)
         references[split].to_csv(stage.path(f"references_{split}.csv"))
-    print(f"step budget of the teacher: {budget} steps ({e.max_new_tokens} tokens)")
+    print(f"step budget of the teacher: {references[split].attrs['step_budget']} steps ({e.max_new_tokens} tokens)")
 
 # %% [markdown]
 # ## The stage table

@@ -125,11 +125,10 @@ def sampling_curve(questions, seed: int, at_steps, max_new_tokens: int, temperat
                                                max_new_tokens=max_new_tokens, temperature=temperature,
                                                batch_size=batch_size, n_boot=200, progress=False)
             model.train(was_training)
-            s = report.scores
+            value = report.summary["value"]
             self.rows.append({"step": state.global_step, "tokens_seen": int(state.num_input_tokens_seen),
-                              "valid step share": float(s["steps_valid"].astype(float).mean()),
-                              "format valid share": float(s["format_ok"].astype(float).mean()),
-                              "solve rate": float(s["correct"].astype(float).mean())})
+                              **{k: float(value.get(k, float("nan")))
+                                 for k in ("valid step share", "format valid share", "solve rate")}})
 
         def frame(self):
             return pd.DataFrame(self.rows)

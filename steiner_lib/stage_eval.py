@@ -298,9 +298,8 @@ def plot_tiers(tables: dict[str, pd.DataFrame], references: dict[str, pd.DataFra
     fig, ax = plt.subplots(figsize=(1.8 * len(tiers) + 3, 3.8))
 
     def line(frames, name, **style):
-        acc = np.array([frames[t].loc[name, "accuracy"] if name in frames[t].index else np.nan for t in tiers])
-        lo = np.array([frames[t].loc[name, "acc_ci_low"] if name in frames[t].index else np.nan for t in tiers])
-        hi = np.array([frames[t].loc[name, "acc_ci_high"] if name in frames[t].index else np.nan for t in tiers])
+        cols = ["accuracy", "acc_ci_low", "acc_ci_high"]
+        acc, lo, hi = np.array([frames[t].reindex([name])[cols].iloc[0].to_numpy(float) for t in tiers]).T
         ax.errorbar(x, acc, yerr=np.vstack([acc - lo, hi - acc]), capsize=3, marker="o", label=name, **style)
 
     for name in rows:
@@ -355,6 +354,19 @@ def reference_scores(questions, teacher, max_steps: int, seed: int = 0) -> pd.Da
             rows.append({"reference": name, "question_id": q.question_id, "solved": solved[name],
                          "correct": 1.0 if solved[name] else 0.25})
     return pd.DataFrame(rows)
+
+
+def references_for(questions, teacher_params, paths, max_new_tokens: int, seed: int = 0) -> pd.DataFrame:
+    """reference_table on `questions` (CountdownQuestions), the teacher searching within the step
+    budget of `max_new_tokens` (step_budget over notebook 02's paths); its `step_budget` attribute
+    records that budget. teacher_params: the params section 01 ran with (StageWriter.input_params)."""
+    from steiner_lib import teachers
+
+    budget = step_budget(paths, max_new_tokens)
+    table = reference_table(reference_scores(questions, teachers.search_teacher(teacher_params), budget, seed),
+                            seed=seed)
+    table.attrs["step_budget"] = budget
+    return table
 
 
 def reference_table(scores: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

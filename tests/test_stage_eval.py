@@ -212,6 +212,13 @@ def test_references_score_the_same_questions_with_the_guess_rule():
         assert table.loc["greedy shortcut", "accuracy"] == greedy  # diamond: greedy fails by the rule
         t = scores[scores["reference"] == "search teacher, no answer"]
         assert ((t["correct"] == 1.0) == t["solved"]).all() and set(t["correct"]) <= {1.0, 0.25}
+    from steiner_lib.params import TeacherParams
+
+    paths = pd.DataFrame({"n_steps": [7], "reasoning_tokens": [700], "kept": [True]})  # 100 tokens per step
+    via_params = se.references_for(splits["control"], TeacherParams(), paths, 700, seed=0)
+    assert via_params.attrs["step_budget"] == 7
+    pd.testing.assert_frame_equal(via_params, se.reference_table(
+        se.reference_scores(splits["control"], SearchTeacher(), max_steps=7, seed=0)), check_exact=True)
     # A budget of zero steps solves nothing; the readable table lists the references under the stages.
     none = se.reference_table(se.reference_scores(splits["diamond"], teacher, max_steps=0), n_boot=20)
     assert none.loc["search teacher, no answer", "solved"] == 0.0
