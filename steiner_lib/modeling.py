@@ -58,17 +58,23 @@ QWEN2_PRETOKENIZE_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p
 
 # The same pattern with a whole run of digits as one piece: BPE then learns frequent numbers as tokens.
 WHOLE_NUMBERS_PATTERN = QWEN2_PRETOKENIZE_PATTERN.replace(r"|\p{N}", r"|\p{N}+")
-NUMBER_SPLITS = ("digits", "whole")
+# And with the space before a number in its piece (GPT-2's rule): " 19" is one token, so a list
+# "16, 19, 5" is three number tokens between commas and copying it is the plain induction of one
+# token after another (digit by digit every number sits behind the same space token).
+SPACED_NUMBERS_PATTERN = QWEN2_PRETOKENIZE_PATTERN.replace(r"|\p{N}", r"| ?\p{N}+")
+NUMBER_SPLITS = ("digits", "whole", "spaced")
+_NUMBER_PATTERNS = dict(zip(NUMBER_SPLITS, (QWEN2_PRETOKENIZE_PATTERN, WHOLE_NUMBERS_PATTERN, SPACED_NUMBERS_PATTERN)))
 
 
 def qwen2_pre_tokenizer(numbers: str = "digits"):
     """Qwen2's pre-tokenizer: its split pattern (one digit per piece), then byte-level bytes.
-    numbers="whole" keeps a run of digits together (see train_bpe_tokenizer)."""
+    numbers="whole" keeps a run of digits together, "spaced" with the space before it (see
+    train_bpe_tokenizer)."""
     from tokenizers import Regex, pre_tokenizers
 
     if numbers not in NUMBER_SPLITS:
         raise ValueError(f"numbers={numbers!r}: expected one of {NUMBER_SPLITS}")
-    pattern = QWEN2_PRETOKENIZE_PATTERN if numbers == "digits" else WHOLE_NUMBERS_PATTERN
+    pattern = _NUMBER_PATTERNS[numbers]
     return pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),

@@ -91,7 +91,7 @@ class DagParams:
 class TokenizerParams:
     name_or_path: Optional[str] = knob(None, "null: train a BPE tokenizer here; else a hub name or local path")
     vocab_size: int = knob(1024, "size of the BPE tokenizer trained here", lo=64)
-    numbers: Literal["digits", "whole"] = knob("digits", "tokenizer trained here: numbers digit by digit (Qwen2's rule) or whole (the task's values one token each)")
+    numbers: Literal["digits", "whole", "spaced"] = knob("digits", "tokenizer trained here: numbers digit by digit (Qwen2's rule), whole (the task's values one token each) or spaced (whole, with the space before: GPT-2's rule)")
 
 
 @dataclass(frozen=True)

@@ -263,3 +263,14 @@ def test_whole_number_tokenizer_makes_each_frequent_number_one_token_everywhere(
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     with pytest.raises(ValueError, match="numbers='roman'"):
         modeling.train_bpe_tokenizer(texts, vocab_size=300, numbers="roman")
+
+
+def test_spaced_number_tokenizer_keeps_the_space_with_the_number():
+    # GPT-2's rule: " 228" is one piece, so a list "7, 228" is number tokens between commas.
+    texts = ["Using some of the numbers 7, 12, 16, 19 and 228, 487 leaves 19 × 12 = 228."] * 40
+    tok = modeling.train_bpe_tokenizer(texts, vocab_size=300, numbers="spaced")
+    pieces = lambda s: [tok.decode([i]) for i in tok(s, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    assert pieces("numbers 7, 228")[-3:] == [" 7", ",", " 228"]
+    assert pieces("<|reasoning_step_name_start|>228 + 16")[1].startswith("2")  # no space before it: other tokens
+    text = "Combine 19 and 12: 19 × 12 = 228.\nAnswer: C 2024"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
