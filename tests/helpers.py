@@ -31,3 +31,18 @@ def make_questions(n: int, seed: int = 0, n_numbers: int = 4, max_number: int = 
         if q is not None:
             out.append(q)
     return out
+
+
+def tiny_qwen2(tokenizer, seed: int = 0, **config):
+    """A randomly initialised Qwen2ForCausalLM for `tokenizer` (eval mode; the global RNG is left alone).
+    Defaults: 2 layers, hidden 64, 4 query heads sharing 2 key-value heads; override any Qwen2Config field."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=512)
+    shape.update(config)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                                            pad_token_id=tokenizer.pad_token_id, **shape)).eval()

@@ -9,6 +9,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from helpers import tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
@@ -30,11 +31,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return Qwen2ForCausalLM(config)
+    return tiny_qwen2(tok)
 
 
 @pytest.fixture(scope="module")
