@@ -215,9 +215,12 @@ def _generate_lean(model, enc, gen_kwargs: dict, processors):
         top_p=gen_kwargs.get("top_p", 1.0), logits_processor=processors)
 
 
-def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, logits_processor,
-         progress: bool, desc: str, stats: dict | None, backend: str) -> list[str]:
-    """Generate for each group of prompts in `jobs` (one batch per group)."""
+def run_batches(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, logits_processor,
+                progress: bool, desc: str, stats: dict | None, engine) -> list[str]:
+    """Generate for each group of prompts in `jobs` (one batch per group) with
+    engine(model, enc, gen_kwargs, processors) -> prompt + new ids: the tokenizing, seeding,
+    decoding and counting of `generate` around any batch function (benchmarks/generation.py
+    passes transformers' static cache and CTranslate2 through it)."""
     from tqdm import tqdm
 
     stop = set(gen_kwargs["eos_token_id"])
@@ -225,7 +228,6 @@ def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, l
     new_tokens = slots = 0
     was_training = model.training
     model.eval()
-    engine = _engine(model, backend, gen_kwargs["use_cache"])
     start = time.perf_counter()
     try:
         with torch.inference_mode(), torch.random.fork_rng():
@@ -269,7 +271,8 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temp
     flat = [p for p in prompts for _ in range(n_samples)]
     jobs = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
     kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache)
-    texts = _run(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate", stats, backend)
+    texts = run_batches(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate", stats,
+                        _engine(model, backend, use_cache))
     return _regroup(texts, len(prompts), n_samples)
 
 
@@ -282,9 +285,9 @@ def generate_one_by_one(model, tokenizer, prompts: Sequence[str], max_new_tokens
     check_tokenizer(tokenizer)
     jobs = [[p] for p in prompts for _ in range(n_samples)]
     kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache)
-    texts = _run(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate (one by one)", stats,
-                 backend)
+    texts = run_batches(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate (one by one)",
+                        stats, _engine(model, backend, use_cache))
     return _regroup(texts, len(prompts), n_samples)
 
 
-__all__ = ["IN_PROCESS_BACKENDS", "generate", "generate_one_by_one", "check_tokenizer", "preallocated_cache"]
+__all__ = ["IN_PROCESS_BACKENDS", "generate", "run_batches", "generate_one_by_one", "check_tokenizer", "preallocated_cache"]
