@@ -1,10 +1,12 @@
-"""The lean decode loop: batched generation for Qwen2 models at a small fraction of model.generate's overhead.
+"""The lean decode loop: batched generation for Qwen2 models without model.generate's machinery.
 
-Why it exists: on the default model (1.1 M parameters) a decode step is about 0.14 GFLOP at batch
-64, a millisecond of this machine's matmul peak, but model.generate spent about 35 ms on it: the
-time goes to Python and dispatch (generate's bookkeeping, the model's modules, mask building),
-not to arithmetic. transformers' static cache and torch.compile, and CTranslate2, were measured
-against this loop in benchmarks/generation.py (results in benchmarks/results/generation.txt).
+Why it exists: issue 14 measured generation on the default model (1.1 M parameters) at 2-3% of
+the machine's matmul peak. This loop does the same work with less around it: no per-step input
+preparation, mask building, module calls or cache objects, and rows that finished leave the
+batch instead of computing padding to the end. benchmarks/generation.py measures it against
+model.generate, transformers' static cache with and without torch.compile, and CTranslate2
+(benchmarks/results/generation.txt): what remains per step is mostly the work itself, the small
+weight matmuls and attention reading the whole K/V cache.
 
 What it does: the prompt is run through the model's own forward (one call, transformers' code);
 its keys and values go into buffers preallocated for prompt + max_new_tokens positions; each

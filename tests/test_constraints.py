@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import tiny_qwen2  # noqa: E402
+from helpers import one_thread, tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from steiner_lib import constraints as C  # noqa: E402
@@ -582,18 +582,6 @@ class Booster(LogitsProcessor):
         scores[:, self.index] += self.boost
         scores[:, self.eos] = float("-inf")
         return scores
-
-
-@contextlib.contextmanager
-def one_thread():
-    """A model this small gains nothing from threads, and on a busy 2-core machine OpenMP's
-    spinning threads make generate 10-50x slower (measured: 15 s against 0.3 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -9,30 +9,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import tiny_qwen2  # noqa: E402
+from helpers import USERS  # noqa: E402
 from transformers import LogitsProcessor, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
 from steiner_lib import inference, modeling  # noqa: E402
-
-CORPUS = [
-    "Using some of the numbers 3, 5, 7, 25 exactly one of the following values can be made. Which one?",
-    "Combine 25 and 3: 25 × 3 = 75. That leaves 5, 7, 75. Numbers left: 5, 7, 75. Nearest option is 82.",
-    "75 + 7 = 82\n\nAnswer: B",
-]
-USERS = ["Which one? A) 82 B) 80", "Using some of the numbers 3, 5, 7, 25, which value can be made?",
-         "Numbers 2, 9.", "Combine 25 and 3 then add 7: which of the options is it? A) 82 B) 81 C) 80 D) 79"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return modeling.train_bpe_tokenizer(CORPUS, vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    return tiny_qwen2(tok)
-
 
 @pytest.fixture(scope="module")
 def prompts():

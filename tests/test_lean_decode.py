@@ -6,7 +6,6 @@ Steiner's processors; the first-token distribution must be the tempered, top-p c
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -16,42 +15,15 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import tiny_qwen2  # noqa: E402
+import helpers  # noqa: E402
+from helpers import one_thread, tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from steiner_lib import checkpoints, inference, lean_decode, modeling  # noqa: E402
 from steiner_lib import constraints as C  # noqa: E402
 from steiner_lib import params as P  # noqa: E402
 
-CORPUS = [
-    "Using some of the numbers 3, 5, 7, 25 exactly one of the following values can be made. Which one?",
-    "Combine 25 and 3: 25 × 3 = 75. That leaves 5, 7, 75. Numbers left: 5, 7, 75. Nearest option is 82.",
-    "75 + 7 = 82\n\nAnswer: B",
-]
-USERS = ["Which one? A) 82 B) 80", "Using some of the numbers 3, 5, 7, 25, which value can be made?",
-         "Numbers 2, 9.", "Combine 25 and 3 then add 7: which of the options is it? A) 82 B) 81 C) 80 D) 79",
-         "A", "then 75 + 7 = 82."]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return modeling.train_bpe_tokenizer(CORPUS, vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    return tiny_qwen2(tok)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Small models gain nothing from threads; on a busy 2-core machine two threads stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+USERS = [*helpers.USERS, "A", "then 75 + 7 = 82."]  # six prompts of several widths
 
 
 def encode(tok, users):
