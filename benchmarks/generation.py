@@ -1,17 +1,27 @@
-"""Generation speed: batched `inference.generate` against per-sample `inference.generate_one_by_one`.
+"""Generation speed: the candidates for batched generation, side by side (issue 14), and a batch-size sweep.
 
-Both run in the same process, side by side, on the same prompts, model and settings:
-  (a) `inference.generate`: prompts left-padded into batches of --batch-size, one KV cache per batch;
-  (b) `inference.generate_one_by_one`: one model.generate call (with its own KV cache) per sequence.
-Each of four settings (greedy and sampled decoding, Steiner's logits processor off and on) is
-timed --repeats times, (a) and (b) alternating so that a change in load hits both; the table gives
-the median tokens/s of each and the speed-up (median over median). Tokens are the real generated
-tokens, up to and excluding the stop token (<|im_end|>): the padding of rows that finished early
-is not counted, although the batch computes it ("batch slots" shows how many positions it computed).
-Target (issue 4): a speed-up of at least 5x.
+Candidates, each on the same prompts, model, batch size and settings, in one process:
+  current          inference.generate(backend="transformers"): model.generate, a preallocated DynamicCache
+  hf-static        model.generate with transformers' static cache (cache_implementation="static")
+  hf-static+compile  the same with transformers' own torch.compile of the decode step (CompileConfig,
+                   enabled on CPU with _compile_all_devices; its compile time is spent in an untimed warm-up)
+  ctranslate2      CTranslate2 (pip install ctranslate2; the checkpoint converted by its
+                   TransformersConverter): no logits-processor hook, so only the settings without one
+  lean             inference.generate(backend="lean"): steiner_lib.lean_decode (the CPU default)
+  one-by-one       inference.generate_one_by_one (issue 4's baseline; --one-by-one, slow)
+Each setting (greedy / sampled x Steiner's logits processor off / on) is timed --repeats times with
+the candidates' order rotated between repeats, so that a change in load hits all; the table gives
+the median tokens/s, the speed-up over `current` and the share of the matmul peak. Tokens are the
+real generated tokens, up to and excluding the stop token (<|im_end|>): the padding of rows that
+finished early is not counted, although most candidates compute it. "same texts" compares greedy
+texts with `current`.
 
-Then batched generation alone at several batch sizes (--sweep) on --sweep-prompts prompts, to
-choose the evaluation batch size.
+Share of the peak: the decode FLOPs of the generated tokens (benchmarks/training.py's decode_flops:
+2 per weight per token, plus QK^T and AV over the cached positions) per second, over the dense
+fp32 matmul peak measured in the same run (training.peak: the best of 2048 and 3072 square matmuls
+at the run's threads).
+
+Then batched generation alone at several batch sizes (--sweep, --sweep-backend) on --sweep-prompts prompts.
 
 Model: the default preset's SFT checkpoint (runs/cpu/04_sft/sft) when it exists, else a model
 built here with that preset's model config and a BPE tokenizer trained on the fly (untrained: it
@@ -19,18 +29,20 @@ rarely stops, so its outputs run to max_new_tokens). Prompts: the preset's diamo
 (runs/cpu/01_synthesis/diamond.csv, else generated with the preset's task settings), as 06 asks them.
 The machine has 2 cores: other processes lower every number; the load average is printed.
 
-    .venv/bin/python benchmarks/generation.py [--prompts 32] [--batch-size 32] [--max-new-tokens 640]
-        [--repeats 3] [--temperature 0.7] [--sweep 1,4,16,32,64] [--sweep-prompts 64] [--threads N]
-        [--sweep-only] [--quick]
+    .venv/bin/python benchmarks/generation.py [--prompts 64] [--batch-size 64] [--max-new-tokens 640]
+        [--repeats 2] [--temperature 0.7] [--candidates current,hf-static,...] [--settings ...]
+        [--sweep 1,4,16,32,64] [--sweep-prompts 64] [--threads N] [--sweep-only] [--quick]
 On a loaded machine, --threads 1 avoids the stalls of two torch threads fighting other processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +51,8 @@ import torch
 
 from steiner_lib import checkpoints, evaluation, inference, modeling, params as P
 from steiner_lib.backends import StepConstraints
+
+import training  # benchmarks/training.py: the matmul peak and the decode FLOPs
 
 
 def load_average() -> str:
@@ -91,51 +105,158 @@ def median_and_range(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
 
 
-def side_by_side(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
-                 temperature: float, repeats: int, lp_steps: tuple[int, int]) -> pd.DataFrame:
-    """Batched against one-by-one, in four settings: greedy / sampled x logits processor off / on."""
+# ---------------------------------------------------------------------------- candidates
+
+
+def batched_with(engine):
+    """inference.generate's batching, seeding and decoding around another batch engine."""
+
+    def generate(model, tokenizer, prompts, max_new_tokens, temperature, batch_size, seed=0, logits_processor=None,
+                 progress=False, stats=None):
+        jobs = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
+        kwargs = inference._generation_kwargs(tokenizer, max_new_tokens, temperature, 1.0, True)
+        texts = inference.run_batches(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "bench",
+                                      stats, engine)
+        return [[t] for t in texts]
+
+    return generate
+
+
+def hf_static_engine(compiled: bool):
+    from transformers import CompileConfig
+
+    def engine(model, enc, gen_kwargs, processors):
+        extra = {}
+        if compiled:  # transformers compiles only on GPUs unless told otherwise
+            config = CompileConfig(fullgraph=False, dynamic=False, mode="default")
+            config._compile_all_devices = True
+            extra = dict(compile_config=config, disable_compile=False)
+        return model.generate(**enc, **gen_kwargs, logits_processor=processors, cache_implementation="static", **extra)
+
+    return engine
+
+
+def ctranslate2_engine(checkpoint_dir: Path, tokenizer, threads: int):
+    """CTranslate2 on the converted checkpoint; None (with the reason printed) when it cannot be used."""
+    try:
+        import ctranslate2
+        from ctranslate2.converters import TransformersConverter
+    except ImportError:
+        print("ctranslate2: not installed (pip install ctranslate2): skipped")
+        return None
+    out = Path(tempfile.mkdtemp(prefix="ct2-"))
+    try:
+        TransformersConverter(str(checkpoint_dir)).convert(str(out), force=True)
+    except Exception as e:  # an architecture or version it cannot convert: say so and go on
+        print(f"ctranslate2: cannot convert {checkpoint_dir}: {e!r}: skipped")
+        return None
+    generator = ctranslate2.Generator(str(out), device="cpu", intra_threads=threads)
+
+    def engine(model, enc, gen_kwargs, processors):
+        if len(processors):
+            raise NotImplementedError("CTranslate2 has no logits-processor hook")
+        ids = enc["input_ids"]
+        starts = [tokenizer.convert_ids_to_tokens(row[m.bool()].tolist()) for row, m in zip(ids, enc["attention_mask"])]
+        sample = gen_kwargs["do_sample"]
+        ctranslate2.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))  # from the seeded torch RNG
+        results = generator.generate_batch(
+            starts, max_length=gen_kwargs["max_new_tokens"], include_prompt_in_result=False,
+            end_token=list(gen_kwargs["eos_token_id"]), return_end_token=True,
+            sampling_topk=0 if sample else 1, sampling_temperature=gen_kwargs.get("temperature", 1.0) if sample else 1.0,
+            sampling_topp=gen_kwargs.get("top_p", 1.0) if sample else 1.0)
+        pad = gen_kwargs["pad_token_id"]
+        rows = [r.sequences_ids[0] for r in results]
+        width = max(len(r) for r in rows)
+        new = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=ids.dtype)
+        return torch.cat([ids, new], dim=1)
+
+    return engine
+
+
+def make_candidates(names: list[str], model, tokenizer, checkpoint_dir: Path) -> dict:
+    """name -> generate(model, tokenizer, prompts, max_new_tokens, temperature, batch_size, ...)."""
+    made = {}
+    for name in names:
+        if name == "current":
+            made[name] = functools.partial(inference.generate, backend="transformers")
+        elif name == "lean":
+            made[name] = functools.partial(inference.generate, backend="lean")
+        elif name in ("hf-static", "hf-static+compile"):
+            made[name] = batched_with(hf_static_engine(compiled=name.endswith("compile")))
+        elif name == "ctranslate2":
+            engine = ctranslate2_engine(checkpoint_dir, tokenizer, torch.get_num_threads())
+            if engine is not None:
+                made[name] = batched_with(engine)
+        elif name == "one-by-one":
+            made[name] = lambda m, t, p, batch_size, **kw: inference.generate_one_by_one(m, t, p, **kw)
+        else:
+            raise SystemExit(f"unknown candidate {name!r}: choose from {', '.join(CANDIDATES)}")
+    return made
+
+
+CANDIDATES = ("current", "hf-static", "hf-static+compile", "ctranslate2", "lean", "one-by-one")
+SETTINGS = {"greedy+lp": (0.0, True), "sampled+lp": (None, True), "sampled": (None, False), "greedy": (0.0, False)}
+
+
+def decode_share(model, tokenizer, prompts, texts, seconds: float, peak_flops: float) -> float:
+    """Decode FLOP/s of these outputs over the peak (the module docstring)."""
+    prompt_lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    completion_lengths = [len(tokenizer(t[0], add_special_tokens=False)["input_ids"]) + 1 for t in texts]
+    return training.decode_flops(model, prompt_lengths, completion_lengths) / seconds / peak_flops
+
+
+def side_by_side(model, tokenizer, prompts: list[str], candidates: dict, settings: list[str], batch_size: int,
+                 max_new_tokens: int, temperature: float, repeats: int, lp_steps: tuple[int, int],
+                 peak_flops: float) -> pd.DataFrame:
+    """Every candidate in every setting, repeats rotated; one row per (setting, candidate)."""
     rows = []
-    for decoding, temp in (("greedy", 0.0), (f"sampled T={temperature:g}", temperature)):
-        for lp_name, lp in (("off", None), (f"on {lp_steps}", StepConstraints(tokenizer, *lp_steps))):
-            kwargs = dict(max_new_tokens=max_new_tokens, temperature=temp, logits_processor=lp, seed=0)
-            batched, single, load = [], [], []
-            for r in range(repeats):
-                # alternate which goes first, so a drift in load does not favour one of them
-                order = ("batched", "single") if r % 2 == 0 else ("single", "batched")
-                for which in order:
-                    if which == "batched":
-                        stats, b_texts = timed(inference.generate, model, tokenizer, prompts,
-                                               batch_size=batch_size, **kwargs)
-                        batched.append(stats)
-                    else:
-                        stats, s_texts = timed(inference.generate_one_by_one, model, tokenizer, prompts, **kwargs)
-                        single.append(stats)
-                load.append(os.getloadavg()[0])
-            b_rate = [s["tokens_per_s"] for s in batched]
-            s_rate = [s["tokens_per_s"] for s in single]
-            row = {
-                "decoding": decoding, "logits processor": lp_name, "batch size": batch_size,
-                "prompts": len(prompts), "max_new_tokens": max_new_tokens,
-                "tokens batched": batched[-1]["new_tokens"], "tokens one by one": single[-1]["new_tokens"],
-                "batch slots": batched[-1].get("batch_slots", float("nan")),
-                "tokens/s batched": median_and_range(b_rate),
-                "tokens/s one by one": median_and_range(s_rate),
-                "speed-up": round(statistics.median(b_rate) / statistics.median(s_rate), 2),
-                "same texts": b_texts == s_texts if temp == 0 else "n/a (sampled)",
-                "load (1 min)": f"{min(load):.2f}-{max(load):.2f}",
-            }
+    for setting in settings:
+        temp, lp_on = SETTINGS[setting]
+        temp = temperature if temp is None else temp
+        lp = StepConstraints(tokenizer, *lp_steps) if lp_on else None
+        kwargs = dict(max_new_tokens=max_new_tokens, temperature=temp, logits_processor=lp, seed=0,
+                      batch_size=batch_size)
+        names = [n for n in candidates if not (lp_on and n == "ctranslate2")]
+        runs: dict[str, list] = {n: [] for n in names}
+        warm = {}
+        for n in names:  # untimed: first-call allocations; the compiled candidate compiles for these very shapes
+            t = time.perf_counter()
+            timed(candidates[n], model, tokenizer, prompts[:batch_size],
+                  **(kwargs if n.endswith("compile") else {**kwargs, "max_new_tokens": 8}))
+            warm[n] = time.perf_counter() - t
+        load = []
+        for r in range(repeats):
+            order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+            for n in order:
+                runs[n].append(timed(candidates[n], model, tokenizer, prompts, **kwargs))
+            load.append(os.getloadavg()[0])
+        base = statistics.median(s["tokens_per_s"] for s, _ in runs["current"]) if "current" in runs else None
+        for n in names:
+            rates = [s["tokens_per_s"] for s, _ in runs[n]]
+            stats, texts = runs[n][-1]
+            seconds = statistics.median(s["seconds"] for s, _ in runs[n])
+            row = {"setting": setting, "candidate": n, "tokens": stats["new_tokens"],
+                   "batch slots": stats.get("batch_slots", float("nan")),
+                   "tokens/s": median_and_range(rates),
+                   "x current": round(statistics.median(rates) / base, 2) if base else float("nan"),
+                   "share of peak": f"{100 * decode_share(model, tokenizer, prompts, texts, seconds, peak_flops):.2f}%",
+                   "same texts": (texts == runs["current"][-1][1]) if temp == 0 and "current" in runs else "n/a",
+                   "warm-up s": round(warm[n], 1), "load (1 min)": f"{min(load):.2f}-{max(load):.2f}"}
             rows.append(row)
-            print({k: row[k] for k in ("decoding", "logits processor", "tokens/s batched", "tokens/s one by one",
-                                       "speed-up", "same texts")}, flush=True)
+            print({k: row[k] for k in ("setting", "candidate", "tokens/s", "x current", "share of peak",
+                                       "same texts")}, flush=True)
+    if "ctranslate2" in candidates:
+        print("ctranslate2: no logits-processor hook in its generate_batch (4.8), so it is absent where the "
+              "processor is on")
     return pd.DataFrame(rows)
 
 
 def batch_sweep(model, tokenizer, prompts: list[str], batch_sizes: list[int], max_new_tokens: int,
-                repeats: int, lp_steps: tuple[int, int]) -> pd.DataFrame:
+                repeats: int, lp_steps: tuple[int, int], backend: str) -> pd.DataFrame:
     """Batched greedy generation with the logits processor (06's commonest setting) at each batch size."""
     rows = []
     for batch_size in batch_sizes:
-        runs = [timed(inference.generate, model, tokenizer, prompts, batch_size=batch_size,
+        runs = [timed(inference.generate, model, tokenizer, prompts, batch_size=batch_size, backend=backend,
                       max_new_tokens=max_new_tokens, temperature=0.0,
                       logits_processor=StepConstraints(tokenizer, *lp_steps))[0] for _ in range(repeats)]
         rates = [s["tokens_per_s"] for s in runs]
@@ -155,18 +276,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params/cpu.yaml", help="preset whose run, model and task settings are used")
     ap.add_argument("--checkpoint", default=None, help="model directory (default: <run>/04_sft/sft)")
-    ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64, help="default: the evaluation's (stage_eval.Decoding)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: the preset's eval_max_new_tokens")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--candidates", default="current,hf-static,hf-static+compile,ctranslate2,lean",
+                    help=f"comma-separated, of {', '.join(CANDIDATES)}")
+    ap.add_argument("--settings", default="greedy+lp,sampled+lp,sampled", help=f"comma-separated, of {', '.join(SETTINGS)}")
     ap.add_argument("--temperature", type=float, default=0.7, help="of the sampled runs")
     ap.add_argument("--lp-steps", default="0,10", help="min_steps,max_steps of the logits processor")
     ap.add_argument("--sweep", default="1,4,16,32,64", help="batch sizes of the sweep ('' to skip it)")
+    ap.add_argument("--sweep-backend", default="lean", choices=inference.IN_PROCESS_BACKENDS)
     ap.add_argument("--sweep-prompts", type=int, default=64)
     ap.add_argument("--sweep-repeats", type=int, default=1)
     ap.add_argument("--sweep-only", action="store_true", help="skip the side-by-side comparison")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the core count)")
     ap.add_argument("--quick", action="store_true", help="16 prompts, batch 16, 128 tokens, 1 repeat, sweep 1,16")
+    ap.add_argument("--out", default=None, help="also write the tables to this file (e.g. benchmarks/results/generation.txt)")
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.batch_size, args.max_new_tokens, args.repeats = 16, 16, 128, 1
@@ -196,22 +322,37 @@ def main() -> None:
     print(f"prompts: {source}; mean prompt {mean_prompt:.0f} tokens")
     inference.generate(model, tokenizer, prompts[:4], max_new_tokens=8, temperature=0.0, batch_size=4,
                        progress=False)  # warm-up (first-call allocations)
+    report = [f"load average before the run: {load_average()} ({os.cpu_count()} cores, "
+              f"{torch.get_num_threads()} torch threads); model: {model_source}, "
+              f"{modeling.count_parameters(model):,} parameters; prompts: {source}, mean {mean_prompt:.0f} tokens"]
 
     if not args.sweep_only:
-        table = side_by_side(model, tokenizer, prompts[:args.prompts], args.batch_size, max_new_tokens,
-                             args.temperature, args.repeats, lp_steps)
-        print(f"\n== batched inference.generate (batch {args.batch_size}, KV cache) against generate_one_by_one, "
-              f"{args.prompts} prompts, max_new_tokens={max_new_tokens}, median (min-max) of {args.repeats} "
-              f"run(s); tokens are real ones, up to the stop token; target speed-up >= 5x ==")
-        print(table.to_string(index=False))
+        peak_flops = training.peak("float32", torch.get_num_threads())
+        print(f"matmul peak (fp32, {torch.get_num_threads()} threads, this run): {peak_flops / 1e9:.0f} GFLOP/s")
+        if not (checkpoint / "config.json").exists():  # CTranslate2 converts from a directory
+            checkpoint = Path(tempfile.mkdtemp(prefix="bench-model-"))
+            checkpoints.save_checkpoint(model, tokenizer, checkpoint)
+        candidates = make_candidates(args.candidates.split(","), model, tokenizer, checkpoint)
+        table = side_by_side(model, tokenizer, prompts[:args.prompts], candidates, args.settings.split(","),
+                             args.batch_size, max_new_tokens, args.temperature, args.repeats, lp_steps, peak_flops)
+        report += [f"\n== generation candidates, batch {args.batch_size}, {args.prompts} prompts, max_new_tokens="
+                   f"{max_new_tokens}, temperature {args.temperature:g} when sampled, logits processor {lp_steps} "
+                   f"(lp); median (min-max) tokens/s of {args.repeats} run(s); tokens are real ones, up to the stop "
+                   f"token; share of the fp32 matmul peak of {peak_flops / 1e9:.0f} GFLOP/s measured in this run ==",
+                   table.to_string(index=False)]
+        print("\n".join(report[-2:]))
     if sweep:
         print()
         sweep_table = batch_sweep(model, tokenizer, prompts[:args.sweep_prompts], sweep, max_new_tokens,
-                                  args.sweep_repeats, lp_steps)
-        print(f"\n== batched greedy generation with the logits processor {lp_steps}, {args.sweep_prompts} prompts, "
-              f"max_new_tokens={max_new_tokens}, median of {args.sweep_repeats} run(s) per batch size ==")
-        print(sweep_table.to_string())
-    print(f"\nload average after the run: {load_average()}; total {time.perf_counter() - t0:.0f} s")
+                                  args.sweep_repeats, lp_steps, args.sweep_backend)
+        report += [f"\n== batched greedy generation ({args.sweep_backend}) with the logits processor {lp_steps}, "
+                   f"{args.sweep_prompts} prompts, max_new_tokens={max_new_tokens}, median of {args.sweep_repeats} "
+                   f"run(s) per batch size ==", sweep_table.to_string()]
+        print("\n".join(report[-2:]))
+    report.append(f"\nload average after the run: {load_average()}; total {time.perf_counter() - t0:.0f} s")
+    print(report[-1])
+    if args.out:
+        Path(args.out).write_text("\n".join(report) + "\n")
 
 
 if __name__ == "__main__":

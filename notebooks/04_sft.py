@@ -39,6 +39,7 @@ sft_eval_questions = 60
 sft_temperature = 0.7
 sft_eval_samples = 4
 sft_eval_batch_size = 64
+sft_eval_backend = "lean"
 sft_max_new_tokens = 1024
 sft_curve_points = 4
 sft_curve_questions = 24
@@ -71,7 +72,7 @@ k = cfg.sft.curve_points
 curve = sft.sampling_curve(validation[:cfg.sft.curve_questions], cfg.run.seed,
                            [round(cfg.sft.steps * (i + 1) / k) for i in range(k)],
                            max_new_tokens=cfg.sft.max_new_tokens, temperature=cfg.sft.temperature,
-                           batch_size=cfg.sft.eval_batch_size)
+                           batch_size=cfg.sft.eval_batch_size, backend=cfg.sft.eval_backend)
 result = sft.train_sft(model, tokenizer, train_ds, eval_ds, sft_cfg, callbacks=[curve])
 curve.frame().to_csv(stage.path("sampling_curve.csv"), index=False)
 checkpoints.save_checkpoint(model, tokenizer, stage.path("sft"))
@@ -102,7 +103,7 @@ fig.savefig(figures / "sft-skills.png", dpi=120, bbox_inches="tight")
 # %%
 report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=cfg.sft.eval_samples,
                                    max_new_tokens=cfg.sft.max_new_tokens, temperature=cfg.sft.temperature,
-                                   batch_size=cfg.sft.eval_batch_size)
+                                   batch_size=cfg.sft.eval_batch_size, backend=cfg.sft.eval_backend)
 
 # %% [markdown]
 # Beside the model, the search teacher (at the error rates of `teacher_*`; it wrote the training data

@@ -54,7 +54,7 @@ rl_hallucination_penalty = 1.0
 rl_format_penalty = 0.5
 rl_unreachable_value = -0.5
 rl_eval_questions = 60
-rl_backend = "transformers"
+rl_backend = "lean"
 rl_vllm_gpu_memory = 0.3
 rl_vllm_tensor_parallel = 1
 
@@ -80,7 +80,7 @@ validation = validation[:cfg.rl.eval_questions]
 # %%
 r = cfg.rl
 before = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
-                                   max_new_tokens=r.max_completion_length, temperature=0.7)
+                                   max_new_tokens=r.max_completion_length, temperature=0.7, backend=r.backend)
 weights = rewards.RewardWeights(w_in_degree=r.w_in_degree, w_out_degree=r.w_out_degree,
                                 w_dist_question=r.w_dist_question, w_dist_answer=r.w_dist_answer, outcome=r.outcome,
                                 hallucination_penalty=r.hallucination_penalty, format_penalty=r.format_penalty,
@@ -145,7 +145,7 @@ display(Markdown(rl.hacking_watch(result.log)))
 
 # %%
 report = evaluation.heldout_report(result.model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
-                                   max_new_tokens=r.max_completion_length, temperature=0.7)
+                                   max_new_tokens=r.max_completion_length, temperature=0.7, backend=r.backend)
 
 # %%
 #| label: tbl-rl-heldout

@@ -52,7 +52,7 @@ eval_lp_min_steps_grid = "0,2"
 eval_lp_max_steps_grid = "6,10"
 eval_control_questions = 48
 eval_hard_questions = 48
-eval_backend = "transformers"
+eval_backend = "lean"
 eval_tensor_parallel = 1
 
 # %%
@@ -73,9 +73,9 @@ diamond = gpqa.load_choice_questions(benchmark)[:e.max_questions]
 validation = gpqa.load_choice_questions(str(synthesis / "validation.csv"))[:e.max_questions]
 control = gpqa.load_choice_questions(str(synthesis / "control.csv"))[:e.control_questions]
 hard = gpqa.load_choice_questions(str(synthesis / "hard.csv"))[:e.hard_questions]
-load = backends.stage_loader(cfg, e.backend, e.tensor_parallel)  # transformers, or vLLM on GPUs
+load = backends.stage_loader(cfg, e.backend, e.tensor_parallel)  # in this process (lean), or vLLM on GPUs
 decoding = stage_eval.Decoding(max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=cfg.run.seed,
-                               samples=e.samples)
+                               samples=e.samples, backend=e.backend)
 print(f"diamond: {len(diamond)} questions from {benchmark}; validation: {len(validation)}; "
       f"hard: {len(hard)}; control: {len(control)}")
 

@@ -35,6 +35,7 @@ scaling_questions = 24
 scaling_stages = "SFT,RL"
 scaling_max_new_tokens = 640
 scaling_batch_size = 16
+scaling_backend = "lean"
 scaling_min_steps_grid = "0,2,6"
 scaling_budgets = "128,384"
 scaling_budget_grace = 64
@@ -77,8 +78,8 @@ models = scaling.parse_names(s.stages, ("base", "CPT", "SFT", "RL"), "scaling_st
 # One output per question and setting, sampled at scaling_temperature like the vote pool (greedy
 # outputs of these small models loop to the token cap: see notebook 06).
 single = stage_eval.Decoding(max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=seed,
-                             batch_size=s.batch_size, progress=False)
-load = backends.stage_loader(cfg, "transformers")  # budget forcing and the soft bias are transformers processors
+                             batch_size=s.batch_size, progress=False, backend=s.backend)
+load = backends.stage_loader(cfg, s.backend)  # in this process: budget forcing and the soft bias are transformers processors
 print(f"{len(questions)} diamond questions; models {models}; plan {plan}")
 
 # %% [markdown]

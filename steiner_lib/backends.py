@@ -1,18 +1,21 @@
-"""Generation backends: transformers (any machine) or vLLM (GPU machines, `pip install .[gpu]`).
+"""Generation backends: the lean loop or transformers (any machine), or vLLM (GPU machines, `pip install .[gpu]`).
 
 One entry, `generate`, with inference.generate's signature. What backend runs is decided when a
-checkpoint is loaded for generation (`load_model`, `stage_loader`): the transformers backend
-loads the Hugging Face model in memory; the vLLM backend returns a `VLLMModel`, a handle that
+checkpoint is loaded for generation (`load_model`, `stage_loader`): the lean and transformers
+backends load the Hugging Face model in memory (`generate` is told which of the two runs it); the vLLM backend returns a `VLLMModel`, a handle that
 starts a vLLM engine (with `tensor_parallel_size` GPUs) on its first generation. So a notebook
 never loads a 32B model into host memory just to hand its path to vLLM.
 
 Backend names, as the params spell them:
+    "lean"          lean_decode's decode loop over the model's own weights, in this process (the
+                    CPU default: the same tokens as model.generate, several times faster on small
+                    models; a model it does not cover falls back to model.generate with a warning)
     "transformers"  model.generate in this process (inference.generate)
     "vllm"          vLLM; an ImportError with the install command when vLLM is missing
-    "auto"          vLLM when it is installed and a CUDA GPU is visible, else transformers,
-                    with a log line saying which and why
+    "auto"          vLLM when it is installed and a CUDA GPU is visible, else lean, with a log
+                    line saying which and why
 
-Steiner's logits processor reaches both backends through one object, `StepConstraints`: for
+Steiner's logits processor reaches every backend through one object, `StepConstraints`: for
 transformers it is the factory inference.generate calls with the prompt width; for vLLM its
 min_steps / max_steps become the per-request extra_args of constraints.vllm_reasoning_constraints,
 whose logits-processor class is registered when the engine starts.
@@ -29,7 +32,8 @@ from typing import Sequence
 
 log = logging.getLogger("steiner_lib.backends")
 
-BACKEND_CHOICES = ("transformers", "vllm", "auto")
+BACKEND_CHOICES = ("lean", "transformers", "vllm", "auto")
+CPU_DEFAULT = "lean"  # the params' default for every generation backend key (params.py reads it)
 
 
 def vllm_available() -> bool:
@@ -44,24 +48,32 @@ def cuda_available() -> bool:
 
 
 def resolve_backend(requested: str, purpose: str = "generation") -> str:
-    """The backend that will run: "transformers" or "vllm" (see the module docstring for "auto")."""
+    """The backend that will run: "lean", "transformers" or "vllm" (see the module docstring for "auto")."""
     if requested not in BACKEND_CHOICES:
-        raise ValueError(f"{purpose}: backend {requested!r} is not one of {BACKEND_CHOICES}")
-    if requested == "transformers":
-        return "transformers"
+        raise ValueError(f"{purpose}: backend {requested!r} is not one of {BACKEND_CHOICES}: set it to "
+                         f"{CPU_DEFAULT!r} (CPU), 'vllm' (GPU) or 'auto'")
+    if requested in ("lean", "transformers"):
+        return requested
     if requested == "vllm":
         if not vllm_available():
             from steiner_lib.constraints import VLLM_INSTALL_HINT
 
             raise ImportError(f"{purpose}: backend 'vllm' was asked for. {VLLM_INSTALL_HINT} "
-                              f"Or set the backend to 'auto' (falls back to transformers) or 'transformers'.")
+                              f"Or set the backend to 'auto' (falls back to {CPU_DEFAULT}) or {CPU_DEFAULT!r}.")
         return "vllm"
     if vllm_available() and cuda_available():
         log.info("%s: backend auto -> vllm", purpose)
         return "vllm"
     why = "vLLM is not installed (pip install .[gpu])" if not vllm_available() else "no CUDA GPU is visible"
-    log.warning("%s: backend auto -> transformers, because %s", purpose, why)
-    return "transformers"
+    log.warning("%s: backend auto -> %s, because %s", purpose, CPU_DEFAULT, why)
+    return CPU_DEFAULT
+
+
+def in_process(requested: str, purpose: str = "generation") -> str:
+    """The backend for a model already in this process ("lean" or "transformers"); vLLM serves
+    checkpoints from disk, so "vllm" (and "auto" resolving to it) mean the lean loop here."""
+    resolved = resolve_backend(requested if requested != "vllm" else "auto", purpose)
+    return CPU_DEFAULT if resolved == "vllm" else resolved
 
 
 # --------------------------------------------------------------------------- the logits processor
@@ -72,7 +84,7 @@ class StepConstraints:
     """Steiner's reasoning_constraints(min_steps, max_steps), for either backend.
 
     Called with the prompt width it returns the transformers processors (inference.generate's
-    factory form); VLLMModel reads min_steps and max_steps instead.
+    factory form, for the lean and transformers backends); VLLMModel reads min_steps and max_steps instead.
     """
 
     tokenizer: object = field(repr=False)
@@ -171,11 +183,11 @@ def _generate_vllm(model: VLLMModel, tokenizer, prompts: Sequence[str], max_new_
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
              top_p: float = 1.0, n_samples: int = 1, batch_size: int = 16, seed: int = 0,
-             logits_processor=None, progress: bool = True) -> list[list[str]]:
+             logits_processor=None, progress: bool = True, backend: str = CPU_DEFAULT) -> list[list[str]]:
     """out[i][j]: prompt i's completion j, by vLLM when `model` is a VLLMModel, else by
-    inference.generate (batched transformers generation). Texts keep the special tokens and end
-    before the eos. `logits_processor`: a StepConstraints (either backend), or for transformers
-    anything inference.generate accepts."""
+    inference.generate with `backend` (in_process: "lean" or "transformers"). Texts keep the
+    special tokens and end before the eos. `logits_processor`: a StepConstraints (any backend),
+    or for lean and transformers anything inference.generate accepts."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of prompt texts, not one str: wrap it as [prompt]")
     if isinstance(model, VLLMModel):
@@ -185,13 +197,14 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temp
 
     return inference.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                               top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
-                              logits_processor=logits_processor, progress=progress)
+                              logits_processor=logits_processor, progress=progress,
+                              backend=in_process(backend))
 
 
-def load_model(path, backend: str = "transformers", tensor_parallel_size: int = 1, seed: int = 0,
+def load_model(path, backend: str = CPU_DEFAULT, tensor_parallel_size: int = 1, seed: int = 0,
                gpu_memory_utilization: float = 0.9):
     """(model, tokenizer) of a checkpoint directory for `generate`: a Hugging Face model
-    (transformers, on the GPU when there is one) or a VLLMModel handle (vllm)."""
+    (lean, transformers: on the GPU when there is one) or a VLLMModel handle (vllm)."""
     from steiner_lib import checkpoints
 
     path = Path(path)
@@ -207,7 +220,7 @@ def load_model(path, backend: str = "transformers", tensor_parallel_size: int = 
     return model, tokenizer
 
 
-def stage_loader(params, backend: str = "transformers", tensor_parallel_size: int = 1):
+def stage_loader(params, backend: str = CPU_DEFAULT, tensor_parallel_size: int = 1):
     """load(stage, name) -> (model, tokenizer) of a finished stage's checkpoint, for `generate`
     (checkpoints.load_stage_model's checks, then load_model)."""
     from steiner_lib.stages import require
@@ -221,5 +234,5 @@ def stage_loader(params, backend: str = "transformers", tensor_parallel_size: in
     return load
 
 
-__all__ = ["BACKEND_CHOICES", "vllm_available", "resolve_backend", "StepConstraints", "VLLMModel",
+__all__ = ["BACKEND_CHOICES", "CPU_DEFAULT", "vllm_available", "resolve_backend", "in_process", "StepConstraints", "VLLMModel",
            "sampling_params", "generate", "load_model", "stage_loader"]

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from steiner_lib import modeling
+from steiner_lib.backends import CPU_DEFAULT
 from steiner_lib.params import load_preset
 
 log = logging.getLogger("steiner_lib.dryrun")
@@ -154,7 +155,8 @@ def dry_run_values(preset, workdir) -> tuple[dict, list[Substitution]]:
                "gated GPQA (hub, or a CSV not on this machine) -> local CSV in GPQA's schema")
     for key in BACKEND_KEYS:
         if values[key] in ("vllm", "auto"):
-            change(key, "transformers", "vLLM needs a GPU: the transformers fallback")
+            change(key, "transformers" if key == "teacher_backend" else CPU_DEFAULT,
+                   "vLLM needs a GPU: the in-process fallback")
     for key, small in SHRINK.items():  # keys of sections a notebook may not have yet are skipped
         if isinstance(values.get(key), (int, float)) and small < values[key]:
             change(key, small, "shrunk")

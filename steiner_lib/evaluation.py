@@ -34,6 +34,7 @@ import pandas as pd
 
 from steiner_lib import format as fmt
 from steiner_lib import modeling
+from steiner_lib.backends import CPU_DEFAULT
 from steiner_lib.tasks import choice, text
 from steiner_lib.tasks.countdown import apply, combine
 
@@ -384,12 +385,15 @@ def heldout_prompts(questions, seed: int) -> tuple[list[str], list[str]]:
 
 def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, max_new_tokens: int = 512,
                    temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16, logits_processor=None,
-                   n_boot: int = 2000, progress: bool = True) -> HeldoutReport:
+                   n_boot: int = 2000, progress: bool = True, backend: str = CPU_DEFAULT) -> HeldoutReport:
     """Sample n_samples outputs per held-out question, score each, and summarize with 95% CIs.
 
     questions: CountdownQuestions (a list, or a dict by question id as dataset.load_countdown_questions
-    returns). Prompts are shuffled with `seed`, and sampling is seeded with it too.
+    returns). Prompts are shuffled with `seed`, and sampling is seeded with it too. backend: the
+    params' *_backend (lean, transformers; vllm or auto mean lean for a model in this process).
     """
+    from steiner_lib.backends import in_process
+
     from steiner_lib import inference
 
     questions = list(questions.values()) if isinstance(questions, dict) else list(questions)
@@ -401,7 +405,8 @@ def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, m
     prompts, letters = heldout_prompts(questions, seed)
     outputs = inference.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                                  top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
-                                 logits_processor=logits_processor, progress=progress)
+                                 logits_processor=logits_processor, progress=progress,
+                                 backend=in_process(backend, "held-out check"))
     scores = score_outputs(outputs, letters, questions, tokenizer)
     return HeldoutReport(scores, summarize(scores, n_boot=n_boot, seed=seed))
 

@@ -17,6 +17,11 @@ call) or a function `make(prompt_width) -> list` called once per model.generate 
 padding every row's completion starts at column `prompt_width`, so a stateful processor (Steiner's
 reasoning_constraints counts steps) can read each row's generated tokens as input_ids[r, prompt_width:].
 
+Backends (`backend`): "lean" (the default on CPU) runs lean_decode's loop over the model's own
+weights: the same tokens as model.generate (greedy and seeded sampling alike), several times
+faster on small models (benchmarks/generation.py); a model it does not cover (lean_decode.
+unsupported_reason) falls back to model.generate with a warning. "transformers" is model.generate.
+
 KV cache: each model.generate call gets a cache preallocated for prompt + max_new_tokens positions
 (`preallocated_cache`). transformers' default DynamicCache grows by torch.cat, which copies the whole
 cache at every step; at batch 64 that copying was about 30% of the generation time
@@ -25,19 +30,29 @@ cache at every step; at batch 64 that copying was about 30% of the generation ti
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import lru_cache
 from typing import Sequence
 
 import torch
 
+from steiner_lib.backends import CPU_DEFAULT
 from steiner_lib.format import SPECIAL_TOKENS
 
+log = logging.getLogger("steiner_lib.inference")
 
-def _check(prompts, max_new_tokens: int, temperature: float, top_p: float, n_samples: int, batch_size: int):
+IN_PROCESS_BACKENDS = ("lean", "transformers")  # what runs a model held in this process
+
+
+def _check(prompts, max_new_tokens: int, temperature: float, top_p: float, n_samples: int, batch_size: int,
+           backend: str):
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of prompt texts, not one str: wrap it as [prompt]")
     problems = []
+    if backend not in IN_PROCESS_BACKENDS:
+        problems.append(f"backend={backend!r} (a model in this process runs on one of {IN_PROCESS_BACKENDS}; "
+                        f"vLLM takes a backends.VLLMModel: load it with backends.load_model(path, 'vllm'))")
     if max_new_tokens < 1:
         problems.append(f"max_new_tokens={max_new_tokens} (need >= 1)")
     if temperature < 0:
@@ -172,9 +187,40 @@ def _batch_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**63)
 
 
-def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, logits_processor,
-         progress: bool, desc: str, stats: dict | None) -> list[str]:
-    """Generate for each group of prompts in `jobs` (one model.generate call per group)."""
+def _engine(model, backend: str, use_cache: bool):
+    """The function that generates one batch: lean_decode's loop, or model.generate."""
+    from steiner_lib import lean_decode
+
+    if backend == "lean":
+        reason = lean_decode.unsupported_reason(model) if use_cache else "use_cache=False"
+        if reason is None:
+            return _generate_lean
+        log.warning("backend 'lean' cannot run this model (%s): generating with model.generate instead", reason)
+    return _generate_transformers
+
+
+def _generate_transformers(model, enc, gen_kwargs: dict, processors):
+    width = enc["input_ids"].shape[1]
+    cache = preallocated_cache(model, width + gen_kwargs["max_new_tokens"]) if gen_kwargs["use_cache"] else None
+    return model.generate(**enc, **gen_kwargs, logits_processor=processors,
+                          **({"cache": cache} if cache is not None else {}))
+
+
+def _generate_lean(model, enc, gen_kwargs: dict, processors):
+    from steiner_lib import lean_decode
+
+    return lean_decode.generate_ids(
+        model, enc["input_ids"], enc["attention_mask"], gen_kwargs["max_new_tokens"], gen_kwargs["eos_token_id"],
+        gen_kwargs["pad_token_id"], temperature=gen_kwargs.get("temperature", 0.0) if gen_kwargs["do_sample"] else 0.0,
+        top_p=gen_kwargs.get("top_p", 1.0), logits_processor=processors)
+
+
+def run_batches(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, logits_processor,
+                progress: bool, desc: str, stats: dict | None, engine) -> list[str]:
+    """Generate for each group of prompts in `jobs` (one batch per group) with
+    engine(model, enc, gen_kwargs, processors) -> prompt + new ids: the tokenizing, seeding,
+    decoding and counting of `generate` around any batch function (benchmarks/generation.py
+    passes transformers' static cache and CTranslate2 through it)."""
     from tqdm import tqdm
 
     stop = set(gen_kwargs["eos_token_id"])
@@ -190,10 +236,7 @@ def _run(model, tokenizer, jobs: list[list[str]], gen_kwargs: dict, seed: int, l
                                 add_special_tokens=False).to(model.device)
                 torch.manual_seed(_batch_seed(seed, index))
                 width = enc["input_ids"].shape[1]
-                cache = preallocated_cache(model, width + gen_kwargs["max_new_tokens"]) if gen_kwargs["use_cache"] \
-                    else None
-                out = model.generate(**enc, **gen_kwargs, logits_processor=_processors(logits_processor, width),
-                                     **({"cache": cache} if cache is not None else {}))
+                out = engine(model, enc, gen_kwargs, _processors(logits_processor, width))
                 slots += out[:, width:].numel()
                 for row in out[:, width:].tolist():
                     text, n = _decode(tokenizer, row, stop)
@@ -215,34 +258,36 @@ def _regroup(flat: list[str], n_prompts: int, n_samples: int) -> list[list[str]]
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
              top_p: float = 1.0, n_samples: int = 1, batch_size: int = 16, seed: int = 0,
              logits_processor=None, progress: bool = True, use_cache: bool = True,
-             stats: dict | None = None) -> list[list[str]]:
+             stats: dict | None = None, backend: str = CPU_DEFAULT) -> list[list[str]]:
     """n_samples completions per prompt, batched with left padding; out[i][j] is prompt i's sample j.
 
-    temperature 0 is greedy. logits_processor: a list, or a function of the prompt width (module
-    docstring). `stats`, if a dict, receives sequences, new_tokens (up to and
+    temperature 0 is greedy. backend: "lean" or "transformers". logits_processor: a list, or a
+    function of the prompt width (module docstring). `stats`, if a dict, receives sequences, new_tokens (up to and
     excluding eos), batch_slots (positions generated including the padding of rows that
     finished before their batch did), seconds and tokens_per_s.
     """
-    _check(prompts, max_new_tokens, temperature, top_p, n_samples, batch_size)
+    _check(prompts, max_new_tokens, temperature, top_p, n_samples, batch_size, backend)
     check_tokenizer(tokenizer)
     flat = [p for p in prompts for _ in range(n_samples)]
     jobs = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
     kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache)
-    texts = _run(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate", stats)
+    texts = run_batches(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate", stats,
+                        _engine(model, backend, use_cache))
     return _regroup(texts, len(prompts), n_samples)
 
 
 def generate_one_by_one(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
                         top_p: float = 1.0, n_samples: int = 1, seed: int = 0, logits_processor=None,
                         progress: bool = True, use_cache: bool = True,
-                        stats: dict | None = None) -> list[list[str]]:
-    """Like `generate`, one sequence per model.generate call (no padding): the speed baseline."""
-    _check(prompts, max_new_tokens, temperature, top_p, n_samples, 1)
+                        stats: dict | None = None, backend: str = "transformers") -> list[list[str]]:
+    """Like `generate`, one sequence per call (no padding): the speed baseline."""
+    _check(prompts, max_new_tokens, temperature, top_p, n_samples, 1, backend)
     check_tokenizer(tokenizer)
     jobs = [[p] for p in prompts for _ in range(n_samples)]
     kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache)
-    texts = _run(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate (one by one)", stats)
+    texts = run_batches(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate (one by one)",
+                        stats, _engine(model, backend, use_cache))
     return _regroup(texts, len(prompts), n_samples)
 
 
-__all__ = ["generate", "generate_one_by_one", "check_tokenizer", "preallocated_cache"]
+__all__ = ["IN_PROCESS_BACKENDS", "generate", "run_batches", "generate_one_by_one", "check_tokenizer", "preallocated_cache"]

@@ -23,6 +23,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from steiner_lib.backends import BACKEND_CHOICES, CPU_DEFAULT
+
 
 def knob(default, doc: str, lo=None, hi=None):
     """A dataclass field with a docstring and an optional inclusive range."""
@@ -144,6 +146,7 @@ class SftParams:
     temperature: float = knob(0.7, "sampling temperature of the held-out check", lo=0.0)
     eval_samples: int = knob(4, "held-out check: outputs per validation question (> 1 needs a temperature > 0)", lo=1)
     eval_batch_size: int = knob(64, "held-out check: prompts per generate call", lo=1)
+    eval_backend: Literal["lean", "transformers"] = knob(CPU_DEFAULT, "held-out check and learning curve: lean (the decode loop, the same tokens faster) or transformers (model.generate)")
     max_new_tokens: int = knob(1024, "tokens per sampled output (room for the longest kept path: dag_max_reasoning_tokens)", lo=8)
     curve_points: int = knob(4, "learning curve: sample held-out questions at this many evenly spaced SFT steps (0: none)", lo=0)
     curve_questions: int = knob(24, "learning curve: validation questions sampled (one output each) at each point", lo=1)
@@ -169,7 +172,7 @@ class RlParams:
     format_penalty: float = knob(0.5, "reward: penalty on every token of an output that does not parse", lo=0.0)
     unreachable_value: float = knob(-0.5, "reward: the progress term at a dead end")
     eval_questions: int = knob(60, "held-out validation questions sampled after RL", lo=1)
-    backend: Literal["transformers", "vllm", "auto"] = knob("transformers", "RL rollouts: transformers generate, or vLLM colocated on the training GPUs (TRL use_vllm); auto: vllm if installed and a GPU is visible")
+    backend: Literal[BACKEND_CHOICES] = knob(CPU_DEFAULT, "RL rollouts (and the held-out checks of 05): lean (the decode loop), transformers generate, or vLLM colocated on the training GPUs (TRL use_vllm); auto: vllm if installed and a GPU is visible, else lean")
     vllm_gpu_memory: float = knob(0.3, "RL, vllm backend: share of each GPU's memory vLLM may take (TRL vllm_gpu_memory_utilization)", lo=0.05, hi=0.95)
     vllm_tensor_parallel: int = knob(1, "RL, vllm backend: GPUs each vLLM engine spans (TRL vllm_tensor_parallel_size; divides the process count)", lo=1)
 
@@ -185,7 +188,7 @@ class EvalParams:
     lp_max_steps_grid: str = knob("6,10", "logits processor: max_steps values tried on validation (comma-separated)")
     control_questions: int = knob(48, "questions of the control split (no search needed)", lo=1)
     hard_questions: int = knob(48, "questions of the hard split (reported beside diamond)", lo=1)
-    backend: Literal["transformers", "vllm", "auto"] = knob("transformers", "evaluation generation: transformers, vllm, or auto (vllm if installed and a GPU is visible)")
+    backend: Literal[BACKEND_CHOICES] = knob(CPU_DEFAULT, "evaluation generation: lean (the decode loop), transformers, vllm, or auto (vllm if installed and a GPU is visible, else lean)")
     tensor_parallel: int = knob(1, "evaluation, vllm backend: GPUs each evaluated model is split over", lo=1)
 
 
@@ -195,6 +198,7 @@ class ScalingParams:
     stages: str = knob("SFT,RL", "checkpoints whose scaling curves are drawn (comma-separated; of base, CPT, SFT, RL)")
     max_new_tokens: int = knob(640, "tokens per output (room for forced steps beyond eval_max_new_tokens)", lo=8)
     batch_size: int = knob(16, "prompts per generate call", lo=1)
+    backend: Literal["lean", "transformers"] = knob(CPU_DEFAULT, "generation: lean (the decode loop) or transformers; budget forcing and the soft bias are transformers processors, which both run")
     min_steps_grid: str = knob("0,2,6", "sequential scaling: min_steps forced (max_steps: none), comma-separated")
     budgets: str = knob("128,384", "sequential scaling: budget-forcing targets in reasoning tokens, comma-separated")
     budget_grace: int = knob(64, "budget forcing: tokens past the budget before reasoning_end is forced mid-step", lo=0)

@@ -27,7 +27,13 @@ Where TRL takes it: `_generate_and_score_completions` returns `advantages` of sh
 
 so a (B, T) tensor broadcasts against the (B, T) per-token log-ratios with no change to TRL
 (the batch shuffling and splitting in `_prepare_inputs` index dim 0 only). The subclass
-overrides `_generate_and_score_completions` alone: it calls TRL's, then replaces `advantages`.
+overrides `_generate_and_score_completions`: it calls TRL's, then replaces `advantages`.
+
+Rollouts: with backend "lean" (the CPU default) the subclass also overrides TRL's
+`_generate_single_turn` (TRL 1.16's one generation hook: prompt token ids in, completion token ids
+out), running lean_decode's loop with TRL's sampling settings instead of model.generate; the
+same tokens, faster. Text-only prompts only: anything else (images, tools, vLLM, transformers'
+continuous batching, extra generation_kwargs, a model the loop does not cover) goes to TRL's.
 The loss types grpo, bnpo, dr_grpo, dapo (default), cispo and sapo consume (B, T) advantages.
 """
 
@@ -50,6 +56,7 @@ import pandas as pd
 from trl import GRPOTrainer
 
 from steiner_lib import modeling
+from steiner_lib.backends import BACKEND_CHOICES, CPU_DEFAULT, resolve_backend
 from steiner_lib.rewards import (
     RewardWeights, StepRewards, completion_token_offsets, reward_table, step_rewards, token_segments,
 )
@@ -85,7 +92,7 @@ class RLStageConfig:
     progress: bool = True  # the Trainer's progress bar
     keep_scored: int = 5_000  # scored completions kept for RLResult.scored (the most recent)
     output_dir: str | None = None  # Trainer scratch directory; None: a temporary one, removed after
-    backend: str = "transformers"  # rollouts: transformers | vllm (TRL use_vllm, colocate mode) | auto (backends)
+    backend: str = CPU_DEFAULT  # rollouts: lean | transformers | vllm (TRL use_vllm, colocate mode) | auto (backends)
     vllm_gpu_memory: float = 0.3  # vllm: share of each GPU's memory the colocated engine takes
     vllm_tensor_parallel: int = 1  # vllm: GPUs per engine (must divide the number of training processes)
 
@@ -109,8 +116,8 @@ class RLStageConfig:
             problems.append(f"credit={self.credit!r} (choose one of {CREDITS})")
         if self.scale_rewards not in SCALES:
             problems.append(f"scale_rewards={self.scale_rewards!r} (choose one of {SCALES})")
-        if self.backend not in ("transformers", "vllm", "auto"):
-            problems.append(f"backend={self.backend!r} (choose transformers, vllm or auto)")
+        if self.backend not in BACKEND_CHOICES:
+            problems.append(f"backend={self.backend!r} (choose one of {', '.join(BACKEND_CHOICES)})")
         if not 0 < self.vllm_gpu_memory < 1 or self.vllm_tensor_parallel < 1:
             problems.append(f"vllm_gpu_memory={self.vllm_gpu_memory} (need 0 < share < 1), "
                             f"vllm_tensor_parallel={self.vllm_tensor_parallel} (need >= 1)")
@@ -242,7 +249,7 @@ class StepGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, model, scorer: StepRewardScorer, args=None, credit: str = "step",
-                 keep_scored: int = 5_000, **kwargs):
+                 keep_scored: int = 5_000, lean_rollouts: bool = False, **kwargs):
         if credit not in CREDITS:
             raise ValueError(f"StepGRPOTrainer credit={credit!r}: choose one of {CREDITS}")
         if "reward_funcs" in kwargs:
@@ -250,6 +257,41 @@ class StepGRPOTrainer(GRPOTrainer):
         super().__init__(model=model, reward_funcs=[scorer], args=args, **kwargs)
         self.scorer, self.credit = scorer, credit
         self.scored: deque[StepRewards] = deque(maxlen=keep_scored)
+        self.lean_rollouts = lean_rollouts
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        from steiner_lib import lean_decode
+
+        if (not self.lean_rollouts or self.use_vllm or self.use_transformers_continuous_batching or multimodal_fields
+                or has_tool_images or (images is not None and any(i is not None for i in images))
+                or self.args.generation_kwargs or lean_decode.unsupported_reason(self.model) is not None):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        import torch
+        from trl.models import unwrap_model_for_generation
+        from trl.trainer.utils import pad
+
+        prompts = [torch.tensor(ids) for ids in prompt_ids]
+        padded = dict(input_ids=pad(prompts, padding_value=self._tokenizer.pad_token_id, padding_side="left",
+                                    pad_to_multiple_of=self.pad_to_multiple_of),
+                      attention_mask=pad([torch.ones_like(t) for t in prompts], padding_value=0, padding_side="left",
+                                         pad_to_multiple_of=self.pad_to_multiple_of))
+        padded = {k: v.to(self.accelerator.device) for k, v in padded.items()}
+        with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                          generation_kwargs=self.generation_kwargs,
+                                          gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
+              as unwrapped, torch.no_grad(), self._dist.summon_full_params(self.model_wrapped, recurse=False)):
+            out = lean_decode.generate_ids(
+                unwrapped, padded["input_ids"], padded["attention_mask"], self.max_completion_length,
+                self.eos_token_ids, self._tokenizer.pad_token_id, temperature=self.temperature, top_p=self.top_p,
+                top_k=self.top_k, min_p=self.min_p, repetition_penalty=self.repetition_penalty)
+        eos = set(self.eos_token_ids)
+        completions = []
+        for row in out[:, padded["input_ids"].size(1):].tolist():  # up to and including the first eos, as TRL's
+            cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+            completions.append(row[:cut])
+        return completions, None
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)  # TRL's rollouts, scalar rewards, (B,) advantages
@@ -338,8 +380,6 @@ def grpo_config(cfg: RLStageConfig, output_dir: str):
     vLLM in TRL's colocate mode (one engine inside the training processes, sharing their GPUs)."""
     import torch
     from trl import GRPOConfig
-
-    from steiner_lib.backends import resolve_backend
 
     use_vllm = resolve_backend(cfg.backend, "RL rollouts") == "vllm"
     return GRPOConfig(
@@ -436,7 +476,8 @@ def train_rl(model, tokenizer, questions, graphs: dict, weights: RewardWeights |
         with _reference_is_current_policy(model, cfg.beta, output_dir):
             trainer = StepGRPOTrainer(model=model, scorer=scorer, args=grpo_config(cfg, output_dir),
                                       train_dataset=data, processing_class=tokenizer, credit=cfg.credit,
-                                      keep_scored=cfg.keep_scored)
+                                      keep_scored=cfg.keep_scored,
+                                      lean_rollouts=resolve_backend(cfg.backend, "RL rollouts") == "lean")
         trainer.train()
     finally:
         if scratch:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from steiner_lib import modeling
+from steiner_lib.backends import CPU_DEFAULT
 
 log = logging.getLogger("steiner_lib.sft")
 
@@ -102,7 +103,7 @@ class SFTResult:
 
 
 def sampling_curve(questions, seed: int, at_steps, max_new_tokens: int, temperature: float = 0.7,
-                   batch_size: int = 64):
+                   batch_size: int = 64, backend: str = CPU_DEFAULT):
     """A TrainerCallback that samples `questions` (one output each) at the given optimizer steps and
     keeps their valid-step share, format-valid share and solve rate: the learning curve of the
     skills, not only of the loss. Its `.rows` (one dict per step) become a frame with `.frame()`."""
@@ -123,7 +124,8 @@ def sampling_curve(questions, seed: int, at_steps, max_new_tokens: int, temperat
             model.eval()
             report = evaluation.heldout_report(model, processing_class, questions, seed=seed, n_samples=1,
                                                max_new_tokens=max_new_tokens, temperature=temperature,
-                                               batch_size=batch_size, n_boot=200, progress=False)
+                                               batch_size=batch_size, n_boot=200, progress=False,
+                                               backend=backend)
             model.train(was_training)
             value = report.summary["value"]
             self.rows.append({"step": state.global_step, "tokens_seen": int(state.num_input_tokens_seen),

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from steiner_lib import evaluation
+from steiner_lib.backends import CPU_DEFAULT
 
 ROWS = ("base", "CPT", "SFT", "RL", "RL + logits processor")
 # Which saved checkpoint each row samples: (stage, name).
@@ -96,6 +97,7 @@ class Decoding:
     batch_size: int = 64  # benchmarks/generation.py: 64 prompts at 640 tokens take 17 s at 64 against 29 s at 16
     progress: bool = True
     samples: int = 1  # outputs per question; a question's accuracy is the mean over its samples
+    backend: str = CPU_DEFAULT  # for a model in this process: lean or transformers (backends.generate)
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -126,7 +128,8 @@ def sample_and_score(model, tokenizer, questions, decoding: Decoding, logits_pro
     outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=decoding.max_new_tokens,
                                  temperature=decoding.temperature, n_samples=decoding.samples,
                                  batch_size=decoding.batch_size, seed=decoding.seed,
-                                 logits_processor=logits_processor, progress=decoding.progress)
+                                 logits_processor=logits_processor, progress=decoding.progress,
+                                 backend=decoding.backend)
     return score_completions(outputs, letters, [question_id(q) for q in questions], tokenizer, letter_anywhere)
 
 

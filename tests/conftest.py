@@ -2,7 +2,21 @@
 
 import pytest
 
-from helpers import preset
+from helpers import CORPUS, preset, tiny_qwen2
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """A BPE tokenizer with the 14 reasoning tokens, trained on helpers.CORPUS (files may define their own)."""
+    from steiner_lib import modeling
+
+    return modeling.train_bpe_tokenizer(CORPUS, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    """helpers.tiny_qwen2 for `tok`: 2 layers, 4 query heads on 2 key-value heads."""
+    return tiny_qwen2(tok)
 
 
 @pytest.fixture(scope="session")

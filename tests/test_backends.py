@@ -38,21 +38,22 @@ PROMPTS = [modeling.chat_text("Which is larger, 3 or 7?"), modeling.chat_text("N
 # --------------------------------------------------------------------------- choosing the backend
 
 
-def test_transformers_is_always_itself(monkeypatch):
+def test_lean_and_transformers_are_always_themselves(monkeypatch):
     monkeypatch.setattr(backends, "vllm_available", lambda: True)
     assert backends.resolve_backend("transformers") == "transformers"
+    assert backends.resolve_backend("lean") == "lean"
 
 
-def test_auto_falls_back_to_transformers_with_a_log_line(monkeypatch, caplog):
+def test_auto_falls_back_to_the_lean_loop_with_a_log_line(monkeypatch, caplog):
     monkeypatch.setattr(backends, "vllm_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="steiner_lib.backends"):
-        assert backends.resolve_backend("auto", "evaluation") == "transformers"
-    assert "evaluation: backend auto -> transformers" in caplog.text and "pip install .[gpu]" in caplog.text
+        assert backends.resolve_backend("auto", "evaluation") == "lean"
+    assert "evaluation: backend auto -> lean" in caplog.text and "pip install .[gpu]" in caplog.text
     caplog.clear()
     monkeypatch.setattr(backends, "vllm_available", lambda: True)
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="steiner_lib.backends"):
-        assert backends.resolve_backend("auto") == "transformers"
+        assert backends.resolve_backend("auto") == "lean"
     assert "no CUDA GPU" in caplog.text
     monkeypatch.setattr(backends, "cuda_available", lambda: True)
     assert backends.resolve_backend("auto") == "vllm"
@@ -177,9 +178,11 @@ def test_teacher_tensor_parallel_reaches_the_llm_teacher():
 # --------------------------------------------------------------------------- params
 
 
-def test_cpu_defaults_generate_with_transformers_and_gpu_presets_with_vllm():
+def test_cpu_defaults_generate_with_the_lean_loop_and_gpu_presets_with_vllm():
     cpu = P.load_preset(P.project_root() / "params" / "cpu.yaml").values
-    assert (cpu["eval_backend"], cpu["rl_backend"], cpu["teacher_backend"]) == ("transformers",) * 3
+    assert (cpu["eval_backend"], cpu["rl_backend"], cpu["sft_eval_backend"], cpu["scaling_backend"]) == ("lean",) * 4
+    assert cpu["teacher_backend"] == "transformers"  # the LLM teacher (GPU presets) generates one prompt at a time
+    assert P.defaults()["eval_backend"] == backends.CPU_DEFAULT == "lean"
     for name in ("gpu-small", "paper-32b"):
         v = P.load_preset(P.project_root() / "params" / f"{name}.yaml").values
         assert (v["eval_backend"], v["rl_backend"], v["teacher_backend"]) == ("vllm",) * 3, name
@@ -190,10 +193,11 @@ def test_cpu_defaults_generate_with_transformers_and_gpu_presets_with_vllm():
 
 def test_bad_backend_values_are_named(tmp_path):
     f = tmp_path / "bad.yaml"
-    f.write_text("eval_backend: tgi\nrl_vllm_gpu_memory: 1.5\neval_tensor_parallel: 0\n")
+    f.write_text("eval_backend: tgi\nrl_vllm_gpu_memory: 1.5\neval_tensor_parallel: 0\nscaling_backend: vllm\n")
     with pytest.raises(P.ParamsError) as e:
         P.load_preset(f)
-    assert all(k in str(e.value) for k in ("eval_backend", "rl_vllm_gpu_memory", "eval_tensor_parallel"))
+    assert all(k in str(e.value) for k in ("eval_backend", "rl_vllm_gpu_memory", "eval_tensor_parallel",
+                                           "scaling_backend", "'lean'"))
 
 
 # --------------------------------------------------------------------------- with vLLM (GPU machines)

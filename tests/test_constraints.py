@@ -24,11 +24,12 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+from helpers import one_thread, tiny_qwen2  # noqa: E402
+from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from steiner_lib import constraints as C  # noqa: E402
 from steiner_lib import format as fmt  # noqa: E402
-from steiner_lib import inference, modeling  # noqa: E402
+from steiner_lib import inference, lean_decode, modeling  # noqa: E402
 
 CORPUS = ["Using the numbers 3, 5, 7 and 25, which value can be made?", "25 × 3 = 75, then 75 + 7 = 82.",
           "Answer: B"]
@@ -583,56 +584,47 @@ class Booster(LogitsProcessor):
         return scores
 
 
-@contextlib.contextmanager
-def one_thread():
-    """A model this small gains nothing from threads, and on a busy 2-core machine OpenMP's
-    spinning threads make generate 10-50x slower (measured: 15 s against 0.3 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tok):
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return Qwen2ForCausalLM(config).eval()
+    return tiny_qwen2(tok, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1)
 
 
 PROMPTS = ["Which one?", "Using the numbers 3, 5, 7 and 25, which value can be made?", "25 × 3 = 75", "A",
            "Answer: B", "then 75 + 7 = 82."]
 
 
-def generate_ids(tiny, tok, processors, seed=0, max_new_tokens=80):
+def generate_ids(tiny, tok, processors, seed=0, max_new_tokens=80, engine="transformers"):
+    """Sampled ids of PROMPTS by model.generate ("transformers") or lean_decode's loop ("lean")."""
     enc = tok([modeling.chat_text(p) for p in PROMPTS], return_tensors="pt", padding=True, padding_side="left",
               add_special_tokens=False)
     with one_thread(), torch.random.fork_rng(), torch.inference_mode():
         torch.manual_seed(seed)
-        out = tiny.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, top_k=0,
-                            logits_processor=LogitsProcessorList(processors), pad_token_id=tok.pad_token_id)
+        if engine == "lean":
+            out = lean_decode.generate_ids(tiny, enc["input_ids"], enc["attention_mask"], max_new_tokens,
+                                           tok.eos_token_id, tok.pad_token_id, temperature=1.0,
+                                           logits_processor=processors)
+        else:
+            out = tiny.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, top_k=0,
+                                logits_processor=LogitsProcessorList(processors), pad_token_id=tok.pad_token_id)
     return out[:, enc["input_ids"].shape[1]:].tolist()
 
 
-def test_generate_with_the_processor_obeys_every_rule_it_controls(tiny, tok, ids):
+@pytest.mark.parametrize("engine", ["transformers", "lean"])
+def test_generate_with_the_processor_obeys_every_rule_it_controls(tiny, tok, ids, engine):
     met_total: dict[str, int] = {}
     # (1, 2) as the brief has it; with min_steps=1 a proceed is never forced (the first step_end makes
     # one step done), so (2, 3) puts that rule to the test.
     for seed, (min_steps, max_steps) in enumerate([(1, 2), (2, 3)]):
         processors = [Booster(ids, tok.eos_token_id), C.ReasoningConstraints(tok, min_steps, max_steps)]
-        for gen in generate_ids(tiny, tok, processors, seed):
+        for gen in generate_ids(tiny, tok, processors, seed, engine=engine):
             bad, met = violations(gen, ids, min_steps, max_steps)
             assert bad == [], (bad, tok.decode(gen))
             for k, v in met.items():
                 met_total[k] = met_total.get(k, 0) + v
     assert all(v > 0 for v in met_total.values()), met_total  # every rule was actually put to the test
     # The same model and booster without the processor break the rules: the check above can fail.
-    rows = generate_ids(tiny, tok, [Booster(ids, tok.eos_token_id)], 0)
+    rows = generate_ids(tiny, tok, [Booster(ids, tok.eos_token_id)], 0, engine=engine)
     assert any(violations(gen, ids, 1, 2)[0] for gen in rows)
 
 

@@ -32,7 +32,7 @@ def test_only_hub_names_backends_gpqa_and_sizes_change(name, tmp_path):
     assert changed <= allowed, changed - allowed
     assert {k for k in original if values[k] != original[k]} == changed
     assert set(dryrun.HUB_NAME_KEYS) <= changed and "eval_benchmark" in changed
-    assert all(values[k] == "transformers" for k in dryrun.BACKEND_KEYS)
+    assert all(values[k] == ("transformers" if k == "teacher_backend" else "lean") for k in dryrun.BACKEND_KEYS)
     for key in ("model_lora", "model_lora_r", "teacher_kind", "dag_clusterer", "dag_max_reasoning_tokens",
                 "sft_max_length", "rl_credit", "rl_beta", "eval_lp_min_steps_grid", "eval_lp_max_steps_grid",
                 "eval_tensor_parallel", "teacher_tensor_parallel"):

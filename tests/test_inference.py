@@ -9,33 +9,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from helpers import USERS  # noqa: E402
 from transformers import LogitsProcessor, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
 from steiner_lib import inference, modeling  # noqa: E402
-
-CORPUS = [
-    "Using some of the numbers 3, 5, 7, 25 exactly one of the following values can be made. Which one?",
-    "Combine 25 and 3: 25 × 3 = 75. That leaves 5, 7, 75. Numbers left: 5, 7, 75. Nearest option is 82.",
-    "75 + 7 = 82\n\nAnswer: B",
-]
-USERS = ["Which one? A) 82 B) 80", "Using some of the numbers 3, 5, 7, 25, which value can be made?",
-         "Numbers 2, 9.", "Combine 25 and 3 then add 7: which of the options is it? A) 82 B) 81 C) 80 D) 79"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return modeling.train_bpe_tokenizer(CORPUS, vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return Qwen2ForCausalLM(config)
-
 
 @pytest.fixture(scope="module")
 def prompts():

@@ -56,6 +56,23 @@ def test_artifacts_of_the_data_half(smoke_run):
     assert m02["metrics"]["n_dags"] == params.values["task_n_train"]
 
 
+def test_the_lean_loop_writes_what_transformers_writes_on_the_smoke_sft_checkpoint(smoke_run):
+    """Greedy, with Steiner's processor, on the trained smoke checkpoint (tests/test_lean_decode.py covers
+    random models): the default backend changes no output of 04-07."""
+    from steiner_lib import backends, checkpoints, evaluation, inference
+    from steiner_lib.tasks import gpqa
+
+    _, path, _ = smoke_run
+    params = P.load_preset(path)
+    model, tokenizer = checkpoints.load_stage_model(params, "04_sft", "sft")
+    d01, _ = require(params, "01_synthesis")
+    prompts, _ = evaluation.heldout_prompts(gpqa.load_choice_questions(str(d01 / "diamond.csv"))[:8], 0)
+    texts = {b: inference.generate(model, tokenizer, prompts, max_new_tokens=96, temperature=0.0, batch_size=8,
+                                   progress=False, backend=b, logits_processor=backends.StepConstraints(tokenizer, 1, 3))
+             for b in ("lean", "transformers")}
+    assert texts["lean"] == texts["transformers"]
+
+
 def test_rerun_with_same_params_skips_every_stage(smoke_run):
     _, path, _ = smoke_run
     outcomes = run(path, progress=False)

@@ -278,6 +278,27 @@ def test_train_rl_end_to_end_logs_the_metrics(pipeline, tmp_path):
     assert [s.text for s in again.scored] == [s.text for s in res.scored]
 
 
+def test_lean_rollouts_are_the_tokens_trl_generates(tokenizer, graph, tmp_path):
+    """The lean hook (StepGRPOTrainer._generate_single_turn) against TRL's own model.generate path, same seed."""
+    cfg = rl.RLStageConfig(steps=1, batch_size=4, num_generations=2, max_completion_length=40, progress=False,
+                           temperature=0.9, beta=0.0)
+    model = tiny_model(tokenizer)
+    with rl._reference_is_current_policy(model, 0.0, str(tmp_path)):
+        trainer = rl.StepGRPOTrainer(model=model, args=rl.grpo_config(cfg, str(tmp_path)), train_dataset=rl.rl_dataset(
+            {"q1": Q}), processing_class=tokenizer, lean_rollouts=True,
+            scorer=rl.StepRewardScorer(tokenizer, {"q1": Q}, {"q1": graph}, RewardWeights()))
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in
+               (modeling.chat_text("Which one?"), modeling.chat_text(GOOD[:60]))] * 2
+    runs = {}
+    for lean in (True, False):
+        trainer.lean_rollouts = lean
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            runs[lean], logprobs = trainer._generate_single_turn(prompts, None, {}, 2)
+    assert runs[True] == runs[False] and logprobs is None
+    assert all(1 <= len(c) <= 40 for c in runs[True])
+
+
 # ---------------------------------------------------------------------------- small pieces
 
 
