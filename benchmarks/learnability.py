@@ -5,7 +5,10 @@ preset plus `--set` overrides, into runs/<label>-s<seed>, and the row is read fr
 those notebooks wrote: the base model's arithmetic and copying accuracy (03), the held-out
 valid-step share, format-valid share and solve rate after SFT (04), the training tokens and
 tokens/s of each stage. Rows are appended to --out (benchmarks/results/learnability.csv), so
-the limitations page can show the measurements that chose the defaults, with their seeds.
+the limitations page can show the measurements that chose the defaults, with their seeds. The
+points of 04's learning curve (held-out skills at evenly spaced SFT steps, sampling_curve.csv)
+are appended to --curve-out (benchmarks/results/learning_curve.csv), labelled the same way, so
+04 can draw valid-step share against training tokens for every recorded setting and seed.
 
     .venv/bin/python benchmarks/learnability.py --seeds 0,1
     .venv/bin/python benchmarks/learnability.py --seeds 0 --label facts0 --set base_fact_copies=0
@@ -48,7 +51,9 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def run_seed(preset: Path, overrides: dict, label: str, seed: int) -> dict:
+def run_seed(preset: Path, overrides: dict, label: str, seed: int) -> tuple[dict, Path]:
+    """Notebooks 01-04 on the preset plus overrides as run <label>-s<seed>: its learnability row and
+    its run directory."""
     values = yaml.safe_load(preset.read_text()) or {}
     values.update(overrides, run_name=f"{label}-s{seed}", run_seed=seed)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, dir=ROOT / "runs") as f:
@@ -79,7 +84,32 @@ def run_seed(preset: Path, overrides: dict, label: str, seed: int) -> dict:
         "base_tokens": m3.get("base_tokens_seen"), "cpt_tokens": m3.get("cpt_tokens_seen"),
         "sft_tokens": m4.get("sft_train_tokens"), "sft_tokens_per_s": m4.get("sft_tokens_per_s"),
         "wall_time_s_01_04": round(wall, 1),
-    }
+    }, run
+
+
+def append_rows(path: Path, rows: list[dict], columns) -> None:
+    """Append rows to a CSV (its header written once): a stopped sweep keeps the seeds it finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def curve_rows(run: Path, label: str, seed: int, overrides: dict) -> list[dict]:
+    """04's learning-curve points of one run (sampling_curve.csv), labelled like its learnability row."""
+    path = run / "04_sft" / "sampling_curve.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{"label": label, "seed": seed, "overrides": json.dumps(overrides, sort_keys=True), **r}
+                for r in csv.DictReader(f)]
+
+
+CURVE_COLUMNS = ("label", "seed", "overrides", "step", "tokens_seen", "valid step share", "format valid share",
+                 "solve rate")
 
 
 def main() -> None:
@@ -89,22 +119,18 @@ def main() -> None:
     ap.add_argument("--label", default="default", help="run names are <label>-s<seed>")
     ap.add_argument("--set", action="append", default=[], help="key=value override of the preset (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learnability.csv"))
+    ap.add_argument("--curve-out", default=str(ROOT / "benchmarks" / "results" / "learning_curve.csv"))
     args = ap.parse_args()
     overrides = parse_set(args.set)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     (ROOT / "runs").mkdir(exist_ok=True)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:
-        row = run_seed(Path(args.params), overrides, args.label, seed)
+        row, run = run_seed(Path(args.params), overrides, args.label, seed)
         rows.append(row)
-        new = not out.exists()
-        with out.open("a", newline="") as f:  # one row per finished seed: a stopped sweep keeps its rows
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_rows(out, [row], COLUMNS)
+        append_rows(Path(args.curve_out), curve_rows(run, args.label, seed, overrides), CURVE_COLUMNS)
         print(" | ".join(f"{k}={row[k]}" for k in ("label", "seed", "base_facts_read", "heldout_valid_step_share",
                                                    "heldout_format_valid_share", "heldout_solve_rate",
                                                    "teacher_solve_rate", "sft_tokens_per_s", "wall_time_s_01_04")),

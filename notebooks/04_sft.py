@@ -152,6 +152,17 @@ print(evaluation.format_paragraph(report, cfg.sft.max_new_tokens))
 display(dataset.recorded_benchmark("learnability.csv"))
 
 # %% [markdown]
+# The same development runs' learning curves (`benchmarks/results/learning_curve.csv`): the held-out
+# valid-step share at evenly spaced SFT steps, against the SFT tokens seen, one line per setting and
+# seed. Each point samples one output on each of `sft_curve_questions` validation questions, so a
+# single point is noisy; the slope says how far a setting is from the competence target.
+
+# %%
+#| label: fig-learning-curves
+#| fig-cap: "Held-out valid-step share against SFT training tokens, per development setting (colour) and seed (line style), from benchmarks/results/learning_curve.csv."
+fig = plots.recorded_learning_curves(dataset.recorded_benchmark("learning_curve.csv"))
+
+# %% [markdown]
 #
 # One sampled output:
 

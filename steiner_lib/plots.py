@@ -363,6 +363,26 @@ def skill_curve(curve: pd.DataFrame, x: str = "tokens_seen"):
     return fig
 
 
+def recorded_learning_curves(curves: pd.DataFrame, y: str = "valid step share"):
+    """Development runs' learning curves (benchmarks/results/learning_curve.csv): `y` against SFT
+    training tokens, one colour per label (a setting) and one line per seed. A frame without the
+    columns (nothing recorded) draws an empty, labelled panel."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    if {"label", "seed", "tokens_seen", y} <= set(curves.columns) and len(curves):
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (label, runs) in enumerate(curves.groupby("label", sort=False)):
+            for j, (seed, c) in enumerate(runs.groupby("seed")):
+                c = c.sort_values("tokens_seen")
+                ax.plot(c["tokens_seen"], c[y], marker="o", ms=3, color=colours[i % len(colours)],
+                        ls=("-", "--", ":")[j % 3], label=f"{label}, seed {seed}")
+        ax.legend(fontsize=7, frameon=False)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("SFT training tokens seen")
+    ax.set_ylabel(y)
+    fig.tight_layout()
+    return fig
+
+
 def embedding_shift(report: pd.DataFrame):
     """The 14 token embeddings: norm before and after, and the cosine between the two vectors."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [2, 1]})

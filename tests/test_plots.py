@@ -117,3 +117,17 @@ def test_histogram_integer_bins_and_nan():
     assert len(fig2.axes[0].patches) == 5
     fig3 = plots.histogram(pd.Series([True, False, True]).astype(float), "solved", "bools")
     assert [p.get_height() for p in fig3.axes[0].patches] == [1, 2]
+
+
+def test_recorded_learning_curves_draw_one_line_per_label_and_seed():
+    curves = pd.DataFrame({"label": ["a", "a", "a", "a", "b", "b"], "seed": [0, 0, 1, 1, 0, 0],
+                           "tokens_seen": [10, 20, 10, 20, 10, 20], "valid step share": [0.0, 0.1, 0.0, 0.2, 0.3, 0.5]})
+    fig = plots.recorded_learning_curves(curves)
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["a, seed 0", "a, seed 1", "b, seed 0"]
+    assert list(lines[2].get_ydata()) == [0.3, 0.5]
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()  # colour: the setting
+    plt.close(fig)
+    empty = plots.recorded_learning_curves(pd.DataFrame({"note": ["not recorded"]}))
+    assert not empty.axes[0].get_lines() and empty.axes[0].get_ylabel() == "valid step share"
+    plt.close(empty)
