@@ -239,6 +239,28 @@ def scaling_paragraph(table: pd.DataFrame) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps", n_boot: int = 2000,
+                   seed: int = 0) -> dict | None:
+    """Accuracy at the most forcing setting of `method` minus at the least (points), paired on the
+    questions both answered: {delta, delta_ci_low, delta_ci_high, p_value, questions, low, high,
+    tokens_low, tokens_high}; None when the model has fewer than two settings of `method`."""
+    rows = outputs[(outputs["model"] == model) & (outputs["method"] == method)]
+    values = sorted(rows["value"].unique())
+    if len(values) < 2:
+        return None
+    low, high = (rows[rows["value"] == v] for v in (values[0], values[-1]))
+    a, b = stage_eval.per_question_correct(high), stage_eval.per_question_correct(low)
+    shared = a.index.intersection(b.index)
+    if not len(shared):
+        raise ValueError(f"{model}, {method}: settings {values[0]} and {values[-1]} share no question")
+    diff, lo, hi, p = evaluation.paired_bootstrap_diff(a[shared].to_numpy(), b[shared].to_numpy(), n_boot=n_boot,
+                                                       seed=seed)
+    tokens = lambda f: float(pd.to_numeric(f["reasoning_tokens"], errors="coerce").mean())  # noqa: E731
+    return {"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p,
+            "questions": len(shared), "low": values[0], "high": values[-1], "tokens_low": tokens(low),
+            "tokens_high": tokens(high)}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to measure for one model: the sequential settings, the vote pool, the soft-bias settings."""
@@ -591,7 +613,7 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
 
 __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
            "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
-           "sequential_curve", "vote_curve", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
+           "sequential_curve", "vote_curve", "forcing_change", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
            "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
            "soft_effect", "soft_paragraph"]
