@@ -22,7 +22,9 @@
 #
 # **Here.** Each checkpoint answers the diamond questions of notebook 06 (the first `scaling_questions`
 # of them) while three knobs spend more tokens: forced steps (min_steps), s1-style budget forcing
-# (reasoning_end refused before B tokens, forced soon after) and majority votes over k sampled outputs.
+# (reasoning_end refused before B tokens; from B on the reasoning ends where a step is complete, and
+# `scaling_budget_grace` tokens later the open step is closed for the model and the reasoning ended)
+# and majority votes over k sampled outputs.
 # All three go on one plot against the tokens they spend per question. Then each suspect gets a
 # measurement, a figure and a conclusion computed from the numbers. Intervals are 95% bootstraps over
 # questions; comparisons are paired on the same questions.
@@ -118,6 +120,24 @@ display(main.round(1))
 
 # %%
 display(Markdown(scaling.scaling_paragraph(main)))
+
+# %% [markdown]
+# ### The format errors budget forcing leaves
+#
+# Forcing `<|reasoning_end|>` mid-step would break every output it cuts (an unterminated step). Here
+# the reasoning ends only on a complete step: the model may finish its step for
+# `scaling_budget_grace` tokens, then the open field is closed, the missing fields are written
+# empty, and the step ended before the reasoning is (`constraints.closing_token`). @tbl-budget-errors
+# sorts the format errors left in the budget rows by cause (`evaluation.error_causes`).
+
+# %%
+#| label: tbl-budget-errors
+#| tbl-cap: "Budget-forcing outputs per checkpoint and budget: the share with any format error, and how many outputs show each cause: the reasoning ended mid-step (what forcing the end mid-step does), no reasoning_end (the output stopped first), a step or move the model wrote breaks the format, special tokens in the answer."
+budget_errors = scaling.budget_errors(outputs)
+display(budget_errors.round(1))
+
+# %%
+display(Markdown(scaling.budget_errors_paragraph(budget_errors)))
 
 # %% [markdown]
 # ## Cause 1: training never showed long outputs
@@ -250,6 +270,7 @@ curves.to_csv(stage.path("scaling_curves.csv"), index=False)
 outputs.assign(error_kinds=outputs["error_kinds"].astype(str)).to_parquet(stage.path("outputs.parquet"))
 events.to_parquet(stage.path("backtrack_events.parquet"))
 rates.to_csv(stage.path("context_rates.csv"), index=False)
+budget_errors.to_csv(stage.path("budget_errors.csv"), index=False)
 pd.concat(bins, names=["model"]).to_csv(stage.path("length_bins.csv"))
 metrics = {f"slope_{m}_{k}": scaling.scaling_slope(c) for (m, k), c in curves.groupby(["model", "method"])}
 metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in curves.groupby(["model", "method"])})

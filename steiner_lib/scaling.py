@@ -6,7 +6,8 @@ tokens spent per question, summed over samples):
 - sequential, step forcing: Steiner's reasoning_constraints(min_steps, max_steps=None), one output per
   question (sampled like the pool, or greedy at temperature 0);
 - sequential, budget forcing (s1): constraints.BudgetForcing with min = max = B reasoning tokens
-  (<|reasoning_end|> is refused below B and forced at the first step boundary after it);
+  (<|reasoning_end|> is refused below B and forced at the first step boundary after it; at B plus
+  the grace the open step is closed for the model, then the reasoning ended);
 - parallel: k samples (temperature > 0) and a majority vote over their answer letters. One pool
   of n samples per question is drawn once; each k < n is scored over `draws` random k-subsets of
   the pool (all of them when there are fewer), so the k's share their samples.
@@ -66,7 +67,8 @@ def step_factory(tokenizer, min_steps: int) -> Callable:
 
 
 def budget_factory(tokenizer, budget: int, grace_tokens: int = 64) -> Callable:
-    """s1-style budget forcing at `budget` reasoning tokens, on top of the structural rules."""
+    """s1-style budget forcing at `budget` reasoning tokens, on top of the structural rules: the
+    reasoning ends on a complete step, within budget + grace + format.MAX_CLOSING_TOKENS tokens."""
     from steiner_lib.constraints import BudgetForcing, ReasoningConstraints
 
     if budget < 1:
@@ -300,6 +302,39 @@ def measure(model, tokenizer, name: str, questions, plan: Plan, decoding: stage_
         frames.append(scores)
     outputs = pd.concat(frames, ignore_index=True).assign(model=name)
     return outputs, pd.concat(curves, ignore_index=True)
+
+
+def budget_errors(outputs: pd.DataFrame) -> pd.DataFrame:
+    """The format errors left in the budget-forcing outputs, by cause (evaluation.error_causes): one
+    row per (model, budget), the outputs, the share with any format error, and how many outputs show
+    each cause. Budget forcing ends the reasoning only where a step is complete, so "ended mid-step"
+    stays 0; what remains is the model's own."""
+    rows = []
+    budget = outputs[outputs["method"] == "budget"]
+    for (model, value), group in budget.groupby(["model", "value"], sort=False):
+        causes = [evaluation.error_causes(c) for c in group["completion"]]
+        row = {"model": model, "budget": int(value), "outputs": len(group),
+               "with a format error %": 100 * float(np.mean([bool(c) for c in causes]))}
+        row.update({cause: sum(cause in c for c in causes) for cause in evaluation.ERROR_CAUSES})
+        rows.append(row)
+    columns = ["model", "budget", "outputs", "with a format error %", *evaluation.ERROR_CAUSES]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def budget_errors_paragraph(table: pd.DataFrame) -> str:
+    """Markdown: how many budget outputs keep a format error, and from which causes (from the table)."""
+    if table.empty:
+        return "No budget-forcing output to check."
+    n = int(table["outputs"].sum())
+    with_error = int(round((table["outputs"] * table["with a format error %"] / 100).sum()))
+    counts = {cause: int(table[cause].sum()) for cause in evaluation.ERROR_CAUSES}
+    present = [f"{k} in {v}" for k, v in counts.items() if v]
+    text_ = (f"Of {n} budget-forcing outputs, {with_error} keep a format error"
+             + (f" (outputs per cause: {'; '.join(present)})" if present else "") + ". ")
+    text_ += ("None ends its reasoning mid-step: the forcing closes the open step before it ends the reasoning, "
+              "so every error left is the model's own." if counts["ended mid-step"] == 0 else
+              f"{counts['ended mid-step']} end their reasoning mid-step.")
+    return text_
 
 
 # --------------------------------------------------------------------------- cause 1: length
@@ -613,7 +648,7 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
 
 __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
            "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
-           "sequential_curve", "vote_curve", "forcing_change", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
+           "sequential_curve", "vote_curve", "forcing_change", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
            "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
            "soft_effect", "soft_paragraph"]

@@ -120,7 +120,8 @@ def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
     questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
     plan = scaling.Plan(min_steps=(0, 1), budgets=(3,), samples=2, ks=(1, 2), draws=4, grace_tokens=1)
     greedy = stage_eval.Decoding(max_new_tokens=8, seed=0, progress=False)
-    sampled = stage_eval.Decoding(max_new_tokens=8, temperature=1.0, seed=0, progress=False)
+    # room for the budget, its grace and the tokens that close a step and the reasoning
+    sampled = stage_eval.Decoding(max_new_tokens=3 + 1 + fmt.MAX_CLOSING_TOKENS, temperature=1.0, seed=0, progress=False)
     outputs, curve = scaling.measure(model, tok, "tiny", questions, plan, sampled, pool=True, soft=True, n_boot=50)
     counts = outputs.groupby("method").size().to_dict()
     assert counts == {"min_steps": 4, "budget": 2, "soft_bias": 2, "pool": 4}
@@ -128,11 +129,28 @@ def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
     assert "pool" not in set(no_pool["method"]) and len(no_pool) == 6
     hard = outputs["method"].isin(["min_steps", "budget"])  # forced; the soft bias only nudges a sample
     assert all(c.startswith(fmt.REASONING_START) for c in outputs.loc[hard, "completion"])
-    # budget 3 + grace 1: reasoning_end is forced by the 5th generated token, whatever the model wants
+    # budget 3 + grace 1: the step is closed and reasoning_end forced within MAX_CLOSING_TOKENS more tokens
     assert all(fmt.REASONING_END in c for c in outputs.loc[outputs["method"] == "budget", "completion"])
     assert set(curve["method"]) == {"min_steps", "budget", "soft_bias", "vote"} and (curve["model"] == "tiny").all()
     with pytest.raises(ValueError, match="identical"):
         scaling.sample_pool(model, tok, questions, greedy, 2)
+
+
+def test_budget_errors_count_the_outputs_of_each_cause_per_model_and_budget():
+    step = fmt.render_step(fmt.Step("n", "t", "s", "r"))
+    good = fmt.REASONING_START + step + fmt.REASONING_END + "\nAnswer: B"
+    mid = fmt.REASONING_START + step + fmt.PROCEED + fmt.STEP_START + fmt.NAME_START + "x" + fmt.REASONING_END + "A"
+    cut = fmt.REASONING_START + step + fmt.PROCEED
+    outputs = pd.DataFrame({"model": "RL", "method": ["budget"] * 4 + ["min_steps"], "value": [8, 8, 16, 16, 0],
+                            "completion": [good, mid, good, cut, mid]})
+    table = scaling.budget_errors(outputs)
+    assert table[["budget", "outputs", "with a format error %", "ended mid-step", "no reasoning_end"]].values.tolist() \
+        == [[8, 2, 50.0, 1, 0], [16, 2, 50.0, 0, 1]]
+    text_ = scaling.budget_errors_paragraph(table)
+    assert "Of 4 budget-forcing outputs, 2 keep a format error (outputs per cause: ended mid-step in 1; " \
+           "no reasoning_end in 1)" in text_ and "1 end their reasoning mid-step" in text_
+    clean = scaling.budget_errors_paragraph(scaling.budget_errors(outputs.iloc[[0, 2, 3]]))
+    assert "None ends its reasoning mid-step" in clean
 
 
 # --------------------------------------------------------------------------- cause 1
