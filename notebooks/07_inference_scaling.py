@@ -244,6 +244,11 @@ display(Markdown(scaling.context_paragraph(events, rates)))
 # The same rule as `reasoning_constraints(min_steps)`, but as a nudge: `SoftReasoningBias` adds
 # `scaling_soft_bias` to the favoured token's logit instead of masking every other token.
 # @fig-soft-vs-hard compares the two at each min_steps > 0, on the same questions.
+#
+# A trained model writes a newline after every step_end, as the format does, and chooses its move
+# one token later; the bias is applied at both positions (`constraints` module docstring), where a
+# bias at the first alone would never reach the choice. @tbl-soft-decisions replays each soft-bias
+# output through the model and counts how often the bias changed the choice at a step end.
 
 # %%
 last = models[-1]
@@ -259,7 +264,14 @@ fig = plots.scaling_curves(curves[(curves["model"] == last) & curves["method"].i
 fig.savefig(figures / "soft-vs-hard.png", dpi=120, bbox_inches="tight")
 
 # %%
-display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, scaling.soft_effect(outputs, last))
+#| label: tbl-soft-decisions
+#| tbl-cap: "The soft bias at the step ends of the last checkpoint's soft-bias outputs, per min_steps: step ends with fewer than min_steps steps done, mean P(proceed) without and with the bias where the move is chosen (at scaling_temperature), the choices it changed (expected: the sum of the probability it moved onto proceed), positions where it made proceed the most likely token, proceeds written, and mean steps of the free (min_steps 0), soft and hard outputs."
+model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[last])
+decisions = scaling.soft_decisions(model, tokenizer, outputs, questions, seed, last, s.soft_bias, s.temperature)
+display(decisions.round(2))
+
+# %%
+display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, decisions)
                  if comparison else "The min_steps grid holds no value above 0: no soft-bias comparison."))
 
 # %% [markdown]
@@ -271,11 +283,14 @@ outputs.assign(error_kinds=outputs["error_kinds"].astype(str)).to_parquet(stage.
 events.to_parquet(stage.path("backtrack_events.parquet"))
 rates.to_csv(stage.path("context_rates.csv"), index=False)
 budget_errors.to_csv(stage.path("budget_errors.csv"), index=False)
+decisions.to_csv(stage.path("soft_decisions.csv"), index=False)
 pd.concat(bins, names=["model"]).to_csv(stage.path("length_bins.csv"))
 metrics = {f"slope_{m}_{k}": scaling.scaling_slope(c) for (m, k), c in curves.groupby(["model", "method"])}
 metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in curves.groupby(["model", "method"])})
 metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean()) for k, e in events.dropna(subset=["bad"]).groupby("kind")})
 metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
+metrics.update({f"soft_changed_choices_min_steps_{int(r['min_steps'])}": float(r["changed (expected)"])
+                for _, r in decisions.iterrows()})
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 

@@ -598,30 +598,97 @@ def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed
             "questions": len(per_q), "settings": merged["value"].nunique()}
 
 
-def soft_effect(outputs: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Per min_steps > 0: did the soft bias change anything? The share of questions whose soft-bias
-    output is the free output (min_steps 0, same decoding and seed) character for character, and the
-    mean steps of the free, soft and hard outputs. A bias too weak to flip any decision leaves every
-    output as it was (share 100%), and the soft rows of all min_steps are then the same."""
-    mine = outputs[outputs["model"] == model]
-    free = mine[(mine["method"] == "min_steps") & (mine["value"] == 0)].set_index("question_id")
+def _log_odds(row, token: int):
+    """log P(token) / (1 - P(token)) of one row of logits, exactly (no probability is rounded to 0 or 1)."""
+    import torch
+
+    others = torch.cat([row[:token], row[token + 1:]])
+    return float(row[token] - torch.logsumexp(others, 0))
+
+
+def step_end_nudges(model, tokenizer, prompt: str, completion: str, min_steps: int, bias: float,
+                    temperature: float = 1.0) -> pd.DataFrame:
+    """What SoftReasoningBias(min_steps, None, bias) does to the next-token distribution along one output.
+
+    The output is replayed through `model` (prompt and completion tokenized as generation does) and
+    the processor called at every position as in generation; one row per position where it raised
+    <|reasoning_proceed|>: a step end with fewer than min_steps done, right after the step_end
+    (`after` "step_end") or after the whitespace written since (`after` "whitespace", where a trained
+    model takes its decision). Columns: position (tokens of the completion before it), after,
+    steps_done, p_free and p_soft (P(proceed) at `temperature` without and with the bias),
+    log_odds_shift (of proceed: bias / temperature when the bias is all that changes), written (the
+    token the output wrote there), flipped (the bias made proceed the most likely token)."""
+    import torch
+
+    from steiner_lib.constraints import ReasoningTokenIds, SoftReasoningBias, scan
+
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}: need > 0 (the sampling temperature of the outputs)")
+    ids = ReasoningTokenIds.from_tokenizer(tokenizer)
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if not p:
+        raise ValueError("prompt is empty: give the chat prompt the output was generated from")
+    x = torch.tensor([p + c], device=model.device)
+    with torch.inference_mode():
+        logits = model(x).logits[0].double()
+    processor = SoftReasoningBias(tokenizer, min_steps, None, bias=bias, prompt_length=len(p))
+    rows = []
+    for j in range(len(c) + 1):
+        free = logits[len(p) + j - 1]
+        soft = processor(x[:, :len(p) + j], free.clone()[None])[0]
+        if not soft[ids.proceed] > free[ids.proceed]:
+            continue
+        state = scan(c[:j], ids)
+        pf = float(torch.softmax(free / temperature, 0)[ids.proceed])
+        ps = float(torch.softmax(soft / temperature, 0)[ids.proceed])
+        rows.append({"position": j, "after": "step_end" if state.last_token == ids.step_end else "whitespace",
+                     "steps_done": state.steps_done, "p_free": pf, "p_soft": ps,
+                     "log_odds_shift": _log_odds(soft / temperature, ids.proceed) - _log_odds(free / temperature, ids.proceed),
+                     "written": c[j] if j < len(c) else None,
+                     "flipped": int(free.argmax()) != ids.proceed and int(soft.argmax()) == ids.proceed})
+    columns = ["position", "after", "steps_done", "p_free", "p_soft", "log_odds_shift", "written", "flipped"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def soft_decisions(model, tokenizer, outputs: pd.DataFrame, questions, seed: int, model_name: str, bias: float,
+                   temperature: float) -> pd.DataFrame:
+    """Per min_steps of the soft-bias outputs of `model_name`: how often the bias changed the choice at
+    a step end. Every output is replayed (step_end_nudges; prompts from `questions` and `seed` as
+    stage_eval.sample_and_score made them). Columns: outputs; step ends (nudged: fewer than min_steps
+    done); p_free, p_soft (mean P(proceed) where the move is chosen, the last nudged position of each
+    step end); changed (expected), the sum over nudged positions of p_soft - p_free, the chance the
+    bias moved the draw there onto proceed; flipped, positions where the bias made proceed the most
+    likely token; proceed written; and mean steps of the free (min_steps 0, hard), soft and hard outputs."""
+    prompts = dict(zip((stage_eval.question_id(q) for q in questions), evaluation.heldout_prompts(questions, seed)[0]))
+    mine = outputs[outputs["model"] == model_name]
+    free = mine[(mine["method"] == "min_steps") & (mine["value"] == 0)]
     rows = []
     for value, soft in mine[mine["method"] == "soft_bias"].groupby("value", sort=True):
-        soft = soft.set_index("question_id")
+        missing = sorted(set(soft["question_id"]) - set(prompts))
+        if missing:
+            raise ValueError(f"questions {missing[:3]} of the outputs are not in `questions`: pass the questions 07 asked")
+        nudges = pd.concat([step_end_nudges(model, tokenizer, prompts[r.question_id], r.completion, int(value), bias,
+                                            temperature).assign(output=i) for i, r in enumerate(soft.itertuples())],
+                           ignore_index=True)
+        sites = nudges.groupby(["output", "steps_done"]).tail(1) if len(nudges) else nudges
         hard = mine[(mine["method"] == "min_steps") & (mine["value"] == value)]
-        shared = soft.index.intersection(free.index)
-        rows.append({"min_steps": int(value), "questions": len(shared),
-                     "unchanged_share": 100 * float((soft.loc[shared, "completion"] == free.loc[shared, "completion"]).mean())
-                     if len(shared) else float("nan"),
+        proceed = tokenizer.convert_tokens_to_ids(fmt.PROCEED)
+        rows.append({"min_steps": int(value), "outputs": len(soft), "step ends": len(sites),
+                     "p_free": float(sites["p_free"].mean()) if len(sites) else float("nan"),
+                     "p_soft": float(sites["p_soft"].mean()) if len(sites) else float("nan"),
+                     "changed (expected)": float((nudges["p_soft"] - nudges["p_free"]).sum()),
+                     "flipped": int(nudges["flipped"].sum()), "proceed written": int((sites["written"] == proceed).sum()),
                      "steps_free": float(free["n_steps"].mean()) if len(free) else float("nan"),
-                     "steps_soft": float(soft["n_steps"].mean()), "steps_hard": float(hard["n_steps"].mean())})
+                     "steps_soft": float(soft["n_steps"].mean()),
+                     "steps_hard": float(hard["n_steps"].mean()) if len(hard) else float("nan")})
     return pd.DataFrame(rows)
 
 
 def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: float,
-                   effect: pd.DataFrame | None = None) -> str:
+                   decisions: pd.DataFrame | None = None) -> str:
     """Markdown for cause 4, from the soft and hard curves and their paired comparison (and, given
-    `soft_effect`'s table, how often the bias changed the output at all)."""
+    `soft_decisions`' table, how often the bias changed the choice at a step end)."""
     hard = curves[(curves["model"] == model) & (curves["method"] == "min_steps")]
     soft = curves[(curves["model"] == model) & (curves["method"] == "soft_bias")]
     c = comparison
@@ -635,14 +702,16 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
         verdict = "Softer steering hurts: bluntness is not what holds forcing back."
     else:
         verdict = "The interval includes 0: the bluntness of forcing is not shown to matter at this scale."
-    if effect is not None and len(effect):
-        parts = [f"min_steps {int(r.min_steps)}: {r.unchanged_share:.0f}% of outputs unchanged, {r.steps_soft:.1f} steps "
-                 f"(hard {r.steps_hard:.1f}, free {r.steps_free:.1f})" for r in effect.itertuples()]
-        verdict += (" How much the nudge did at all, against the free output of the same decoding: "
-                    + "; ".join(parts) + ".")
-        if (effect["unchanged_share"] == 100).all():
-            verdict += (f" A bias of {bias:g} logits changed no output: the model's own preference at every step "
-                        f"boundary is stronger, so this comparison is hard forcing against no forcing.")
+    if decisions is not None and len(decisions):
+        parts = [f"min_steps {int(r['min_steps'])}: {int(r['step ends'])} step ends with fewer steps done, P(proceed) "
+                 f"{r['p_free']:.2f} without the bias and {r['p_soft']:.2f} with it where the move is chosen; the bias "
+                 f"changed the choice at about {r['changed (expected)']:.1f} of them (expected) and made proceed the most "
+                 f"likely token at {int(r['flipped'])}; {r['steps_soft']:.1f} steps (hard {r['steps_hard']:.1f}, free "
+                 f"{r['steps_free']:.1f})" for _, r in decisions.iterrows()]
+        verdict += " How much the nudge did, replayed through the model: " + "; ".join(parts) + "."
+        if decisions["changed (expected)"].sum() < 0.5:
+            verdict += (f" A bias of {bias:g} logits changed almost no choice: the model's own preference at the step "
+                        f"ends is stronger, so this comparison is hard forcing against no forcing.")
     return head + verdict
 
 
@@ -651,4 +720,4 @@ __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_fa
            "sequential_curve", "vote_curve", "forcing_change", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
            "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
-           "soft_effect", "soft_paragraph"]
+           "step_end_nudges", "soft_decisions", "soft_paragraph"]

@@ -268,22 +268,50 @@ def test_paired_by_setting_pairs_question_and_setting():
         scaling.paired_by_setting(a, b.assign(value=9))
 
 
-def test_soft_effect_tells_a_bias_that_changed_nothing_from_one_that_did():
+def test_step_end_nudges_raise_proceed_by_the_bias_at_each_step_end_below_min_steps(tok, model):
+    from steiner_lib.constraints import ReasoningTokenIds
+
+    ids = ReasoningTokenIds.from_tokenizer(tok)
+    step = fmt.render_step(fmt.Step("n", "t", "s", "r"))
+    completion = fmt.REASONING_START + "\n" + step + "\n" + fmt.PROCEED + "\n" + step + "\n" + fmt.PROCEED + "\n" + step
+    nudges = scaling.step_end_nudges(model, tok, modeling.chat_text("Which one?"), completion, 2, bias=3.0,
+                                     temperature=0.5)
+    # the first step end (1 step done < min_steps 2), nudged right after its step_end and after its newline
+    assert nudges["steps_done"].tolist() == [1, 1]  # the second step end has 2 steps done: no nudge
+    assert nudges["after"].tolist() == ["step_end", "whitespace"]
+    assert nudges["log_odds_shift"].to_numpy() == pytest.approx(3.0 / 0.5)  # nothing but the bias changed
+    assert (nudges["p_soft"] > nudges["p_free"]).all()
+    assert nudges["written"].tolist() == [tok("\n", add_special_tokens=False)["input_ids"][0], ids.proceed]
+    with pytest.raises(ValueError, match="temperature=0"):
+        scaling.step_end_nudges(model, tok, "x", completion, 2, 3.0, temperature=0)
+
+
+def test_soft_decisions_count_the_step_ends_and_the_changed_choices(tok, model):
+    from steiner_lib.tasks.choice import ChoiceQuestion
+
+    questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
+    step = fmt.render_step(fmt.Step("n", "t", "s", "r"))
+    two = fmt.REASONING_START + "\n" + step + "\n" + fmt.PROCEED + "\n" + step + "\n" + fmt.REASONING_END + "A"
+    one = fmt.REASONING_START + "\n" + step + "\n" + fmt.REASONING_END + "A"
+
     def rows(method, value, texts, steps):
-        return pd.DataFrame({"model": "RL", "method": method, "value": value, "question_id": ["q1", "q2"],
+        return pd.DataFrame({"model": "RL", "method": method, "value": value, "question_id": ["r0", "r1"],
                              "completion": texts, "n_steps": steps})
-    outputs = pd.concat([rows("min_steps", 0, ["a", "b"], [1, 1]), rows("min_steps", 2, ["c", "d"], [2, 2]),
-                         rows("soft_bias", 2, ["a", "b"], [1, 1]), rows("soft_bias", 4, ["a", "x"], [1, 3]),
-                         rows("min_steps", 4, ["e", "f"], [4, 4])], ignore_index=True)
-    effect = scaling.soft_effect(outputs, "RL")
-    assert effect["min_steps"].tolist() == [2, 4] and effect["unchanged_share"].tolist() == [100.0, 50.0]
-    assert effect["steps_soft"].tolist() == [1.0, 2.0] and effect["steps_hard"].tolist() == [2.0, 4.0]
-    c = {"delta": 0.0, "ci_low": -5.0, "ci_high": 5.0, "p_value": 1.0, "questions": 2, "settings": 2}
+    outputs = pd.concat([rows("min_steps", 0, [one, one], [1, 1]), rows("min_steps", 3, [two, two], [3, 3]),
+                         rows("soft_bias", 3, [two, one], [2, 1])], ignore_index=True)
+    table = scaling.soft_decisions(model, tok, outputs, questions, 0, "RL", bias=4.0, temperature=1.0)
+    row = table.iloc[0]
+    assert row["min_steps"] == 3 and row["outputs"] == 2 and row["step ends"] == 3  # 2 + 1 step ends below 3
+    assert row["proceed written"] == 1 and 0 < row["p_free"] < row["p_soft"] < 1
+    assert row["changed (expected)"] > 0 and (row["steps_free"], row["steps_soft"], row["steps_hard"]) == (1, 1.5, 3)
+    c = {"delta": 0.0, "ci_low": -5.0, "ci_high": 5.0, "p_value": 1.0, "questions": 2, "settings": 1}
     curves = pd.DataFrame({"model": ["RL", "RL"], "method": ["min_steps", "soft_bias"], "tokens": [300.0, 200.0]})
-    text_ = scaling.soft_paragraph(curves, c, "RL", 4.0, effect)
-    assert "min_steps 4: 50% of outputs unchanged" in text_ and "changed no output" not in text_
-    none = scaling.soft_paragraph(curves, c, "RL", 4.0, effect[effect["min_steps"] == 2])
-    assert "changed no output" in none
+    text_ = scaling.soft_paragraph(curves, c, "RL", 4.0, table)
+    assert "min_steps 3: 3 step ends with fewer steps done" in text_ and "replayed through the model" in text_
+    quiet = scaling.soft_paragraph(curves, c, "RL", 4.0, table.assign(**{"changed (expected)": 0.1}))
+    assert "changed almost no choice" in quiet
+    with pytest.raises(ValueError, match="not in `questions`"):
+        scaling.soft_decisions(model, tok, outputs, questions[:1], 0, "RL", 4.0, 1.0)
 
 
 # --------------------------------------------------------------------------- plots
