@@ -26,8 +26,12 @@
 # the SFT checkpoint's greedy outputs on the diamond split parsed 92% and 0% of the time (the
 # second looping "proceed" to the token cap every time), while their sampled format validity
 # differed by 8 points; a mean over samples moves by its sampling error instead. Accuracy gets a
-# 95% bootstrap interval over questions, and each row is compared with the row above it **on the same questions** by a
-# paired bootstrap (difference, interval, two-sided p). The processor's setting is chosen on the
+# 95% bootstrap interval over questions. Each row is set against chance (25%), and compared with the
+# base row and with the row above it **on the same questions** by a paired bootstrap (difference,
+# interval, two-sided p). Where the paper reports a change, the verdict follows one rule
+# (`steiner_lib/verdicts.py`): *reproduced* when the interval lies on the paper's side of zero,
+# *contradicted* when it excludes the paper's effect, *inconclusive* when it holds both zero and
+# the paper's effect. The processor's setting is chosen on the
 # validation split and only then reported on the diamond split. The base model never learned the
 # 14 reasoning tokens, so it never writes `<|reasoning_end|>`: it is scored like every model, except
 # that its letter is read from the last "Answer: X" anywhere in its output (the other models' letter
@@ -137,7 +141,7 @@ control_table.to_csv(stage.path("control_table.csv"))
 
 # %%
 #| label: tbl-stage-table
-#| tbl-cap: "Diamond split, one row per stage: accuracy (%, 95% bootstrap CI), change from the row above (points; paired bootstrap CI and two-sided p on the same questions), format-error rate (%), mean reasoning tokens, and the paper's reported change on GPQA-Diamond; below, the references on the same questions."
+#| tbl-cap: "Diamond split, one row per stage: accuracy (%, 95% bootstrap CI), change from the row above (points; paired bootstrap CI and two-sided p on the same questions), change from the base row (paired CI), format-error rate (%), mean reasoning tokens, the paper's reported change on GPQA-Diamond and the verdict against it; below, the references on the same questions."
 display(stage_eval.readable_table(table, references.get("diamond")))
 
 # %%

@@ -22,7 +22,9 @@
 #
 # **Here.** Each checkpoint answers the diamond questions of notebook 06 (the first `scaling_questions`
 # of them) while three knobs spend more tokens: forced steps (min_steps), s1-style budget forcing
-# (reasoning_end refused before B tokens, forced soon after) and majority votes over k sampled outputs.
+# (reasoning_end refused before B tokens; from B on the reasoning ends where a step is complete, and
+# `scaling_budget_grace` tokens later the open step is closed for the model and the reasoning ended)
+# and majority votes over k sampled outputs.
 # All three go on one plot against the tokens they spend per question. Then each suspect gets a
 # measurement, a figure and a conclusion computed from the numbers. Intervals are 95% bootstraps over
 # questions; comparisons are paired on the same questions.
@@ -118,6 +120,24 @@ display(main.round(1))
 
 # %%
 display(Markdown(scaling.scaling_paragraph(main)))
+
+# %% [markdown]
+# ### The format errors budget forcing leaves
+#
+# Forcing `<|reasoning_end|>` mid-step would break every output it cuts (an unterminated step). Here
+# the reasoning ends only on a complete step: the model may finish its step for
+# `scaling_budget_grace` tokens, then the open field is closed, the missing fields are written
+# empty, and the step ended before the reasoning is (`constraints.closing_token`). @tbl-budget-errors
+# sorts the format errors left in the budget rows by cause (`evaluation.error_causes`).
+
+# %%
+#| label: tbl-budget-errors
+#| tbl-cap: "Budget-forcing outputs per checkpoint and budget: the share with any format error, and how many outputs show each cause: the reasoning ended mid-step (what forcing the end mid-step does), no reasoning_end (the output stopped first), a step or move the model wrote breaks the format, special tokens in the answer."
+budget_errors = scaling.budget_errors(outputs)
+display(budget_errors.round(1))
+
+# %%
+display(Markdown(scaling.budget_errors_paragraph(budget_errors)))
 
 # %% [markdown]
 # ## Cause 1: training never showed long outputs
@@ -224,6 +244,11 @@ display(Markdown(scaling.context_paragraph(events, rates)))
 # The same rule as `reasoning_constraints(min_steps)`, but as a nudge: `SoftReasoningBias` adds
 # `scaling_soft_bias` to the favoured token's logit instead of masking every other token.
 # @fig-soft-vs-hard compares the two at each min_steps > 0, on the same questions.
+#
+# A trained model writes a newline after every step_end, as the format does, and chooses its move
+# one token later; the bias is applied at both positions (`constraints` module docstring), where a
+# bias at the first alone would never reach the choice. @tbl-soft-decisions replays each soft-bias
+# output through the model and counts how often the bias changed the choice at a step end.
 
 # %%
 last = models[-1]
@@ -239,7 +264,14 @@ fig = plots.scaling_curves(curves[(curves["model"] == last) & curves["method"].i
 fig.savefig(figures / "soft-vs-hard.png", dpi=120, bbox_inches="tight")
 
 # %%
-display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, scaling.soft_effect(outputs, last))
+#| label: tbl-soft-decisions
+#| tbl-cap: "The soft bias at the step ends of the last checkpoint's soft-bias outputs, per min_steps: step ends with fewer than min_steps steps done, mean P(proceed) without and with the bias where the move is chosen (at scaling_temperature), the choices it changed (expected: the sum of the probability it moved onto proceed), positions where it made proceed the most likely token, proceeds written, and mean steps of the free (min_steps 0), soft and hard outputs."
+model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[last])
+decisions = scaling.soft_decisions(model, tokenizer, outputs, questions, seed, last, s.soft_bias, s.temperature)
+display(decisions.round(2))
+
+# %%
+display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, decisions)
                  if comparison else "The min_steps grid holds no value above 0: no soft-bias comparison."))
 
 # %% [markdown]
@@ -250,11 +282,15 @@ curves.to_csv(stage.path("scaling_curves.csv"), index=False)
 outputs.assign(error_kinds=outputs["error_kinds"].astype(str)).to_parquet(stage.path("outputs.parquet"))
 events.to_parquet(stage.path("backtrack_events.parquet"))
 rates.to_csv(stage.path("context_rates.csv"), index=False)
+budget_errors.to_csv(stage.path("budget_errors.csv"), index=False)
+decisions.to_csv(stage.path("soft_decisions.csv"), index=False)
 pd.concat(bins, names=["model"]).to_csv(stage.path("length_bins.csv"))
 metrics = {f"slope_{m}_{k}": scaling.scaling_slope(c) for (m, k), c in curves.groupby(["model", "method"])}
 metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in curves.groupby(["model", "method"])})
 metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean()) for k, e in events.dropna(subset=["bad"]).groupby("kind")})
 metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
+metrics.update({f"soft_changed_choices_min_steps_{int(r['min_steps'])}": float(r["changed (expected)"])
+                for _, r in decisions.iterrows()})
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 

@@ -36,10 +36,15 @@ print(f"run {run.path.name}: {sum(run.finished(s) for s in run.manifests)} of {l
 # %% [markdown]
 # ## The paper's claims against this run
 #
-# A claimed gain *reproduces* when this run's paired-bootstrap 95% interval lies above zero; a
-# claimed absence of change reproduces when the interval contains zero. Data-set sizes are set by
-# the preset, so they are reported as a share of the paper's, not judged. A claim that needs a run
-# this one did not make (CPT's redundancy needs a second run without CPT) says so.
+# One rule (`steiner_lib/verdicts.py`) gives every verdict from this run's paired-bootstrap 95%
+# interval. A claimed change is *reproduced* when the interval lies on the paper's side of zero,
+# *contradicted* when it excludes the paper's effect (wholly at the opposite sign, or short of the
+# paper's figure), and *inconclusive* when it holds both zero and the paper's effect. A claimed
+# absence of change (the control, inference-time scaling, CPT's redundancy) is reproduced only
+# when the interval stays within a margin of zero, the smallest effect the paper reports as a gain
+# (3.53 points): a wide interval around zero is inconclusive, not a reproduction. Data-set sizes
+# are set by the preset, so they are reported as a share of the paper's, not judged. A claim that
+# needs a run this one did not make (CPT's redundancy needs a second run without CPT) is "not run".
 
 # %%
 #| label: tbl-claims
@@ -48,7 +53,7 @@ claims = summary.claims_table(run, no_cpt_run=summary.load_run(run.path.with_nam
 summary.show_table(claims)
 
 # %%
-display(Markdown(summary.claims_paragraph(claims)))
+display(Markdown(summary.claims_paragraph(claims, run.csv("06_evaluation", "stage_table.csv"))))
 
 # %% [markdown]
 # ## Reproducibility statement

@@ -13,6 +13,15 @@ read on the GENERATED tokens only:
   tokens but <|reasoning_step_start|> is allowed until that token comes;
 - elsewhere, and once <|reasoning_end|> has been generated, the model chooses.
 
+"Right after" a token means: it is the latest of the 14 reasoning tokens and only whitespace came
+after it. The format writes a newline after every step_end and every move (format.render), so a
+trained model's next token after step_end is almost surely that newline (the smoke and default
+checkpoints: P(newline) = 1.000), and its choice among proceed, backtrack and reasoning_end comes
+one token later. Hard forcing acts at the first of these positions, so it is the published rule
+to the token; a soft nudge (SoftReasoningBias) the model declines there, by writing the newline,
+meets the decision again where it is really taken. (Before this was read so, the soft bias never
+reached a step-end decision and its rows at every min_steps were the free outputs.)
+
 "Steps done" is the number of <|reasoning_step_end|> generated so far. Forcing sets every other
 logit to -inf (not torch.finfo.min): exp(-inf) is exactly 0, so the forced token has probability
 exactly 1 under any temperature, top-p or bias a later stage adds, and -inf is what transformers'
@@ -62,21 +71,22 @@ class ReasoningTokenIds:
     step_start: int
     step_end: int
     reasoning: frozenset[int]  # all 14
+    fields: tuple[int, ...] = ()  # name_start, name_end, thought_start, ..., reflection_end (format.STEP_FIELDS)
+    blank: frozenset[int] = frozenset()  # tokens that decode to whitespace only (the format's newlines)
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "ReasoningTokenIds":
-        vocab = tokenizer.get_vocab()
-        missing = [t for t in fmt.SPECIAL_TOKENS if t not in vocab]
+        missing = [t for t in fmt.SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
         if missing:
             raise ValueError(f"the tokenizer lacks {len(missing)} of the 14 reasoning tokens, e.g. {missing[0]}: "
                              f"load it with modeling.load_tokenizer or train it with modeling.train_bpe_tokenizer")
-        return cls(vocab[fmt.REASONING_START], vocab[fmt.REASONING_END], vocab[fmt.PROCEED], vocab[fmt.BACKTRACK],
-                   vocab[fmt.STEP_START], vocab[fmt.STEP_END], frozenset(vocab[t] for t in fmt.SPECIAL_TOKENS))
+        return _ids_of(tokenizer, len(tokenizer))
 
     def to_dict(self) -> dict:
         """JSON-able form (vLLM passes per-request settings as JSON `extra_args`)."""
         return {"start": self.start, "end": self.end, "proceed": self.proceed, "backtrack": self.backtrack,
-                "step_start": self.step_start, "step_end": self.step_end, "reasoning": sorted(self.reasoning)}
+                "step_start": self.step_start, "step_end": self.step_end, "reasoning": sorted(self.reasoning),
+                "fields": list(self.fields), "blank": sorted(self.blank)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ReasoningTokenIds":
@@ -84,13 +94,33 @@ class ReasoningTokenIds:
         try:
             values = [int(d[k]) for k in names]
             reasoning = frozenset(int(t) for t in d["reasoning"])
+            fields = tuple(int(t) for t in d.get("fields", ()))
+            blank = frozenset(int(t) for t in d.get("blank", ()))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"token ids {d!r} are incomplete or not integers ({e!r}): build them with "
                              f"ReasoningTokenIds.from_tokenizer(tokenizer).to_dict()") from None
         if len(reasoning) != 14 or not set(values) <= reasoning:
             raise ValueError(f"token ids {d!r}: 'reasoning' must hold the 14 distinct reasoning token ids, "
                              f"including the six named ones")
-        return cls(*values, reasoning)
+        if fields and (len(fields) != 2 * len(fmt.STEP_FIELDS) or not set(fields) <= reasoning or blank & reasoning):
+            raise ValueError(f"token ids {d!r}: 'fields' must be the {2 * len(fmt.STEP_FIELDS)} field tokens in "
+                             f"format order and 'blank' must hold no reasoning token")
+        return cls(*values, reasoning, fields, blank)
+
+
+@lru_cache(maxsize=8)
+def _ids_of(tokenizer, vocab_size: int) -> ReasoningTokenIds:
+    """ReasoningTokenIds of a tokenizer, made once per tokenizer (and size): a processor is made per
+    batch, and finding the whitespace tokens decodes the whole vocabulary (about 0.6 s at 150k)."""
+    vocab = tokenizer.get_vocab()
+    texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False,
+                                   clean_up_tokenization_spaces=False)
+    blank = frozenset(i for i, t in enumerate(texts) if t and t.isspace())
+    fields = tuple(vocab[t] for _, start, end in fmt.STEP_FIELDS for t in (start, end))
+    return ReasoningTokenIds(vocab[fmt.REASONING_START], vocab[fmt.REASONING_END], vocab[fmt.PROCEED],
+                             vocab[fmt.BACKTRACK], vocab[fmt.STEP_START], vocab[fmt.STEP_END],
+                             frozenset(vocab[t] for t in fmt.SPECIAL_TOKENS), fields,
+                             blank - frozenset(vocab[t] for t in fmt.SPECIAL_TOKENS))
 
 
 def _token_ids(tokenizer_or_ids) -> ReasoningTokenIds:
@@ -111,20 +141,28 @@ class ReasoningState:
     ended: bool = False  # <|reasoning_end|> generated
     last_token: int | None = None
     last_reasoning_token: int | None = None  # the latest of the 14 reasoning tokens
+    text_since: bool = False  # a token other than whitespace came after last_reasoning_token
 
     def advance(self, tokens: Sequence[int], ids: ReasoningTokenIds) -> "ReasoningState":
         """The state after `tokens` more were generated."""
         if not len(tokens):
             return self
         n, steps, ended, last_reasoning = self.n_tokens, self.steps_done, self.ended, self.last_reasoning_token
+        text_since = self.text_since
         for t in tokens:
             if t in ids.reasoning:
-                last_reasoning = t
+                last_reasoning, text_since = t, False
                 if t == ids.step_end:
                     steps += 1
                 elif t == ids.end:
                     ended = True
-        return ReasoningState(n + len(tokens), steps, ended, int(tokens[-1]), last_reasoning)
+            elif t not in ids.blank:
+                text_since = True
+        return ReasoningState(n + len(tokens), steps, ended, int(tokens[-1]), last_reasoning, text_since)
+
+    def right_after(self, token: int) -> bool:
+        """Is `token` the latest reasoning token, with only whitespace after it (see the module docstring)?"""
+        return self.last_reasoning_token == token and not self.text_since
 
 
 def scan(generated_ids: Sequence[int], ids: ReasoningTokenIds) -> ReasoningState:
@@ -156,13 +194,13 @@ def reasoning_rule(state: ReasoningState, ids: ReasoningTokenIds, min_steps: int
         return None
     if state.n_tokens == 0:
         return force(ids.start)
-    if state.last_token == ids.step_end:
+    if state.right_after(ids.step_end):
         if max_steps is not None and state.steps_done >= max_steps:
             return force(ids.end)
         if state.steps_done < min_steps:
             return force(ids.proceed)
         return None
-    if state.last_token == ids.proceed:
+    if state.right_after(ids.proceed):
         return force(ids.step_start)
     if state.last_reasoning_token == ids.backtrack:  # writing the name of the step returned to
         return Decision("forbid", ids.reasoning - {ids.step_start})
@@ -186,23 +224,53 @@ def check_budget(min_reasoning_tokens: int | None, max_reasoning_tokens: int | N
         raise ValueError(f"grace_tokens={grace_tokens}: need >= 0")
 
 
+def closing_token(state: ReasoningState, ids: ReasoningTokenIds) -> int | None:
+    """The next token that closes the reasoning from `state`, in the format's order: the open field's
+    end token, the start and end token of each field still missing (left empty), step_end, then
+    reasoning_end. Where no step is open (right after reasoning_start or proceed), a step is opened
+    first, so the reasoning always ends on a complete step: at most format.MAX_CLOSING_TOKENS tokens.
+
+    None while a backtrack's target is being written: cutting a name short would leave a target that
+    names no step (a format error made by the forcing), so the model finishes it and its own
+    <|reasoning_step_start|> opens the step that is then closed."""
+    if len(ids.fields) != 2 * len(fmt.STEP_FIELDS):
+        raise ValueError("these token ids lack the field tokens: build them with ReasoningTokenIds.from_tokenizer")
+    sequence = (ids.step_start, *ids.fields, ids.step_end, ids.end)
+    last = state.last_reasoning_token
+    if last is None:
+        return ids.start
+    if last == ids.backtrack:
+        return None
+    if last in sequence[:-1]:
+        return sequence[sequence.index(last) + 1]
+    return ids.step_start  # right after reasoning_start or proceed: open the step the move asks for
+
+
 def budget_rule(state: ReasoningState, ids: ReasoningTokenIds, min_reasoning_tokens: int | None = None,
                 max_reasoning_tokens: int | None = None, grace_tokens: int = 64) -> Decision | None:
     """s1-style budget forcing in Steiner's format; "reasoning tokens" = tokens generated before reasoning_end.
 
     Below the minimum, <|reasoning_end|> is forbidden and a step_end may only be followed by a move
     (proceed or backtrack), so the reasoning goes on with another step (s1 appends "Wait" instead).
-    At the maximum, <|reasoning_end|> is forced at the next point where a move could stand (right
-    after a step_end), and at the maximum plus `grace_tokens` it is forced at once, mid-step or not.
+    From the maximum on, the reasoning ends where a step is complete: right after a step_end,
+    <|reasoning_end|> is forced; elsewhere it is forbidden, so the model may finish its step itself
+    for `grace_tokens` tokens. At the maximum plus `grace_tokens`, the step is closed for it
+    (`closing_token`: the open field's end, the missing fields empty, step_end) and the reasoning
+    ended; then the model writes the answer freely. The forcing thus adds no format error to any
+    output (tests/test_constraints.py), and ends the reasoning within max + grace +
+    format.MAX_CLOSING_TOKENS tokens (plus the rest of a backtrack target being written).
     """
     if state.ended:
         return None
     n = state.n_tokens
     if max_reasoning_tokens is not None and n >= max_reasoning_tokens:
-        if state.last_token == ids.step_end or n >= max_reasoning_tokens + grace_tokens:
-            return force(ids.end)
+        if state.right_after(ids.step_end) or n >= max_reasoning_tokens + grace_tokens:
+            token = closing_token(state, ids)
+            if token is not None:
+                return force(token)
+        return Decision("forbid", frozenset({ids.end}))  # only a complete step may end the reasoning
     if min_reasoning_tokens is not None and n < min_reasoning_tokens:
-        if state.last_token == ids.step_end:
+        if state.right_after(ids.step_end):
             return Decision("allow", frozenset({ids.proceed, ids.backtrack}))
         return Decision("forbid", frozenset({ids.end}))
     return None

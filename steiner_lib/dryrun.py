@@ -47,7 +47,8 @@ SHRINK: dict[str, object] = {
     "rl_steps": 1, "rl_batch_size": 4, "rl_num_generations": 2, "rl_max_completion_length": 24,
     "rl_eval_questions": 2,
     "eval_max_questions": 3, "eval_max_new_tokens": 24, "eval_control_questions": 2, "eval_samples": 2,
-    "scaling_questions": 3, "scaling_max_new_tokens": 32, "scaling_batch_size": 8, "scaling_samples": 2,
+    "scaling_questions": 3, "scaling_max_new_tokens": 40, "scaling_batch_size": 8, "scaling_samples": 2,
+    "scaling_budget_grace": 8,  # room for budget 16 + grace + the tokens that close a step: 36 <= 40
     "scaling_vote_draws": 2, "scaling_length_bins": 2, "scaling_context_bins": 2,
     "scaling_variant_sft_steps": 2, "scaling_variant_rl_steps": 1,
 }

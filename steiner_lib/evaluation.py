@@ -202,6 +202,38 @@ def step_status_table(scores: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# Where a format error comes from, read from the output alone (error_causes).
+ERROR_CAUSES = {
+    "ended mid-step": "reasoning_end closed an open step or followed a move (what forcing the end mid-step does)",
+    "no reasoning_end": "the output stopped (end of sequence or the token cap) before its reasoning ended",
+    "the model's steps": "a step or move the model wrote breaks the format (fields, order, names, stray text)",
+    "the answer": "special tokens written after reasoning_end",
+}
+
+
+def error_causes(completion: str) -> dict[str, list[str]]:
+    """The format errors of one output by cause (ERROR_CAUSES order): {cause: [error kinds]}, only
+    the causes present. An error after reasoning_end is the answer's; an unterminated step or a
+    dangling move at the reasoning_end is the end coming mid-step, and at the end of the text, the
+    output stopping before its reasoning ended."""
+    parsed = fmt.parse(completion)
+    end = completion.find(fmt.REASONING_END)
+    out: dict[str, list[str]] = {}
+    for e in parsed.errors:
+        if e.kind == "missing_reasoning_end":
+            cause = "no reasoning_end"
+        elif end >= 0 and e.position > end:
+            cause = "the answer"
+        elif e.kind in ("unterminated_step", "dangling_move") and "reasoning_end" in e.detail:
+            cause = "ended mid-step"
+        elif e.kind in ("unterminated_step", "dangling_move") and "the text ends" in e.detail:
+            cause = "no reasoning_end"
+        else:
+            cause = "the model's steps"
+        out.setdefault(cause, []).append(e.kind)
+    return {c: out[c] for c in ERROR_CAUSES if c in out}
+
+
 def error_counts(scores: pd.DataFrame) -> pd.Series:
     """How many outputs show each format error kind (ERROR_KINDS order, zeros kept)."""
     counts = {kind: int(sum(kind in kinds for kinds in scores["error_kinds"])) for kind in fmt.ERROR_KINDS}
@@ -462,6 +494,7 @@ def format_paragraph(report: HeldoutReport, max_new_tokens: int, target: float =
 
 
 __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps", "score_output", "score_outputs", "error_counts",
+           "ERROR_CAUSES", "error_causes",
            "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff", "HeldoutReport",
            "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_report", "backtrack_citations",
            "format_paragraph"]

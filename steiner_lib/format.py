@@ -64,6 +64,11 @@ STEP_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("reflection", REFLECTION_START, REFLECTION_END),
 )
 
+# The longest way to close the reasoning from any point of an output: reasoning_start (when none was
+# written), step_start, the start and end token of every field, step_end, reasoning_end (budget
+# forcing's wrap-up, constraints.closing_token).
+MAX_CLOSING_TOKENS = 2 * len(STEP_FIELDS) + 4
+
 # Reserved backtrack target: return to the question (before any step).
 QUESTION = "QUESTION"
 
@@ -500,7 +505,7 @@ def pretty(trace_or_text: Trace | str) -> str:
 
 
 __all__ = [
-    "SPECIAL_TOKENS", "STEP_FIELDS", "QUESTION", "Step", "Backtrack", "Move", "Trace",
+    "SPECIAL_TOKENS", "STEP_FIELDS", "MAX_CLOSING_TOKENS", "QUESTION", "Step", "Backtrack", "Move", "Trace",
     "render", "render_reasoning", "render_step", "render_move",
     "FormatError", "ParseResult", "ERROR_KINDS", "parse", "unique_step_names", "pretty",
     "labelled_name", "step_label", "step_refs", "resolve_backtrack",

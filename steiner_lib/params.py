@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from steiner_lib.backends import BACKEND_CHOICES, CPU_DEFAULT
+from steiner_lib.format import MAX_CLOSING_TOKENS
 
 
 def knob(default, doc: str, lo=None, hi=None):
@@ -201,7 +202,7 @@ class ScalingParams:
     backend: Literal["lean", "transformers"] = knob(CPU_DEFAULT, "generation: lean (the decode loop) or transformers; budget forcing and the soft bias are transformers processors, which both run")
     min_steps_grid: str = knob("0,2,6", "sequential scaling: min_steps forced (max_steps: none), comma-separated")
     budgets: str = knob("128,384", "sequential scaling: budget-forcing targets in reasoning tokens, comma-separated")
-    budget_grace: int = knob(64, "budget forcing: tokens past the budget before reasoning_end is forced mid-step", lo=0)
+    budget_grace: int = knob(64, "budget forcing: tokens past the budget the model has to finish its step before the step is closed for it", lo=0)
     samples: int = knob(4, "parallel scaling: samples per question in the pool the votes draw from", lo=1)
     vote_ks: str = knob("1,2,4", "parallel scaling: samples per majority vote, comma-separated (<= samples)")
     vote_draws: int = knob(32, "parallel scaling: random k-subsets of the pool scored per question and k", lo=1)
@@ -401,6 +402,16 @@ def _cross_checks(v: dict) -> list[str]:
         out.append("model_num_heads must be a multiple of model_num_kv_heads")
     if v["model_name_or_path"] is None and max(v["base_seq_len"], v["cpt_seq_len"]) > v["model_max_position_embeddings"]:
         out.append("base_seq_len / cpt_seq_len exceed model_max_position_embeddings")
+    try:
+        budgets = [int(b) for b in str(v["scaling_budgets"]).split(",") if b.strip()]
+    except ValueError:
+        budgets = []  # notebook 07 names the malformed grid
+    room = max(budgets, default=0) + v["scaling_budget_grace"] + MAX_CLOSING_TOKENS
+    if budgets and room > v["scaling_max_new_tokens"]:
+        out.append(f"scaling_max_new_tokens ({v['scaling_max_new_tokens']}) is too small for the largest of "
+                   f"scaling_budgets ({max(budgets)}) plus scaling_budget_grace ({v['scaling_budget_grace']}) plus "
+                   f"the {MAX_CLOSING_TOKENS} tokens that close a step and the reasoning: raise it to at least {room}, "
+                   f"or lower the budget or the grace")
     if v["teacher_kind"] == "llm" and not v["teacher_model"]:
         out.append("teacher_kind is 'llm' but teacher_model is null: name a hub model or a local path")
     if v["teacher_kind"] == "llm" and v["synthesis_workers"] > 1:

@@ -6,7 +6,8 @@ tokens spent per question, summed over samples):
 - sequential, step forcing: Steiner's reasoning_constraints(min_steps, max_steps=None), one output per
   question (sampled like the pool, or greedy at temperature 0);
 - sequential, budget forcing (s1): constraints.BudgetForcing with min = max = B reasoning tokens
-  (<|reasoning_end|> is refused below B and forced at the first step boundary after it);
+  (<|reasoning_end|> is refused below B and forced at the first step boundary after it; at B plus
+  the grace the open step is closed for the model, then the reasoning ended);
 - parallel: k samples (temperature > 0) and a majority vote over their answer letters. One pool
   of n samples per question is drawn once; each k < n is scored over `draws` random k-subsets of
   the pool (all of them when there are fewer), so the k's share their samples.
@@ -66,7 +67,8 @@ def step_factory(tokenizer, min_steps: int) -> Callable:
 
 
 def budget_factory(tokenizer, budget: int, grace_tokens: int = 64) -> Callable:
-    """s1-style budget forcing at `budget` reasoning tokens, on top of the structural rules."""
+    """s1-style budget forcing at `budget` reasoning tokens, on top of the structural rules: the
+    reasoning ends on a complete step, within budget + grace + format.MAX_CLOSING_TOKENS tokens."""
     from steiner_lib.constraints import BudgetForcing, ReasoningConstraints
 
     if budget < 1:
@@ -239,6 +241,28 @@ def scaling_paragraph(table: pd.DataFrame) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps", n_boot: int = 2000,
+                   seed: int = 0) -> dict | None:
+    """Accuracy at the most forcing setting of `method` minus at the least (points), paired on the
+    questions both answered: {delta, delta_ci_low, delta_ci_high, p_value, questions, low, high,
+    tokens_low, tokens_high}; None when the model has fewer than two settings of `method`."""
+    rows = outputs[(outputs["model"] == model) & (outputs["method"] == method)]
+    values = sorted(rows["value"].unique())
+    if len(values) < 2:
+        return None
+    low, high = (rows[rows["value"] == v] for v in (values[0], values[-1]))
+    a, b = stage_eval.per_question_correct(high), stage_eval.per_question_correct(low)
+    shared = a.index.intersection(b.index)
+    if not len(shared):
+        raise ValueError(f"{model}, {method}: settings {values[0]} and {values[-1]} share no question")
+    diff, lo, hi, p = evaluation.paired_bootstrap_diff(a[shared].to_numpy(), b[shared].to_numpy(), n_boot=n_boot,
+                                                       seed=seed)
+    tokens = lambda f: float(pd.to_numeric(f["reasoning_tokens"], errors="coerce").mean())  # noqa: E731
+    return {"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p,
+            "questions": len(shared), "low": values[0], "high": values[-1], "tokens_low": tokens(low),
+            "tokens_high": tokens(high)}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to measure for one model: the sequential settings, the vote pool, the soft-bias settings."""
@@ -278,6 +302,39 @@ def measure(model, tokenizer, name: str, questions, plan: Plan, decoding: stage_
         frames.append(scores)
     outputs = pd.concat(frames, ignore_index=True).assign(model=name)
     return outputs, pd.concat(curves, ignore_index=True)
+
+
+def budget_errors(outputs: pd.DataFrame) -> pd.DataFrame:
+    """The format errors left in the budget-forcing outputs, by cause (evaluation.error_causes): one
+    row per (model, budget), the outputs, the share with any format error, and how many outputs show
+    each cause. Budget forcing ends the reasoning only where a step is complete, so "ended mid-step"
+    stays 0; what remains is the model's own."""
+    rows = []
+    budget = outputs[outputs["method"] == "budget"]
+    for (model, value), group in budget.groupby(["model", "value"], sort=False):
+        causes = [evaluation.error_causes(c) for c in group["completion"]]
+        row = {"model": model, "budget": int(value), "outputs": len(group),
+               "with a format error %": 100 * float(np.mean([bool(c) for c in causes]))}
+        row.update({cause: sum(cause in c for c in causes) for cause in evaluation.ERROR_CAUSES})
+        rows.append(row)
+    columns = ["model", "budget", "outputs", "with a format error %", *evaluation.ERROR_CAUSES]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def budget_errors_paragraph(table: pd.DataFrame) -> str:
+    """Markdown: how many budget outputs keep a format error, and from which causes (from the table)."""
+    if table.empty:
+        return "No budget-forcing output to check."
+    n = int(table["outputs"].sum())
+    with_error = int(round((table["outputs"] * table["with a format error %"] / 100).sum()))
+    counts = {cause: int(table[cause].sum()) for cause in evaluation.ERROR_CAUSES}
+    present = [f"{k} in {v}" for k, v in counts.items() if v]
+    text_ = (f"Of {n} budget-forcing outputs, {with_error} keep a format error"
+             + (f" (outputs per cause: {'; '.join(present)})" if present else "") + ". ")
+    text_ += ("None ends its reasoning mid-step: the forcing closes the open step before it ends the reasoning, "
+              "so every error left is the model's own." if counts["ended mid-step"] == 0 else
+              f"{counts['ended mid-step']} end their reasoning mid-step.")
+    return text_
 
 
 # --------------------------------------------------------------------------- cause 1: length
@@ -541,30 +598,97 @@ def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed
             "questions": len(per_q), "settings": merged["value"].nunique()}
 
 
-def soft_effect(outputs: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Per min_steps > 0: did the soft bias change anything? The share of questions whose soft-bias
-    output is the free output (min_steps 0, same decoding and seed) character for character, and the
-    mean steps of the free, soft and hard outputs. A bias too weak to flip any decision leaves every
-    output as it was (share 100%), and the soft rows of all min_steps are then the same."""
-    mine = outputs[outputs["model"] == model]
-    free = mine[(mine["method"] == "min_steps") & (mine["value"] == 0)].set_index("question_id")
+def _log_odds(row, token: int):
+    """log P(token) / (1 - P(token)) of one row of logits, exactly (no probability is rounded to 0 or 1)."""
+    import torch
+
+    others = torch.cat([row[:token], row[token + 1:]])
+    return float(row[token] - torch.logsumexp(others, 0))
+
+
+def step_end_nudges(model, tokenizer, prompt: str, completion: str, min_steps: int, bias: float,
+                    temperature: float = 1.0) -> pd.DataFrame:
+    """What SoftReasoningBias(min_steps, None, bias) does to the next-token distribution along one output.
+
+    The output is replayed through `model` (prompt and completion tokenized as generation does) and
+    the processor called at every position as in generation; one row per position where it raised
+    <|reasoning_proceed|>: a step end with fewer than min_steps done, right after the step_end
+    (`after` "step_end") or after the whitespace written since (`after` "whitespace", where a trained
+    model takes its decision). Columns: position (tokens of the completion before it), after,
+    steps_done, p_free and p_soft (P(proceed) at `temperature` without and with the bias),
+    log_odds_shift (of proceed: bias / temperature when the bias is all that changes), written (the
+    token the output wrote there), flipped (the bias made proceed the most likely token)."""
+    import torch
+
+    from steiner_lib.constraints import ReasoningTokenIds, SoftReasoningBias, scan
+
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}: need > 0 (the sampling temperature of the outputs)")
+    ids = ReasoningTokenIds.from_tokenizer(tokenizer)
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if not p:
+        raise ValueError("prompt is empty: give the chat prompt the output was generated from")
+    x = torch.tensor([p + c], device=model.device)
+    with torch.inference_mode():
+        logits = model(x).logits[0].double()
+    processor = SoftReasoningBias(tokenizer, min_steps, None, bias=bias, prompt_length=len(p))
+    rows = []
+    for j in range(len(c) + 1):
+        free = logits[len(p) + j - 1]
+        soft = processor(x[:, :len(p) + j], free.clone()[None])[0]
+        if not soft[ids.proceed] > free[ids.proceed]:
+            continue
+        state = scan(c[:j], ids)
+        pf = float(torch.softmax(free / temperature, 0)[ids.proceed])
+        ps = float(torch.softmax(soft / temperature, 0)[ids.proceed])
+        rows.append({"position": j, "after": "step_end" if state.last_token == ids.step_end else "whitespace",
+                     "steps_done": state.steps_done, "p_free": pf, "p_soft": ps,
+                     "log_odds_shift": _log_odds(soft / temperature, ids.proceed) - _log_odds(free / temperature, ids.proceed),
+                     "written": c[j] if j < len(c) else None,
+                     "flipped": int(free.argmax()) != ids.proceed and int(soft.argmax()) == ids.proceed})
+    columns = ["position", "after", "steps_done", "p_free", "p_soft", "log_odds_shift", "written", "flipped"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def soft_decisions(model, tokenizer, outputs: pd.DataFrame, questions, seed: int, model_name: str, bias: float,
+                   temperature: float) -> pd.DataFrame:
+    """Per min_steps of the soft-bias outputs of `model_name`: how often the bias changed the choice at
+    a step end. Every output is replayed (step_end_nudges; prompts from `questions` and `seed` as
+    stage_eval.sample_and_score made them). Columns: outputs; step ends (nudged: fewer than min_steps
+    done); p_free, p_soft (mean P(proceed) where the move is chosen, the last nudged position of each
+    step end); changed (expected), the sum over nudged positions of p_soft - p_free, the chance the
+    bias moved the draw there onto proceed; flipped, positions where the bias made proceed the most
+    likely token; proceed written; and mean steps of the free (min_steps 0, hard), soft and hard outputs."""
+    prompts = dict(zip((stage_eval.question_id(q) for q in questions), evaluation.heldout_prompts(questions, seed)[0]))
+    mine = outputs[outputs["model"] == model_name]
+    free = mine[(mine["method"] == "min_steps") & (mine["value"] == 0)]
     rows = []
     for value, soft in mine[mine["method"] == "soft_bias"].groupby("value", sort=True):
-        soft = soft.set_index("question_id")
+        missing = sorted(set(soft["question_id"]) - set(prompts))
+        if missing:
+            raise ValueError(f"questions {missing[:3]} of the outputs are not in `questions`: pass the questions 07 asked")
+        nudges = pd.concat([step_end_nudges(model, tokenizer, prompts[r.question_id], r.completion, int(value), bias,
+                                            temperature).assign(output=i) for i, r in enumerate(soft.itertuples())],
+                           ignore_index=True)
+        sites = nudges.groupby(["output", "steps_done"]).tail(1) if len(nudges) else nudges
         hard = mine[(mine["method"] == "min_steps") & (mine["value"] == value)]
-        shared = soft.index.intersection(free.index)
-        rows.append({"min_steps": int(value), "questions": len(shared),
-                     "unchanged_share": 100 * float((soft.loc[shared, "completion"] == free.loc[shared, "completion"]).mean())
-                     if len(shared) else float("nan"),
+        proceed = tokenizer.convert_tokens_to_ids(fmt.PROCEED)
+        rows.append({"min_steps": int(value), "outputs": len(soft), "step ends": len(sites),
+                     "p_free": float(sites["p_free"].mean()) if len(sites) else float("nan"),
+                     "p_soft": float(sites["p_soft"].mean()) if len(sites) else float("nan"),
+                     "changed (expected)": float((nudges["p_soft"] - nudges["p_free"]).sum()),
+                     "flipped": int(nudges["flipped"].sum()), "proceed written": int((sites["written"] == proceed).sum()),
                      "steps_free": float(free["n_steps"].mean()) if len(free) else float("nan"),
-                     "steps_soft": float(soft["n_steps"].mean()), "steps_hard": float(hard["n_steps"].mean())})
+                     "steps_soft": float(soft["n_steps"].mean()),
+                     "steps_hard": float(hard["n_steps"].mean()) if len(hard) else float("nan")})
     return pd.DataFrame(rows)
 
 
 def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: float,
-                   effect: pd.DataFrame | None = None) -> str:
+                   decisions: pd.DataFrame | None = None) -> str:
     """Markdown for cause 4, from the soft and hard curves and their paired comparison (and, given
-    `soft_effect`'s table, how often the bias changed the output at all)."""
+    `soft_decisions`' table, how often the bias changed the choice at a step end)."""
     hard = curves[(curves["model"] == model) & (curves["method"] == "min_steps")]
     soft = curves[(curves["model"] == model) & (curves["method"] == "soft_bias")]
     c = comparison
@@ -578,20 +702,22 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
         verdict = "Softer steering hurts: bluntness is not what holds forcing back."
     else:
         verdict = "The interval includes 0: the bluntness of forcing is not shown to matter at this scale."
-    if effect is not None and len(effect):
-        parts = [f"min_steps {int(r.min_steps)}: {r.unchanged_share:.0f}% of outputs unchanged, {r.steps_soft:.1f} steps "
-                 f"(hard {r.steps_hard:.1f}, free {r.steps_free:.1f})" for r in effect.itertuples()]
-        verdict += (" How much the nudge did at all, against the free output of the same decoding: "
-                    + "; ".join(parts) + ".")
-        if (effect["unchanged_share"] == 100).all():
-            verdict += (f" A bias of {bias:g} logits changed no output: the model's own preference at every step "
-                        f"boundary is stronger, so this comparison is hard forcing against no forcing.")
+    if decisions is not None and len(decisions):
+        parts = [f"min_steps {int(r['min_steps'])}: {int(r['step ends'])} step ends with fewer steps done, P(proceed) "
+                 f"{r['p_free']:.2f} without the bias and {r['p_soft']:.2f} with it where the move is chosen; the bias "
+                 f"changed the choice at about {r['changed (expected)']:.1f} of them (expected) and made proceed the most "
+                 f"likely token at {int(r['flipped'])}; {r['steps_soft']:.1f} steps (hard {r['steps_hard']:.1f}, free "
+                 f"{r['steps_free']:.1f})" for _, r in decisions.iterrows()]
+        verdict += " How much the nudge did, replayed through the model: " + "; ".join(parts) + "."
+        if decisions["changed (expected)"].sum() < 0.5:
+            verdict += (f" A bias of {bias:g} logits changed almost no choice: the model's own preference at the step "
+                        f"ends is stronger, so this comparison is hard forcing against no forcing.")
     return head + verdict
 
 
 __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
            "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
-           "sequential_curve", "vote_curve", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
+           "sequential_curve", "vote_curve", "forcing_change", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
            "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
-           "soft_effect", "soft_paragraph"]
+           "step_end_nudges", "soft_decisions", "soft_paragraph"]

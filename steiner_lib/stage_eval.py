@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from steiner_lib import evaluation
+from steiner_lib import evaluation, verdicts
 from steiner_lib.backends import CPU_DEFAULT
 
 ROWS = ("base", "CPT", "SFT", "RL", "RL + logits processor")
@@ -28,6 +28,7 @@ ROW_CHECKPOINTS = {"base": ("03_cpt", "base"), "CPT": ("03_cpt", "cpt"), "SFT": 
                    "RL": ("05_rl", "rl"), "RL + logits processor": ("05_rl", "rl")}
 # The paper's reported gains on GPQA-Diamond, in accuracy points, over the row above (None: not reported).
 PAPER_DELTAS = {"base": None, "CPT": None, "SFT": None, "RL": 3.53, "RL + logits processor": 5.56}
+CHANCE = 25.0  # accuracy (%) of a uniform guess among the four choices
 
 
 # --------------------------------------------------------------------------- settings
@@ -180,17 +181,18 @@ def paired_delta(current: pd.DataFrame, previous: pd.DataFrame, n_boot: int = 20
 
 def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAPER_DELTAS,
                 n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per stage (in the order given): accuracy (%, 95% CI), delta to the previous row with
-    a paired bootstrap test, format-error rate (%), mean reasoning tokens, and the paper's delta."""
+    """One row per stage (in the order given): accuracy (%, 95% CI), delta to the previous row and
+    to the first row (the base model in notebook 06), each with a paired bootstrap test, format-error
+    rate (%), mean reasoning tokens, and the paper's delta."""
     if not scores:
         raise ValueError("stage_table got no rows: give {row name: score frame}")
-    rows, previous = [], None
+    rows, previous, first = [], None, None
+    missing = dict(delta=np.nan, delta_ci_low=np.nan, delta_ci_high=np.nan, p_value=np.nan)
     for name, frame in scores.items():
         row = {"stage": name, "questions": frame["question_id"].nunique(), **_accuracy(frame, n_boot, seed)}
-        if previous is None:
-            row.update(delta=np.nan, delta_ci_low=np.nan, delta_ci_high=np.nan, p_value=np.nan)
-        else:
-            row.update(paired_delta(frame, previous, n_boot, seed))
+        row.update(missing if previous is None else paired_delta(frame, previous, n_boot, seed))
+        to_first = missing if first is None else paired_delta(frame, first, n_boot, seed)
+        row.update({f"base_{k}": v for k, v in to_first.items()})
         row["format_error_rate"] = 100 * (1 - frame["format_ok"].astype(float).mean())
         tokens = pd.to_numeric(frame["reasoning_tokens"], errors="coerce")
         row["reasoning_tokens"] = float(tokens.mean()) if tokens.notna().any() else np.nan
@@ -198,66 +200,98 @@ def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAP
             row["paper_delta"] = paper_deltas.get(name)
         rows.append(row)
         previous = frame
+        first = frame if first is None else first
     return pd.DataFrame(rows).set_index("stage")
+
+
+def _interval(mean, lo, hi, signed=False) -> str:
+    if pd.isna(mean):
+        return ""
+    fmt_ = "{:+.1f}" if signed else "{:.1f}"
+    return f"{fmt_.format(mean)} [{fmt_.format(lo)}, {fmt_.format(hi)}]"
 
 
 def readable_table(table: pd.DataFrame, references: pd.DataFrame | None = None) -> pd.DataFrame:
     """The stage table as a reader wants it: "26.6 [21.1, 32.0]" cells, named columns, rounded.
     (stage_table's frame, with its raw columns, is what the notebook saves and computes from.)
     `references` (reference_table, the same questions) adds one row per reference below the stages."""
-    def interval(mean, lo, hi, signed=False):
-        if pd.isna(mean):
-            return ""
-        fmt_ = "{:+.1f}" if signed else "{:.1f}"
-        return f"{fmt_.format(mean)} [{fmt_.format(lo)}, {fmt_.format(hi)}]"
-
     out = pd.DataFrame(index=table.index)
     out["questions"] = table["questions"].astype(int)
-    out["accuracy % [95% CI]"] = [interval(r.accuracy, r.acc_ci_low, r.acc_ci_high) for r in table.itertuples()]
-    out["delta to row above [95% CI]"] = [interval(r.delta, r.delta_ci_low, r.delta_ci_high, signed=True)
+    out["accuracy % [95% CI]"] = [_interval(r.accuracy, r.acc_ci_low, r.acc_ci_high) for r in table.itertuples()]
+    out["delta to row above [95% CI]"] = [_interval(r.delta, r.delta_ci_low, r.delta_ci_high, signed=True)
                                           for r in table.itertuples()]
     out["paired p"] = [evaluation.format_p(p) for p in table["p_value"]]
+    if "base_delta" in table.columns:
+        out[f"delta to {table.index[0]} [95% CI]"] = [
+            _interval(r.base_delta, r.base_delta_ci_low, r.base_delta_ci_high, signed=True) for r in table.itertuples()]
     out["format errors %"] = table["format_error_rate"].round(1)
     out["reasoning tokens"] = table["reasoning_tokens"].round(0)
     if "paper_delta" in table.columns:
         out["paper's delta"] = [f"{d:+.2f}" if pd.notna(d) else "" for d in table["paper_delta"]]
+        out["verdict"] = [verdicts.verdict(r.delta, r.delta_ci_low, r.delta_ci_high, r.paper_delta)
+                          if pd.notna(r.paper_delta) else "" for r in table.itertuples()]
     if references is not None:
         ref = pd.DataFrame(index=[f"reference: {name}" for name in references.index], columns=out.columns, data="")
         ref["questions"] = references["n"].astype(int).to_numpy()
-        ref["accuracy % [95% CI]"] = [interval(r.accuracy, r.acc_ci_low, r.acc_ci_high)
+        ref["accuracy % [95% CI]"] = [_interval(r.accuracy, r.acc_ci_low, r.acc_ci_high)
                                       for r in references.itertuples()]
         out = pd.concat([out, ref])
     out.index.name = "stage"
     return out
 
 
+def against_chance(lo: float, hi: float, chance: float = CHANCE) -> str:
+    """Where an accuracy interval (%) stands against chance: "above", "below" or "at" (it holds chance)."""
+    return "above" if lo > chance else "below" if hi < chance else "at"
+
+
+def chance_sentence(table: pd.DataFrame, chance: float = CHANCE) -> str:
+    """One sentence: which stages' 95% intervals lie above chance, said plainly when none does."""
+    above = [s for s, r in table.iterrows() if against_chance(r["acc_ci_low"], r["acc_ci_high"], chance) == "above"]
+    if not above:
+        return (f"**No stage is above chance**: every 95% interval's lower bound is at or below {chance:g}%, so "
+                f"no checkpoint is shown to have learned these questions, and the changes between rows compare "
+                f"models at chance.")
+    return (f"Above chance ({chance:g}%, the 95% interval's lower bound above it): {', '.join(above)}"
+            f" ({len(above)} of {len(table)} rows).")
+
+
+def _change_text(delta, lo, hi, p) -> str:
+    return f"{delta:+.1f} points (95% CI {lo:+.1f} to {hi:+.1f}, p {evaluation.p_phrase(p)})"
+
+
 def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark",
-                           decoding: str = "greedy decoding") -> str:
-    """Markdown: which deltas reproduce (positive, 95% CI above 0) and which do not, computed from the table."""
-    lines = []
-    reproduced, not_reproduced = [], []
-    for stage, row in list(table.iterrows())[1:]:
-        ci = f"{row['delta']:+.1f} points (95% CI {row['delta_ci_low']:+.1f} to {row['delta_ci_high']:+.1f}, " \
-             f"p {evaluation.p_phrase(row['p_value'])})"
+                           decoding: str = "greedy decoding", chance: float = CHANCE) -> str:
+    """Markdown, computed from the table: each stage against chance, against the first row (base) and
+    against the row above; where the paper reports a change, the verdict of verdicts.verdict."""
+    first = table.index[0]
+    head = (f"On {benchmark} ({int(table['questions'].iloc[0])} questions, {decoding}; chance is {chance:g}%). "
+            + chance_sentence(table, chance))
+    lines, judged = [], []
+    for i, (stage, row) in enumerate(table.iterrows()):
+        where = {"above": "above chance", "below": "below chance", "at": "not distinguishable from chance"}[
+            against_chance(row["acc_ci_low"], row["acc_ci_high"], chance)]
+        parts = [f"{row['accuracy']:.1f}% (95% CI {row['acc_ci_low']:.1f} to {row['acc_ci_high']:.1f}), {where}"]
+        if i >= 2 and "base_delta" in table.columns:
+            parts.append(f"against {first} " + _change_text(row["base_delta"], row["base_delta_ci_low"],
+                                                            row["base_delta_ci_high"], row["base_p_value"]))
+        if i >= 1:
+            above = table.index[i - 1]
+            parts.append(f"against {above} (the row above) " + _change_text(row["delta"], row["delta_ci_low"],
+                                                                            row["delta_ci_high"], row["p_value"]))
         paper = row.get("paper_delta") if "paper_delta" in table.columns else None
-        paper_text = f"; the paper reports {paper:+.2f}" if paper is not None and pd.notna(paper) else ""
-        if row["delta"] > 0 and row["delta_ci_low"] > 0:
-            reproduced.append(stage)
-            lines.append(f"- **{stage}** gains {ci}{paper_text}: the gain reproduces at this scale.")
-        elif row["delta_ci_high"] < 0:
-            not_reproduced.append(stage)
-            lines.append(f"- **{stage}** loses {ci}{paper_text}: it does **not** reproduce; at this scale "
-                         f"the step hurts.")
-        else:
-            not_reproduced.append(stage)
-            lines.append(f"- **{stage}** changes accuracy by {ci}{paper_text}: the interval includes 0, so the "
-                         f"effect does **not** reproduce at this scale.")
-    if not lines:
-        return f"On {benchmark}, the table has a single row: there is no delta to test."
-    head = (f"On {benchmark} ({int(table['questions'].iloc[0])} questions, {decoding}), "
-            f"{len(reproduced)} of {len(lines)} stage effects reproduce (a positive delta whose 95% "
-            f"paired-bootstrap interval excludes 0)"
-            + (f": {', '.join(reproduced)}." if reproduced else ". None does."))
+        text_ = f"- **{stage}**: " + "; ".join(parts)
+        if i >= 1 and paper is not None and pd.notna(paper):
+            v = verdicts.verdict(row["delta"], row["delta_ci_low"], row["delta_ci_high"], paper)
+            judged.append((stage, v))
+            text_ += f". The paper reports {paper:+.2f}: **{v}** ({verdicts.reason(v)})"
+        lines.append(text_ + ".")
+    if len(table) == 1:
+        return head + "\n\nThe table has a single row: there is no change between rows to test."
+    if judged:
+        counts = {v: [s for s, w in judged if w == v] for v in verdicts.VERDICTS}
+        tally = "; ".join(f"{v}: {', '.join(c)}" for v, c in counts.items() if c)
+        head += f" Of the {len(judged)} changes the paper reports a figure for, {tally}."
     return head + "\n\n" + "\n".join(lines)
 
 
@@ -277,7 +311,7 @@ def plot_stage_tables(tables: dict[str, pd.DataFrame]):
         ax.bar(x + (k - (len(tables) - 1) / 2) * width, t["accuracy"], width, yerr=err, capsize=3, label=split)
     ax.set_xticks(x, stages_, rotation=15)
     ax.set_ylabel("accuracy (%)")
-    ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance (4 choices)")
+    ax.axhline(CHANCE, color="grey", lw=0.8, ls="--", label="chance (4 choices)")
     ax.set_ylim(0, 100)
     ax.legend(frameon=False)
     fig.tight_layout()
@@ -310,7 +344,7 @@ def plot_tiers(tables: dict[str, pd.DataFrame], references: dict[str, pd.DataFra
     for name in ("search teacher, no answer", "greedy shortcut"):
         if references and all(name in references.get(t, pd.DataFrame()).index for t in tiers):
             line(references, name, ls=":", color="black" if "teacher" in name else "grey")
-    ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance (4 choices)")
+    ax.axhline(CHANCE, color="grey", lw=0.8, ls="--", label="chance (4 choices)")
     ax.set_xticks(x, tiers)
     ax.set_xlabel("difficulty tier (easier to harder)")
     ax.set_ylabel("accuracy (%)")
@@ -413,4 +447,4 @@ def all_scores(scores: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
 __all__ = ["ROWS", "ROW_CHECKPOINTS", "PAPER_DELTAS", "parse_int_grid", "lp_settings", "constraints_factory",
            "extract_letter_anywhere", "question_id", "score_completions", "Decoding", "sample_and_score",
            "validation_grid", "choose_setting", "per_question_correct", "paired_delta", "stage_table", "readable_table",
-           "reproduction_paragraph", "plot_stage_tables", "evaluate_stages", "all_scores"]
+           "reproduction_paragraph", "against_chance", "chance_sentence", "CHANCE", "plot_stage_tables", "evaluate_stages", "all_scores"]

@@ -3,7 +3,8 @@
 Everything here is read from the run directory, never typed in: each stage's manifest.json
 (metrics, seed, package versions, git commit, wall time), the runner's sidecars
 executed/NN_name.json (the notebook's wall time and the preset it ran with) and the stage
-tables (06_evaluation/stage_table.csv, control_table.csv, 07_inference_scaling/scaling_curves.csv).
+tables (06_evaluation/stage_table.csv, control_table.csv, 07_inference_scaling/outputs.parquet).
+Every verdict is verdicts.verdict's (reproduced, contradicted, inconclusive, not run).
 A stage that has not finished gives a "not run" row, never an error, so the summary of a run
 with only some notebooks executed is still a true summary.
 
@@ -27,17 +28,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steiner_lib import evaluation
+from steiner_lib import evaluation, verdicts
 from steiner_lib.params import STAGES, run_dir
 from steiner_lib.stages import MANIFEST, StageWriter, read_manifest
 
 log = logging.getLogger("steiner_lib.summary")
 
 SUMMARY_STAGE = "08_summary"
-NOT_RUN = "not run"
+NOT_RUN = verdicts.NOT_RUN
 SCALED = "scaled down by the preset"
 SET_BY_PRESET = "set by the preset"
-UNTESTED = (NOT_RUN, SCALED, SET_BY_PRESET, "not measured")
+UNTESTED = (NOT_RUN, SCALED, SET_BY_PRESET)
+# The effect that matters for the paper's claims of no change (the margin of verdicts.verdict): the
+# smallest change the paper reports as a gain, RL's +3.53 points on GPQA-Diamond.
+MARGIN = 3.53
 # The paper's data set (Ji 2024): what the synthesis of notebooks 01-02 is measured against.
 PAPER_DATA = {"DAGs": 10_000, "paths": 50_000, "mean reasoning tokens": 1_600,
               "max reasoning tokens": 4_096, "max total tokens": 8_192}
@@ -112,22 +116,6 @@ def _delta_text(row: pd.Series, questions: int | None = None) -> str:
             f"{_points(row['delta_ci_high'])}, p {evaluation.p_phrase(row['p_value'])}{q})")
 
 
-def delta_verdict(delta: float, lo: float, hi: float, expect: str = "gain") -> str:
-    """'reproduced' / 'not reproduced' for a claimed gain (expect='gain') or a claimed absence of
-    change (expect='none'), from a difference and its 95% interval."""
-    if any(v != v for v in (delta, lo, hi)):
-        return "not measured"
-    if expect == "gain":
-        if lo > 0:
-            return "reproduced"
-        if hi < 0:
-            return "not reproduced (a loss)"
-        return "not reproduced (95% CI includes 0)"
-    if expect == "none":
-        return "reproduced" if lo <= 0 <= hi else ("not reproduced (a gain)" if lo > 0 else "not reproduced (a loss)")
-    raise ValueError(f"expect={expect!r}: use 'gain' or 'none'")
-
-
 def _not_run(claim: str, paper: str, stage: str, what: str = "") -> dict:
     return {"claim": claim, "paper": paper, "this run": f"{NOT_RUN}: notebook {stage} has not finished{what}",
             "verdict": NOT_RUN, "where": CHAPTER.get(stage, stage)}
@@ -140,15 +128,20 @@ def _stage_row(table: pd.DataFrame | None, name: str) -> pd.Series | None:
     return rows.iloc[0] if len(rows) else None
 
 
-def _stage_claim(run: RunRecord, claim: str, paper: str, row_name: str, file: str = "stage_table.csv",
-                 expect: str = "gain") -> dict:
+def _judged(claim: str, paper: str, text: str, row, effect: float, expect: str, where: str) -> dict:
+    """A claims-table row whose verdict is verdicts.verdict of the row's delta and 95% interval."""
+    return {"claim": claim, "paper": paper, "this run": text,
+            "verdict": verdicts.verdict(row["delta"], row["delta_ci_low"], row["delta_ci_high"], effect, expect),
+            "where": where}
+
+
+def _stage_claim(run: RunRecord, claim: str, paper: str, row_name: str, effect: float, file: str = "stage_table.csv",
+                 expect: str = "change") -> dict:
     table = run.csv("06_evaluation", file)
     row = _stage_row(table, row_name)
     if row is None:
         return _not_run(claim, paper, "06_evaluation", "" if table is None else f" (no {row_name!r} row in {file})")
-    return {"claim": claim, "paper": paper, "this run": _delta_text(row, int(row["questions"])),
-            "verdict": delta_verdict(row["delta"], row["delta_ci_low"], row["delta_ci_high"], expect),
-            "where": CHAPTER["06_evaluation"]}
+    return _judged(claim, paper, _delta_text(row, int(row["questions"])), row, effect, expect, CHAPTER["06_evaluation"])
 
 
 def _data_claims(run: RunRecord) -> list[dict]:
@@ -196,76 +189,86 @@ def _cpt_claim(run: RunRecord, no_cpt_run: RunRecord | None) -> dict:
     without, with_ = pick(a), pick(b)
     shared = without.index.intersection(with_.index)
     if not len(shared):
-        return {"claim": claim, "paper": paper, "this run": "the two runs share no diamond question",
-                "verdict": "not measured", "where": CHAPTER["03_cpt"]}
+        return {"claim": claim, "paper": paper, "this run": f"{NOT_RUN}: the two runs share no diamond question",
+                "verdict": NOT_RUN, "where": CHAPTER["03_cpt"]}
     diff, lo, hi, p = evaluation.paired_bootstrap_diff(without[shared].to_numpy(), with_[shared].to_numpy())
     row = pd.Series({"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p})
-    return {"claim": claim, "paper": paper, "this run": "RL accuracy without CPT minus with CPT: " + _delta_text(row, len(shared)),
-            # redundant: dropping CPT does not lose accuracy (the interval reaches 0 or lies above it)
-            "verdict": "not reproduced (CPT helps)" if row["delta_ci_high"] < 0 else "reproduced",
-            "where": CHAPTER["03_cpt"]}
+    # redundant: dropping CPT loses no accuracy beyond the margin
+    return _judged(claim, paper, f"RL accuracy without CPT minus with CPT: {_delta_text(row, len(shared))}; "
+                   f"margin {MARGIN:g} points", row, MARGIN, "no loss", CHAPTER["03_cpt"])
 
 
-def _scaling_claim(run: RunRecord) -> dict:
+def _scaling_claim(run: RunRecord, model: str = "RL") -> dict:
+    """The paper's experiment: forcing more steps (min_steps), paired on the questions, for `model`
+    (the last checkpoint 07 measured when `model` is not among them)."""
     claim, paper = "no inference-time scaling (forcing more steps)", "no gain on almost all benchmarks; declines on GPQA"
-    curves = run.csv("07_inference_scaling", "scaling_curves.csv")
-    if curves is None:
+    where = CHAPTER["07_inference_scaling"]
+    if not run.finished("07_inference_scaling"):
         return _not_run(claim, paper, "07_inference_scaling")
-    needed = {"model", "method", "tokens", "accuracy", "ci_low", "ci_high"}
-    if not needed <= set(curves.columns) or curves.empty:
-        return {"claim": claim, "paper": paper, "this run": f"scaling_curves.csv lacks columns {sorted(needed - set(curves.columns))}",
-                "verdict": "not measured", "where": CHAPTER["07_inference_scaling"]}
-    gains, parts = [], []
-    # The paper's experiment is forcing more steps (min_steps): those curves are quoted, every curve counted.
-    groups = sorted(curves.groupby(["model", "method"], sort=False), key=lambda g: g[0][1] != "min_steps")
-    for (model, method), c in groups:
-        c = c.sort_values("tokens")
-        first, last = c.iloc[0], c.iloc[-1]
-        gains.append(bool(last["ci_low"] > first["ci_high"]))  # a gain beyond both intervals
-        if method == "min_steps" or not parts:
-            parts.append(f"{model}, {method}: {first['accuracy']:.1f}% at {first['tokens']:.0f} tokens -> "
-                         f"{last['accuracy']:.1f}% at {last['tokens']:.0f}")
-    text = "; ".join(parts[:2]) + f"; {sum(gains)} of {len(gains)} curves (all methods) gain beyond their 95% CIs"
-    return {"claim": claim, "paper": paper, "this run": text,
-            "verdict": "reproduced" if not any(gains) else "not reproduced (accuracy scales)",
-            "where": CHAPTER["07_inference_scaling"]}
+    path = run.path / "07_inference_scaling" / "outputs.parquet"
+    outputs = pd.read_parquet(path) if path.is_file() else None
+    if outputs is None or not {"model", "method", "value", "question_id", "correct"} <= set(outputs.columns):
+        return {"claim": claim, "paper": paper, "this run": f"{NOT_RUN}: 07 wrote no outputs.parquet with the "
+                f"scored outputs", "verdict": NOT_RUN, "where": where}
+    from steiner_lib import scaling
+
+    forced = outputs[outputs["method"] == "min_steps"]
+    models = list(dict.fromkeys(forced["model"]))
+    name = model if model in models else (models[-1] if models else model)
+    change = scaling.forcing_change(outputs, name) if models else None
+    if change is None:
+        return {"claim": claim, "paper": paper, "this run": f"{NOT_RUN}: 07's min_steps grid has fewer than two "
+                f"settings", "verdict": NOT_RUN, "where": where}
+    text = (f"{name}, min_steps {change['low']} -> {change['high']} ({change['tokens_low']:.0f} -> "
+            f"{change['tokens_high']:.0f} reasoning tokens): {_delta_text(pd.Series(change), change['questions'])}; "
+            f"margin {MARGIN:g} points")
+    return _judged(claim, paper, text, change, MARGIN, "no gain", where)
 
 
 def claims_table(run: RunRecord, no_cpt_run: RunRecord | None = None) -> pd.DataFrame:
-    """The paper's claims, one row each: the paper's figure, this run's (with 95% CI), a verdict.
-    Gains 'reproduce' when their paired-bootstrap 95% CI lies above 0; claims of no change when
-    it contains 0; data-set sizes are scaled down by the preset and say by how much."""
+    """The paper's claims, one row each: the paper's figure, this run's (with 95% CI), a verdict by
+    verdicts.verdict (reproduced, contradicted, inconclusive, not run): changes against the paper's
+    figure, claims of no change (or no loss, no gain) against the margin MARGIN. Data-set sizes are
+    scaled down by the preset and say by how much."""
+    from steiner_lib.stage_eval import PAPER_DELTAS
+
     rows = _data_claims(run)
     rows.append(_cpt_claim(run, no_cpt_run))
-    rows.append(_stage_claim(run, "RL improves GPQA-Diamond", "+3.53 points", "RL"))
-    rows.append(_stage_claim(run, "the logits processor adds more", "+5.56 points (best setting)", "RL + logits processor"))
-    rows.append(_stage_claim(run, "RL leaves a no-search control unchanged (MMLU)", "MMLU unchanged", "RL",
+    rows.append(_stage_claim(run, "RL improves GPQA-Diamond", "+3.53 points", "RL", PAPER_DELTAS["RL"]))
+    rows.append(_stage_claim(run, "the logits processor adds more", "+5.56 points (best setting)", "RL + logits processor",
+                             PAPER_DELTAS["RL + logits processor"]))
+    rows.append(_stage_claim(run, "RL leaves a no-search control unchanged (MMLU)", "MMLU unchanged", "RL", MARGIN,
                              file="control_table.csv", expect="none"))
     rows.append(_scaling_claim(run))
     return pd.DataFrame(rows).set_index("claim")
 
 
-def claims_paragraph(claims: pd.DataFrame) -> str:
-    """Markdown: how many claims reproduce, which do not, which were not run (from the table)."""
+def claims_paragraph(claims: pd.DataFrame, stage_table: pd.DataFrame | None = None) -> str:
+    """Markdown: how many claims reproduce, which are contradicted or inconclusive, which were not run
+    (from the table); given 06's stage table, whether any stage is above chance, said plainly."""
+    from steiner_lib.stage_eval import chance_sentence
+
     v = claims["verdict"]
     tested = v[~v.isin(UNTESTED)]
-    ok = tested[tested == "reproduced"]
+    ok = tested[tested == verdicts.REPRODUCED]
     lines = [f"Of {len(tested)} claims this run tests, **{len(ok)} reproduce{'s' if len(ok) == 1 else ''}**"
              + (f" ({', '.join(ok.index)})" if len(ok) else "") + "."]
-    null_claims = [c for c in ok.index if "unchanged" in c or c.startswith("no ")]
-    if null_claims:  # absence of evidence: a claim of no effect "reproduces" whenever nothing is detected
-        lines.append(f"{len(null_claims)} of these claim{'' if len(null_claims) > 1 else 's'} no effect "
-                     f"({', '.join(null_claims)}): {'they count' if len(null_claims) > 1 else 'it counts'} as reproduced because no change was detected, "
-                     f"which at this run's sample sizes (see the interval widths in the table) is weak evidence.")
-    failed = tested[tested != "reproduced"]
-    if len(failed):
-        lines.append("Not reproduced: " + "; ".join(f"{c} ({w})" for c, w in failed.items()) + ".")
+    for name, what in ((verdicts.CONTRADICTED, "Contradicted"), (verdicts.INCONCLUSIVE, "Inconclusive")):
+        these = tested[tested == name]
+        if len(these):
+            lines.append(f"{what}: {'; '.join(these.index)}.")
+    if (tested == verdicts.INCONCLUSIVE).any():
+        lines.append("An inconclusive verdict means the 95% interval is too wide at this run's sample sizes to "
+                     "tell the paper's effect (or, for a claim of no change, one of the margin's size) from none.")
     skipped = v[v == NOT_RUN]
     if len(skipped):
         lines.append("Not run here: " + "; ".join(skipped.index) + ".")
     scaled = v[v == SCALED]
     if len(scaled):
         lines.append(f"{len(scaled)} data-set figures are scaled down by the preset (params/*.yaml sets them).")
+    if stage_table is not None and {"acc_ci_low", "acc_ci_high"} <= set(stage_table.columns) and len(stage_table):
+        lines.append("On the diamond split (notebook 06): " + chance_sentence(stage_table.set_index("stage")
+                                                                         if "stage" in stage_table.columns else stage_table))
     return " ".join(lines)
 
 
@@ -397,6 +400,6 @@ def show_table(frame: pd.DataFrame, float_format: str = "{:,.2f}") -> Table:
     return Table(frame, float_format)
 
 
-__all__ = ["RunRecord", "load_run", "finished_stages", "open_summary_stage", "delta_verdict", "claims_table",
+__all__ = ["RunRecord", "load_run", "finished_stages", "open_summary_stage", "MARGIN", "claims_table",
            "claims_paragraph", "notebook_times", "versions_table", "hardware", "hardware_table", "markdown_table",
            "Table", "show_table"]

@@ -117,6 +117,8 @@ def published_rule(gen: list[int], ids, min_steps: int, max_steps: int | None):
 def test_token_ids_come_from_the_tokenizer_and_round_trip_through_json(tok, ids):
     assert ids.start == tid(tok, fmt.REASONING_START) and ids.step_end == tid(tok, fmt.STEP_END)
     assert ids.reasoning == {tid(tok, t) for t in fmt.SPECIAL_TOKENS} and len(ids.reasoning) == 14
+    assert ids.fields == tuple(tid(tok, t) for _, a, b in fmt.STEP_FIELDS for t in (a, b))
+    assert {tok.decode([t]) for t in ids.blank} >= {"\n", " "} and all(tok.decode([t]).isspace() for t in ids.blank)
     assert C.ReasoningTokenIds.from_dict(json.loads(json.dumps(ids.to_dict()))) == ids
 
 
@@ -289,6 +291,12 @@ def test_soft_bias_adds_exactly_the_bias_to_the_favoured_token(tok, ids):
         for t in favoured:
             expected[t] += sign * 2.5
         assert torch.equal(after[0], expected)
+    # The step-end decision a trained model takes one token later, after the format's newline: the bias is there too.
+    newline = text_ids(tok, "\n")
+    before, after = run(C.SoftReasoningBias(tok, min_steps=2, bias=2.5), tok, [start + step_ids(tok) + newline])
+    expected = before[0].clone()
+    expected[ids.proceed] += 2.5
+    assert torch.equal(after[0], expected)
     with pytest.raises(ValueError, match="bias=0"):
         C.SoftReasoningBias(tok, bias=0)
 
@@ -298,33 +306,91 @@ def test_soft_bias_adds_exactly_the_bias_to_the_favoured_token(tok, ids):
 
 def test_budget_forcing_rules(tok, ids):
     start = seq(tok, fmt.REASONING_START)
-    mid_step = start + step_ids(tok)[:-1]  # inside a step, before its step_end
+    mid_step = start + step_ids(tok)[:-1]  # inside a step, right after its reflection_end
     after_step = start + step_ids(tok)
+    newline = text_ids(tok, "\n")
     n_mid, n_after = len(mid_step), len(after_step)
 
-    # Below the minimum: reasoning_end forbidden; after a step_end only a move may follow.
+    # Below the minimum: reasoning_end forbidden; after a step_end (and its newline) only a move may follow.
     _, after = run(C.BudgetForcing(tok, min_reasoning_tokens=n_after + 5), tok, [mid_step])
     assert finite_tokens(after[0]) == set(range(len(tok))) - {ids.end}
-    _, after = run(C.BudgetForcing(tok, min_reasoning_tokens=n_after + 5), tok, [after_step])
-    assert finite_tokens(after[0]) == {ids.proceed, ids.backtrack}
+    for gen in (after_step, after_step + newline):
+        _, after = run(C.BudgetForcing(tok, min_reasoning_tokens=n_after + 5), tok, [gen])
+        assert finite_tokens(after[0]) == {ids.proceed, ids.backtrack}
     # Reached the minimum, no maximum: free.
     before, after = run(C.BudgetForcing(tok, min_reasoning_tokens=n_after), tok, [after_step])
     assert torch.equal(before, after)
 
-    # At the maximum: mid-step is left to finish (within the grace), the next step_end is followed by the end.
-    before, after = run(C.BudgetForcing(tok, max_reasoning_tokens=n_mid - 2, grace_tokens=10), tok, [mid_step])
-    assert torch.equal(before, after)
-    _, after = run(C.BudgetForcing(tok, max_reasoning_tokens=n_after - 3, grace_tokens=10), tok, [after_step])
-    assert finite_tokens(after[0]) == {ids.end}
-    # Past the maximum plus the grace: the end is forced at once, mid-step.
+    # At the maximum, within the grace: the model finishes its step, but may not end the reasoning mid-step.
+    _, after = run(C.BudgetForcing(tok, max_reasoning_tokens=n_mid - 2, grace_tokens=10), tok, [mid_step])
+    assert finite_tokens(after[0]) == set(range(len(tok))) - {ids.end}
+    # ... and right after a step_end (or its newline) the end is forced.
+    for gen in (after_step, after_step + newline):
+        _, after = run(C.BudgetForcing(tok, max_reasoning_tokens=n_after - 3, grace_tokens=10), tok, [gen])
+        assert finite_tokens(after[0]) == {ids.end}
+    # Past the maximum plus the grace: the step is closed for the model (here its step_end), then the end.
     _, after = run(C.BudgetForcing(tok, max_reasoning_tokens=n_mid - 2, grace_tokens=2), tok, [mid_step])
-    assert finite_tokens(after[0]) == {ids.end}
+    assert finite_tokens(after[0]) == {ids.step_end}
+    thought = start + step_ids(tok, thought_tokens=3)[:6]  # inside the thought, its text begun
+    _, after = run(C.BudgetForcing(tok, max_reasoning_tokens=2, grace_tokens=0), tok, [thought])
+    assert finite_tokens(after[0]) == {tid(tok, fmt.THOUGHT_END)}
     # After reasoning_end: nothing (the answer is free text), whatever the budget.
     done = after_step + seq(tok, fmt.REASONING_END, "Answer")
     before, after = run(C.BudgetForcing(tok, min_reasoning_tokens=500, max_reasoning_tokens=600), tok, [done])
     assert torch.equal(before, after)
     before, after = run(C.BudgetForcing(tok, max_reasoning_tokens=1, grace_tokens=0), tok, [done])
     assert torch.equal(before, after)
+
+
+def close(tok, ids, gen: list[int], rest: list[int]) -> tuple[list[int], int]:
+    """`gen` closed by closing_token, the model writing on from `rest` while a backtrack target is
+    being written; (the closed ids, the tokens forced)."""
+    gen, rest, forced = list(gen), list(rest), 0
+    while ids.end not in gen:
+        token = C.closing_token(C.scan(gen, ids), ids)
+        if token is None:  # a backtrack target: the model finishes it, up to its own step_start
+            gen.append(rest.pop(0))
+            continue
+        gen.append(token)
+        forced += 1
+    return gen, forced
+
+
+def trace_ids(tok) -> list[int]:
+    """A well-formed output as the format renders it: three steps, a backtrack to Step 1, newlines."""
+    steps = [fmt.Step("Step 1: 25 × 3", "75", "75, 5, 7", "ok"), fmt.Step("Step 2: 75 + 5", "80", "80, 7", "no"),
+             fmt.Step("Step 2: 75 + 7", "82 is it", "82, 5", "yes")]
+    text = fmt.render(fmt.Trace(tuple(steps), ("proceed", fmt.Backtrack("Step 1")), "Answer: B"))
+    assert fmt.parse(text).ok
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_closing_from_any_point_of_an_output_gives_an_output_that_parses(tok, ids):
+    full = trace_ids(tok)
+    end_at = full.index(ids.end)
+    kinds = set()
+    for k in range(end_at + 1):  # every point of the reasoning, up to its reasoning_end
+        closed, forced = close(tok, ids, full[:k], full[k:])
+        text = tok.decode(closed + text_ids(tok, "\nAnswer: B"), skip_special_tokens=False)
+        result = fmt.parse(text)
+        assert result.ok, (k, tok.decode(full[:k], skip_special_tokens=False), result.errors)
+        assert forced <= fmt.MAX_CLOSING_TOKENS
+        kinds.add(C.scan(full[:k], ids).last_reasoning_token)
+    assert kinds == {None} | (ids.reasoning - {ids.end})  # cut before any reasoning token and after each other
+    assert C.closing_token(C.scan(seq(tok, fmt.REASONING_START), ids), ids) == ids.step_start
+    with pytest.raises(ValueError, match="lack the field tokens"):
+        C.closing_token(C.ReasoningState(), C.ReasoningTokenIds(*[ids.start] * 6, ids.reasoning))
+
+
+def test_right_after_a_token_means_only_whitespace_came_since(tok, ids):
+    newline = text_ids(tok, "\n")
+    assert len(newline) == 1 and newline[0] in ids.blank and not ids.blank & ids.reasoning
+    gen = seq(tok, fmt.REASONING_START) + step_ids(tok)
+    for tail, expected in ((newline, C.force(ids.proceed)), (newline * 2, C.force(ids.proceed)),
+                           (text_ids(tok, "x"), None), (newline + text_ids(tok, "x") + newline, None)):
+        assert C.next_token_rule(gen + tail, ids, min_steps=2, max_steps=None) == expected
+    proceed = gen + [ids.proceed] + newline
+    assert C.next_token_rule(proceed, ids, 0, None) == C.force(ids.step_start)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -639,3 +705,71 @@ def test_inference_generate_reuses_one_processor_across_batches(tiny, tok, ids):
         assert text.startswith(fmt.REASONING_START)
         gen = tok(text, add_special_tokens=False)["input_ids"]
         assert violations(gen, ids, 1, 2)[0] == []
+
+
+class Writer(LogitsProcessor):
+    """A model that writes the format correctly and never ends its reasoning by itself: it adds a
+    large logit to the next token of a well-formed output (steps named "n x", thoughts of a length that
+    varies with row and step, a backtrack to "n x" every third step, the format's newlines), so only
+    the processors after it decide where the reasoning ends; after reasoning_end it writes the answer
+    and eos."""
+
+    def __init__(self, tok, ids, prompt_length: int):
+        self.tok, self.ids, self.prompt_length = tok, ids, prompt_length
+        self.nl, self.name, self.x = text_ids(tok, "\n")[0], text_ids(tok, "n x"), text_ids(tok, "x")[0]
+        self.answer = text_ids(tok, "\nAnswer: B") + [tok.eos_token_id]
+        self.sequence = (ids.step_start, *ids.fields, ids.step_end)
+
+    def next_token(self, row: int, gen: list[int]) -> int:
+        ids, state = self.ids, C.scan(gen, self.ids)
+        last = state.last_reasoning_token
+        since = len(gen) - 1 - max((i for i, t in enumerate(gen) if t in ids.reasoning), default=-1)
+        if last is None:
+            return ids.start
+        if state.ended:
+            return self.answer[min(since, len(self.answer) - 1)]
+        if last in (ids.start, ids.proceed):
+            return self.nl if since == 0 else ids.step_start
+        if last == ids.backtrack:
+            return self.name[since] if since < len(self.name) else ids.step_start
+        if last == ids.step_end:
+            if since == 0:
+                return self.nl
+            return ids.backtrack if state.steps_done % 3 == 2 else ids.proceed
+        k = self.sequence.index(last)
+        if last in ids.fields and k % 2 == 1:  # a field just opened: its text, then its end token
+            length = len(self.name) if last == ids.fields[0] else 1 + (row + 2 * state.steps_done + k) % 5
+            return (self.name[since] if last == ids.fields[0] else self.x) if since < length else self.sequence[k + 1]
+        return self.sequence[k + 1]
+
+    def __call__(self, input_ids, scores):
+        for r, row in enumerate(input_ids[:, self.prompt_length:].tolist()):
+            scores[r, self.next_token(r, row)] += 1000.0
+        return scores
+
+
+@pytest.mark.parametrize("engine", ["transformers", "lean"])
+def test_every_budget_forced_output_parses(tiny, tok, ids, engine):
+    """With a writer that never ends by itself, budget forcing (as scaling.budget_factory combines it) ends
+    every output, at every budget and grace, and every output parses: the forcing adds no format error."""
+    from steiner_lib import scaling
+
+    enc = tok([modeling.chat_text(p) for p in PROMPTS], return_tensors="pt", padding=True, padding_side="left",
+              add_special_tokens=False)
+    width = enc["input_ids"].shape[1]
+    cut_after = set()
+    for budget in range(2, 41, 3):
+        for grace in (0, 2, 5):
+            processors = [Writer(tok, ids, width), *scaling.budget_factory(tok, budget, grace)(width)]
+            for gen in generate_ids(tiny, tok, processors, seed=budget, max_new_tokens=80, engine=engine):
+                text = tok.decode(gen, skip_special_tokens=False).replace(tok.eos_token, "")
+                result = fmt.parse(text)
+                assert result.ok, (budget, grace, text, result.errors)
+                reasoning = gen.index(ids.end)
+                assert reasoning <= budget + grace + fmt.MAX_CLOSING_TOKENS + len(text_ids(tok, "n x"))
+                state = C.scan(gen[:budget + grace], ids)  # where the forcing takes over, unless a step ended first
+                if not state.ended:
+                    cut_after.add(state.last_reasoning_token)
+    # the budget fell at every kind of point: inside each field, between fields, at a step end, after a
+    # move, and while a backtrack's target was being written
+    assert cut_after >= set(ids.fields) | {ids.step_start, ids.step_end, ids.proceed, ids.backtrack}, cut_after

@@ -351,3 +351,24 @@ def test_paired_change_pairs_questions_and_reports_every_metric():
     assert t.loc["backtracks per output", "change"] == 0.0 and t.loc["backtracks per output", "p"] == 1.0
     with pytest.raises(ValueError, match="share no question"):
         ev.paired_change(after.assign(question_id="z"), before)
+
+
+# --------------------------------------------------------------------------- format errors by cause
+
+
+def _step(name="n"):
+    return fmt.render_step(fmt.Step(name, "t", "s", "r"))
+
+
+@pytest.mark.parametrize("tail, causes", [
+    (fmt.REASONING_END + "\nAnswer: B", {}),
+    (fmt.PROCEED + fmt.STEP_START + fmt.NAME_START + "x" + fmt.REASONING_END + "A", {"ended mid-step": ["unterminated_step"]}),
+    (fmt.PROCEED + fmt.REASONING_END + "A", {"ended mid-step": ["dangling_move"]}),
+    (fmt.PROCEED + fmt.STEP_START + fmt.NAME_START, {"no reasoning_end": ["unterminated_step", "missing_reasoning_end"]}),
+    (fmt.REASONING_END + "A" + fmt.STEP_END, {"the answer": ["unexpected_token"]}),
+    ("junk" + fmt.REASONING_END + "A", {"the model's steps": ["stray_text"]}),
+    (fmt.BACKTRACK + "nowhere" + _step("m") + fmt.REASONING_END, {"the model's steps": ["unknown_backtrack_target"]}),
+])
+def test_error_causes_sort_each_error_by_where_it_comes_from(tail, causes):
+    assert ev.error_causes(fmt.REASONING_START + _step() + tail) == causes
+    assert set(ev.error_causes(fmt.REASONING_START + _step() + tail)) <= set(ev.ERROR_CAUSES)

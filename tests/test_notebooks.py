@@ -136,3 +136,61 @@ def test_artifacts_of_the_scaling_stage(smoke_run):
     assert {"min_steps", "budget", "vote", "soft_bias"} <= set(curves["method"])
     assert {"SFT", "RL", "SFT (long paths)", "RL depth-heavy", "RL breadth-heavy"} <= set(curves["model"])
     assert "soft_minus_hard_delta" in manifest["metrics"]
+
+
+def test_the_soft_bias_raises_proceed_at_a_step_end_of_the_smoke_rl_checkpoint(smoke_run):
+    """On the trained smoke RL checkpoint, at a step end with fewer than min_steps done, SoftReasoningBias
+    raises P(<|reasoning_proceed|>) right after the step_end and after the newline the format writes there
+    (where a trained model takes its decision): the log-odds of proceed move by exactly the bias, nothing
+    else intervening, so P(proceed) goes from p to p e^b / (1 - p + p e^b)."""
+    import math
+
+    from steiner_lib import checkpoints, evaluation, scaling
+    from steiner_lib import format as fmt
+    from steiner_lib.tasks import gpqa
+
+    _, path, _ = smoke_run
+    params = P.load_preset(path)
+    model, tokenizer = checkpoints.load_stage_model(params, "05_rl", "rl")
+    d01, _ = require(params, "01_synthesis")
+    prompt = evaluation.heldout_prompts(gpqa.load_choice_questions(str(d01 / "diamond.csv"))[:1], 0)[0][0]
+    step = fmt.render_step(fmt.Step("Step 1: 3 + 5", "3 + 5 = 8", "8", "fine"))
+    bias = params.scaling.soft_bias
+    nudges = scaling.step_end_nudges(model, tokenizer, prompt, fmt.REASONING_START + "\n" + step + "\n", min_steps=3,
+                                     bias=bias, temperature=1.0)
+    assert nudges["after"].tolist() == ["step_end", "whitespace"] and (nudges["steps_done"] == 1).all()
+    for r in nudges.itertuples():
+        moved = r.p_free * math.exp(bias) / (1 - r.p_free + r.p_free * math.exp(bias))
+        assert r.p_soft > r.p_free and r.p_soft == pytest.approx(moved, rel=1e-6), r
+        assert r.log_odds_shift == pytest.approx(bias, abs=1e-6), r
+    # with min_steps reached there is no nudge: the bias acts only where the rule favours proceed
+    assert scaling.step_end_nudges(model, tokenizer, prompt, fmt.REASONING_START + "\n" + step + "\n", min_steps=1,
+                                   bias=bias).empty
+
+
+def test_budget_forced_outputs_of_the_smoke_run_end_only_on_a_complete_step(smoke_run):
+    """Every budget-forcing output of 07 that ends its reasoning ends it right after a step_end: the forcing
+    leaves no error of its own (evaluation.error_causes: none "ended mid-step"); 07 counts what remains."""
+    import re
+
+    import pandas as pd
+
+    from steiner_lib import evaluation
+    from steiner_lib import format as fmt
+
+    _, path, _ = smoke_run
+    d, _ = require(P.load_preset(path), "07_inference_scaling")
+    outputs = pd.read_parquet(d / "outputs.parquet")
+    budget = outputs[outputs["method"] == "budget"]
+    assert len(budget)
+    ends = re.compile(re.escape(fmt.STEP_END) + r"\s*" + re.escape(fmt.REASONING_END))
+    for text in budget["completion"]:
+        assert "ended mid-step" not in evaluation.error_causes(text), text
+        if fmt.REASONING_END in text:
+            assert ends.search(text) and ends.search(text).end() == text.index(fmt.REASONING_END) + len(fmt.REASONING_END)
+    table = pd.read_csv(d / "budget_errors.csv")
+    # the table covers the sequential-scaling models (07 adds the reward variants' outputs after it)
+    assert (table["ended mid-step"] == 0).all()
+    assert table["outputs"].sum() == len(budget[budget["model"].isin(set(table["model"]))])
+    decisions = pd.read_csv(d / "soft_decisions.csv")
+    assert decisions["min_steps"].tolist() == sorted(set(outputs.loc[outputs["method"] == "soft_bias", "value"]))

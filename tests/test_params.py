@@ -71,6 +71,7 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path):
     ("tokenizer_numbers: roman\n", "tokenizer_numbers", "one of"),
     ("base_fact_copies: -1\n", "base_fact_copies", "out of range"),
     ("sft_curve_points: -2\n", "sft_curve_points", "out of range"),
+    ("scaling_budgets: 128,600\n", "scaling_max_new_tokens", "raise it to at least 676"),
 ])
 def test_bad_values_are_named(tmp_path, text, key, words):
     with pytest.raises(P.ParamsError) as e:

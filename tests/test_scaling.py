@@ -120,7 +120,8 @@ def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
     questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
     plan = scaling.Plan(min_steps=(0, 1), budgets=(3,), samples=2, ks=(1, 2), draws=4, grace_tokens=1)
     greedy = stage_eval.Decoding(max_new_tokens=8, seed=0, progress=False)
-    sampled = stage_eval.Decoding(max_new_tokens=8, temperature=1.0, seed=0, progress=False)
+    # room for the budget, its grace and the tokens that close a step and the reasoning
+    sampled = stage_eval.Decoding(max_new_tokens=3 + 1 + fmt.MAX_CLOSING_TOKENS, temperature=1.0, seed=0, progress=False)
     outputs, curve = scaling.measure(model, tok, "tiny", questions, plan, sampled, pool=True, soft=True, n_boot=50)
     counts = outputs.groupby("method").size().to_dict()
     assert counts == {"min_steps": 4, "budget": 2, "soft_bias": 2, "pool": 4}
@@ -128,11 +129,28 @@ def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
     assert "pool" not in set(no_pool["method"]) and len(no_pool) == 6
     hard = outputs["method"].isin(["min_steps", "budget"])  # forced; the soft bias only nudges a sample
     assert all(c.startswith(fmt.REASONING_START) for c in outputs.loc[hard, "completion"])
-    # budget 3 + grace 1: reasoning_end is forced by the 5th generated token, whatever the model wants
+    # budget 3 + grace 1: the step is closed and reasoning_end forced within MAX_CLOSING_TOKENS more tokens
     assert all(fmt.REASONING_END in c for c in outputs.loc[outputs["method"] == "budget", "completion"])
     assert set(curve["method"]) == {"min_steps", "budget", "soft_bias", "vote"} and (curve["model"] == "tiny").all()
     with pytest.raises(ValueError, match="identical"):
         scaling.sample_pool(model, tok, questions, greedy, 2)
+
+
+def test_budget_errors_count_the_outputs_of_each_cause_per_model_and_budget():
+    step = fmt.render_step(fmt.Step("n", "t", "s", "r"))
+    good = fmt.REASONING_START + step + fmt.REASONING_END + "\nAnswer: B"
+    mid = fmt.REASONING_START + step + fmt.PROCEED + fmt.STEP_START + fmt.NAME_START + "x" + fmt.REASONING_END + "A"
+    cut = fmt.REASONING_START + step + fmt.PROCEED
+    outputs = pd.DataFrame({"model": "RL", "method": ["budget"] * 4 + ["min_steps"], "value": [8, 8, 16, 16, 0],
+                            "completion": [good, mid, good, cut, mid]})
+    table = scaling.budget_errors(outputs)
+    assert table[["budget", "outputs", "with a format error %", "ended mid-step", "no reasoning_end"]].values.tolist() \
+        == [[8, 2, 50.0, 1, 0], [16, 2, 50.0, 0, 1]]
+    text_ = scaling.budget_errors_paragraph(table)
+    assert "Of 4 budget-forcing outputs, 2 keep a format error (outputs per cause: ended mid-step in 1; " \
+           "no reasoning_end in 1)" in text_ and "1 end their reasoning mid-step" in text_
+    clean = scaling.budget_errors_paragraph(scaling.budget_errors(outputs.iloc[[0, 2, 3]]))
+    assert "None ends its reasoning mid-step" in clean
 
 
 # --------------------------------------------------------------------------- cause 1
@@ -250,22 +268,50 @@ def test_paired_by_setting_pairs_question_and_setting():
         scaling.paired_by_setting(a, b.assign(value=9))
 
 
-def test_soft_effect_tells_a_bias_that_changed_nothing_from_one_that_did():
+def test_step_end_nudges_raise_proceed_by_the_bias_at_each_step_end_below_min_steps(tok, model):
+    from steiner_lib.constraints import ReasoningTokenIds
+
+    ids = ReasoningTokenIds.from_tokenizer(tok)
+    step = fmt.render_step(fmt.Step("n", "t", "s", "r"))
+    completion = fmt.REASONING_START + "\n" + step + "\n" + fmt.PROCEED + "\n" + step + "\n" + fmt.PROCEED + "\n" + step
+    nudges = scaling.step_end_nudges(model, tok, modeling.chat_text("Which one?"), completion, 2, bias=3.0,
+                                     temperature=0.5)
+    # the first step end (1 step done < min_steps 2), nudged right after its step_end and after its newline
+    assert nudges["steps_done"].tolist() == [1, 1]  # the second step end has 2 steps done: no nudge
+    assert nudges["after"].tolist() == ["step_end", "whitespace"]
+    assert nudges["log_odds_shift"].to_numpy() == pytest.approx(3.0 / 0.5)  # nothing but the bias changed
+    assert (nudges["p_soft"] > nudges["p_free"]).all()
+    assert nudges["written"].tolist() == [tok("\n", add_special_tokens=False)["input_ids"][0], ids.proceed]
+    with pytest.raises(ValueError, match="temperature=0"):
+        scaling.step_end_nudges(model, tok, "x", completion, 2, 3.0, temperature=0)
+
+
+def test_soft_decisions_count_the_step_ends_and_the_changed_choices(tok, model):
+    from steiner_lib.tasks.choice import ChoiceQuestion
+
+    questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
+    step = fmt.render_step(fmt.Step("n", "t", "s", "r"))
+    two = fmt.REASONING_START + "\n" + step + "\n" + fmt.PROCEED + "\n" + step + "\n" + fmt.REASONING_END + "A"
+    one = fmt.REASONING_START + "\n" + step + "\n" + fmt.REASONING_END + "A"
+
     def rows(method, value, texts, steps):
-        return pd.DataFrame({"model": "RL", "method": method, "value": value, "question_id": ["q1", "q2"],
+        return pd.DataFrame({"model": "RL", "method": method, "value": value, "question_id": ["r0", "r1"],
                              "completion": texts, "n_steps": steps})
-    outputs = pd.concat([rows("min_steps", 0, ["a", "b"], [1, 1]), rows("min_steps", 2, ["c", "d"], [2, 2]),
-                         rows("soft_bias", 2, ["a", "b"], [1, 1]), rows("soft_bias", 4, ["a", "x"], [1, 3]),
-                         rows("min_steps", 4, ["e", "f"], [4, 4])], ignore_index=True)
-    effect = scaling.soft_effect(outputs, "RL")
-    assert effect["min_steps"].tolist() == [2, 4] and effect["unchanged_share"].tolist() == [100.0, 50.0]
-    assert effect["steps_soft"].tolist() == [1.0, 2.0] and effect["steps_hard"].tolist() == [2.0, 4.0]
-    c = {"delta": 0.0, "ci_low": -5.0, "ci_high": 5.0, "p_value": 1.0, "questions": 2, "settings": 2}
+    outputs = pd.concat([rows("min_steps", 0, [one, one], [1, 1]), rows("min_steps", 3, [two, two], [3, 3]),
+                         rows("soft_bias", 3, [two, one], [2, 1])], ignore_index=True)
+    table = scaling.soft_decisions(model, tok, outputs, questions, 0, "RL", bias=4.0, temperature=1.0)
+    row = table.iloc[0]
+    assert row["min_steps"] == 3 and row["outputs"] == 2 and row["step ends"] == 3  # 2 + 1 step ends below 3
+    assert row["proceed written"] == 1 and 0 < row["p_free"] < row["p_soft"] < 1
+    assert row["changed (expected)"] > 0 and (row["steps_free"], row["steps_soft"], row["steps_hard"]) == (1, 1.5, 3)
+    c = {"delta": 0.0, "ci_low": -5.0, "ci_high": 5.0, "p_value": 1.0, "questions": 2, "settings": 1}
     curves = pd.DataFrame({"model": ["RL", "RL"], "method": ["min_steps", "soft_bias"], "tokens": [300.0, 200.0]})
-    text_ = scaling.soft_paragraph(curves, c, "RL", 4.0, effect)
-    assert "min_steps 4: 50% of outputs unchanged" in text_ and "changed no output" not in text_
-    none = scaling.soft_paragraph(curves, c, "RL", 4.0, effect[effect["min_steps"] == 2])
-    assert "changed no output" in none
+    text_ = scaling.soft_paragraph(curves, c, "RL", 4.0, table)
+    assert "min_steps 3: 3 step ends with fewer steps done" in text_ and "replayed through the model" in text_
+    quiet = scaling.soft_paragraph(curves, c, "RL", 4.0, table.assign(**{"changed (expected)": 0.1}))
+    assert "changed almost no choice" in quiet
+    with pytest.raises(ValueError, match="not in `questions`"):
+        scaling.soft_decisions(model, tok, outputs, questions[:1], 0, "RL", 4.0, 1.0)
 
 
 # --------------------------------------------------------------------------- plots

@@ -93,6 +93,9 @@ def test_stage_table_columns_and_values():
     assert t.loc["base", "acc_ci_low"] <= t.loc["base", "accuracy"] <= t.loc["base", "acc_ci_high"]
     assert t.loc["base", "format_error_rate"] == 100 and t.loc["base", "reasoning_tokens"] == 100
     assert pd.isna(t.loc["SFT", "paper_delta"])
+    # against the first row (base) too: SFT's change to base is its change to CPT here (CPT = base)
+    assert np.isnan(t.loc["base", "base_delta"]) and t.loc["SFT", "base_delta"] == t.loc["SFT", "delta"]
+    assert t.loc["CPT", "base_p_value"] == 1
     assert "paper_delta" not in se.stage_table(scores, paper_deltas=None, n_boot=50).columns
 
 
@@ -105,27 +108,54 @@ def test_paper_deltas_go_beside_rl_rows():
 # --------------------------------------------------------------------------- the paragraph
 
 
-def test_paragraph_says_which_effects_reproduce_and_which_do_not():
-    rng = np.random.default_rng(2)
-    low = frame(rng.random(100) < 0.2)
-    scores = {"SFT": low, "RL": low.assign(correct=True), "RL + logits processor": low.assign(correct=True),
-              }
+def test_paragraph_compares_each_stage_with_chance_the_base_and_the_row_above():
+    low = frame([1] * 5 + [0] * 95)
+    scores = {"base": low, "SFT": low, "RL": low.assign(correct=True), "RL + logits processor": low.assign(correct=True)}
     t = se.stage_table(scores, n_boot=300)
     text = se.reproduction_paragraph(t, "the diamond split")
-    assert "1 of 2 stage effects reproduce" in text and ": RL." in text
-    assert "**RL** gains" in text and "the paper reports +3.53" in text
-    assert "**RL + logits processor** changes accuracy by +0.0" in text and "does **not** reproduce" in text
+    assert text.startswith("On the diamond split (100 questions, greedy decoding; chance is 25%).")
+    assert "Above chance (25%, the 95% interval's lower bound above it): RL, RL + logits processor (2 of 4 rows)" in text
+    assert "- **base**: 5.0% (95% CI" in text and "below chance" in text.split("**SFT**")[0]
+    rl = text.split("**RL**: ")[1].split("\n")[0]
+    assert "above chance; against base +" in rl and "against SFT (the row above) +" in rl
+    assert "The paper reports +3.53: **reproduced**" in rl
+    lp = text.split("**RL + logits processor**: ")[1]
+    assert "against RL (the row above) +0.0 points" in lp
+    assert "The paper reports +5.56: **contradicted** (the 95% interval excludes the paper's effect)" in lp
+    assert "Of the 2 changes the paper reports a figure for, reproduced: RL; contradicted: RL + logits processor." in text
+    # the second row's only comparison is with the row above, which is the base
+    assert "against base (the row above)" in text.split("**SFT**: ")[1].split("\n")[0]
 
 
-def test_paragraph_reports_a_significant_loss_plainly():
+def test_paragraph_says_plainly_when_no_stage_beats_chance():
+    rng = np.random.default_rng(3)
+    chance = frame(rng.random(40) < 0.25)
+    t = se.stage_table({"base": chance, "SFT": chance.sample(frac=1, random_state=0).assign(
+        question_id=chance["question_id"].to_numpy())}, n_boot=200)
+    assert (t["acc_ci_low"] <= 25).all()
+    text = se.reproduction_paragraph(t)
+    assert "**No stage is above chance**" in text and "not distinguishable from chance" in text
+    assert se.against_chance(25.0, 30.0) == "at" and se.against_chance(25.1, 30) == "above" \
+        and se.against_chance(10, 24.9) == "below"
+
+
+def test_paragraph_reports_a_loss_against_a_claimed_gain_as_contradicted():
     good = frame([1] * 50)
     t = se.stage_table({"SFT": good, "RL": good.assign(correct=False)}, n_boot=200)
     text = se.reproduction_paragraph(t)
-    assert "0 of 1" in text and "None does" in text and "**RL** loses -100.0" in text
+    assert "against SFT (the row above) -100.0 points" in text and "**contradicted**" in text
 
 
 def test_paragraph_of_a_single_row():
-    assert "no delta" in se.reproduction_paragraph(se.stage_table({"base": frame([1, 0])}, n_boot=20))
+    text = se.reproduction_paragraph(se.stage_table({"base": frame([1, 0])}, n_boot=20))
+    assert "single row" in text and "chance" in text
+
+
+def test_readable_table_gives_the_verdict_where_the_paper_reports_a_figure():
+    good = frame([1] * 20)
+    t = se.readable_table(se.stage_table({"base": good, "SFT": good, "RL": good}, n_boot=50))
+    assert t.loc["RL", "verdict"] == "contradicted" and t.loc["SFT", "verdict"] == "" and t.loc["base", "verdict"] == ""
+    assert t.loc["RL", "delta to base [95% CI]"] == "+0.0 [+0.0, +0.0]"
 
 
 def test_plot_has_one_bar_per_stage_and_split():

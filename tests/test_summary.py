@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from steiner_lib import summary
-from steiner_lib.summary import NOT_RUN, claims_table, delta_verdict, load_run
+from steiner_lib.summary import NOT_RUN, claims_table, load_run
 
 VERSIONS = {"python": "3.11.7", "torch": "2.13.0+cpu", "numpy": "2.4.6"}
 
@@ -49,23 +49,21 @@ def run(tmp_path):
     return run
 
 
-def test_paragraph_says_a_reproduced_claim_of_no_effect_is_weak_evidence():
-    claims = pd.DataFrame({"verdict": ["reproduced", "reproduced"]},
-                          index=["RL improves GPQA-Diamond", "RL leaves a no-search control unchanged (MMLU)"])
-    text = summary.claims_paragraph(claims)
-    assert "1 of these claims no effect (RL leaves a no-search control unchanged (MMLU))" in text
-    assert "weak evidence" in text and "RL improves GPQA-Diamond)" not in text.split("weak evidence")[0].split("no effect")[1]
-
-
-def test_delta_verdicts():
-    assert delta_verdict(3.0, 0.5, 6.0) == "reproduced"
-    assert delta_verdict(3.0, -0.5, 6.0) == "not reproduced (95% CI includes 0)"
-    assert delta_verdict(-3.0, -6.0, -0.5) == "not reproduced (a loss)"
-    assert delta_verdict(0.5, -2.0, 3.0, expect="none") == "reproduced"
-    assert delta_verdict(4.0, 1.0, 7.0, expect="none") == "not reproduced (a gain)"
-    assert delta_verdict(float("nan"), 0, 1) == "not measured"
-    with pytest.raises(ValueError, match="expect"):
-        delta_verdict(1, 0, 2, expect="more")
+def test_paragraph_names_each_verdict_and_says_when_no_stage_beats_chance():
+    claims = pd.DataFrame({"verdict": ["reproduced", "inconclusive", "contradicted", NOT_RUN, summary.SCALED]},
+                          index=["RL improves GPQA-Diamond", "RL leaves a no-search control unchanged (MMLU)",
+                                 "the logits processor adds more", "CPT might be redundant (small models)", "data"])
+    table = stage_table([["base", 64, 24, 15, 33, np.nan, np.nan, np.nan, np.nan],
+                         ["RL", 64, 30, 19, 41, 6.0, -2.0, 14.0, 0.2]])
+    text = summary.claims_paragraph(claims, table)
+    assert text.startswith("Of 3 claims this run tests, **1 reproduces** (RL improves GPQA-Diamond).")
+    assert "Contradicted: the logits processor adds more." in text
+    assert "Inconclusive: RL leaves a no-search control unchanged (MMLU)." in text and "too wide" in text
+    assert "Not run here: CPT might be redundant (small models)." in text
+    assert "On the diamond split (notebook 06): **No stage is above chance**" in text
+    above = summary.claims_paragraph(claims, table.assign(acc_ci_low=[15, 26]))
+    assert "Above chance (25%, the 95% interval's lower bound above it): RL (1 of 2 rows)" in above
+    assert "chance" not in summary.claims_paragraph(claims)  # without the stage table, nothing said
 
 
 def test_claims_come_from_the_run_and_missing_stages_say_not_run(run):
@@ -73,15 +71,15 @@ def test_claims_come_from_the_run_and_missing_stages_say_not_run(run):
     v = claims["verdict"]
     assert v["RL improves GPQA-Diamond"] == "reproduced"
     assert "+10.00 points (95% CI +2.00 to +18.00, p = 0.010; 64 questions)" == claims.loc["RL improves GPQA-Diamond", "this run"]
-    assert v["the logits processor adds more"] == "not reproduced (95% CI includes 0)"
-    assert v["RL leaves a no-search control unchanged (MMLU)"] == "reproduced"
+    assert v["the logits processor adds more"] == "contradicted"  # [-9, +5]: short of the paper's +5.56
+    assert v["RL leaves a no-search control unchanged (MMLU)"] == "inconclusive"  # [-6, +8] leaves the +-3.53 margin
     assert v["no inference-time scaling (forcing more steps)"] == NOT_RUN  # 07 never ran
     assert "07_inference_scaling" in claims.loc["no inference-time scaling (forcing more steps)", "this run"]
     assert v["CPT might be redundant (small models)"] == NOT_RUN and "cpt_enabled: false" in \
         claims.loc["CPT might be redundant (small models)", "this run"]
     assert claims.loc["data set: DAGs (one per question)", "this run"] == "600 (6.0% of the paper's)"
     paragraph = summary.claims_paragraph(claims)
-    assert "Of 3 claims this run tests, **2 reproduce**" in paragraph and "Not run here" in paragraph
+    assert "Of 3 claims this run tests, **1 reproduces**" in paragraph and "Not run here" in paragraph
 
 
 def test_an_empty_run_gives_only_not_run_rows(tmp_path):
@@ -91,16 +89,27 @@ def test_an_empty_run_gives_only_not_run_rows(tmp_path):
     assert set(times.loc[times.index != "total", "status"]) == {NOT_RUN}
 
 
-def test_scaling_claim_reads_the_curves(run):
+def scaling_outputs(correct_by_value: dict[int, list[bool]], model="RL") -> pd.DataFrame:
+    rows = [{"model": model, "method": "min_steps", "value": v, "question_id": f"q{i}", "correct": c,
+             "reasoning_tokens": 100 * (v + 1)} for v, cs in correct_by_value.items() for i, c in enumerate(cs)]
+    return pd.DataFrame(rows)
+
+
+def test_scaling_claim_pairs_the_most_and_least_forcing_on_the_questions(run):
     d = manifest(run, "07_inference_scaling")
-    flat = pd.DataFrame({"model": "RL", "method": "min_steps", "value": [0, 2, 4], "tokens": [100, 200, 400],
-                         "accuracy": [20, 22, 19], "ci_low": [10, 12, 9], "ci_high": [30, 32, 29]})
-    flat.to_csv(d / "scaling_curves.csv", index=False)
+    same = [True] * 10 + [False] * 30
+    scaling_outputs({0: same, 2: same, 6: same}).to_parquet(d / "outputs.parquet")
     claim = claims_table(load_run(run)).loc["no inference-time scaling (forcing more steps)"]
-    assert claim["verdict"] == "reproduced" and "0 of 1 curves (all methods) gain" in claim["this run"]
-    flat.assign(accuracy=[20, 40, 60], ci_low=[15, 35, 55], ci_high=[25, 45, 65]).to_csv(d / "scaling_curves.csv", index=False)
-    assert claims_table(load_run(run)).loc["no inference-time scaling (forcing more steps)", "verdict"] \
-        == "not reproduced (accuracy scales)"
+    assert claim["verdict"] == "reproduced" and claim["this run"].startswith("RL, min_steps 0 -> 6 (100 -> 700")
+    assert "+0.00 points (95% CI +0.00 to +0.00" in claim["this run"] and "40 questions" in claim["this run"]
+    scaling_outputs({0: same, 6: [True] * 30 + [False] * 10}).to_parquet(d / "outputs.parquet")
+    assert claims_table(load_run(run)).loc["no inference-time scaling (forcing more steps)", "verdict"] == "contradicted"
+    # a noisy, wide interval around 0 is not evidence of no scaling
+    rng = np.random.default_rng(0)
+    scaling_outputs({0: list(rng.random(12) < 0.5), 6: list(rng.random(12) < 0.5)}).to_parquet(d / "outputs.parquet")
+    assert claims_table(load_run(run)).loc["no inference-time scaling (forcing more steps)", "verdict"] == "inconclusive"
+    scaling_outputs({0: same}).to_parquet(d / "outputs.parquet")
+    assert claims_table(load_run(run)).loc["no inference-time scaling (forcing more steps)", "verdict"] == NOT_RUN
 
 
 def test_cpt_claim_compares_two_runs_question_by_question(run, tmp_path):
@@ -111,10 +120,14 @@ def test_cpt_claim_compares_two_runs_question_by_question(run, tmp_path):
     scores([True] * 20 + [False] * 20).to_parquet(run / "06_evaluation" / "scores.parquet")
     scores([True] * 19 + [False] * 21).to_parquet(other / "06_evaluation" / "scores.parquet")
     row = claims_table(load_run(run), no_cpt_run=load_run(other)).loc["CPT might be redundant (small models)"]
-    assert row["verdict"] == "reproduced" and "-2.50 points" in row["this run"] and "40 questions" in row["this run"]
+    # one question lost of 40: -2.5 points, its interval reaching below the -3.53 margin
+    assert row["verdict"] == "inconclusive" and "-2.50 points" in row["this run"] and "40 questions" in row["this run"]
+    scores([True] * 20 + [False] * 20).to_parquet(other / "06_evaluation" / "scores.parquet")
+    row = claims_table(load_run(run), no_cpt_run=load_run(other)).loc["CPT might be redundant (small models)"]
+    assert row["verdict"] == "reproduced"  # the same answers: no loss at all
     scores([False] * 40).to_parquet(other / "06_evaluation" / "scores.parquet")
     row = claims_table(load_run(run), no_cpt_run=load_run(other)).loc["CPT might be redundant (small models)"]
-    assert row["verdict"] == "not reproduced (CPT helps)"
+    assert row["verdict"] == "contradicted"
 
 
 def test_reproducibility_tables(run):
