@@ -7,7 +7,7 @@ PARAMS ?= params/cpu.yaml
 # Quarto installed into the repository (../shared/quarto/install.sh .quarto) is used like one on PATH.
 export PATH := $(CURDIR)/.quarto/bin:$(PATH)
 
-.PHONY: install test report run clean-runs
+.PHONY: install test test-fast report run clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ install: $(STAMP)
 # (its book rendered by Quarto when quarto is on PATH; skipped with the reason otherwise).
 test: install
 	$(BIN)/python -m pytest
+
+# The library tests alone: no test marked `notebooks` (the Papermill smoke runs, the GPU-preset dry
+# runs of the notebooks, the real accelerate/torchrun launches, the smoke run's report book).
+test-fast: install
+	$(BIN)/python -m pytest -m "not notebooks"
 
 # Every notebook that exists, in order, on the default preset; then the report (the Quarto book and
 # PDF when quarto is on PATH, plain nbconvert pages otherwise).

@@ -1,8 +1,9 @@
-"""Run the notebooks in order with Papermill, skipping stages whose params did not change.
+"""Run the notebooks in order with Papermill, skipping stages whose params and code did not change.
 
 A stage is *finished* when its artifact manifest exists with the params hash the current
 preset gives it, the upstream manifests it records are the ones on disk now, and its
-executed notebook was produced from the current notebook source. A stage that is not
+executed notebook was produced from the current notebook source, the current `steiner_lib`
+sources and the current versions of the key packages (`code_record`). A stage that is not
 finished runs, and so does every selected stage after it.
 """
 
@@ -18,9 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steiner_lib.params import STAGES, Params, load_preset, project_root, run_dir
-from steiner_lib.stages import atomic_write_json, manifest_hash, read_manifest, stage_dir
+from steiner_lib.stages import atomic_write_json, installed_version, manifest_hash, read_manifest, stage_dir
 
 log = logging.getLogger("steiner_lib.runner")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The packages whose upgrade can change what a stage computes; a change reruns the stage.
+CODE_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "jupytext",
+                 "numpy", "pandas")
 
 
 class RunnerError(RuntimeError):
@@ -52,6 +58,45 @@ def source_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def code_record(package_dir: Path = PACKAGE_DIR) -> dict:
+    """The code a stage runs with besides its notebook: a hash per library source file (so a change
+    can be named) and the versions of CODE_PACKAGES (None: not installed)."""
+    package_dir = Path(package_dir)
+    files = sorted(p for p in package_dir.rglob("*.py") if not p.name.startswith("."))  # no editor temp files
+    return {
+        "library": {p.relative_to(package_dir.parent).as_posix(): source_hash(p) for p in files},
+        "packages": {name: installed_version(name) for name in CODE_PACKAGES},
+    }
+
+
+def _listed(items: list[str], limit: int = 3) -> str:
+    """The first `limit` items, then how many more, so a log line stays one line."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _file_change(name: str, old: dict, new: dict) -> str:
+    return name if name in old and name in new else f"{name} ({'added' if name in new else 'removed'})"
+
+
+def code_changes(recorded: dict, current: dict) -> list[str]:
+    """What differs between the code a stage ran with (`recorded`, its executed record) and `current`
+    (a `code_record`): at most one "library changed: ..." and one "package changed: ..."; empty if none."""
+    if "library" not in recorded:
+        return ["no library record (written by an older runner)"]
+    changes = []
+    old, new = recorded["library"] or {}, current["library"]
+    files = [_file_change(f, old, new) for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)]
+    if files:
+        changes.append(f"library changed: {_listed(files)}")
+    old, new = recorded.get("packages") or {}, current["packages"]
+    moved = [f"{n} {old.get(n) or 'not installed'} -> {new.get(n) or 'not installed'}"
+             for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
+    if moved:
+        changes.append(f"package changed: {_listed(moved)}")
+    return changes
+
+
 def to_ipynb(source: Path, out: Path | None = None) -> Path:
     """Convert a jupytext percent script to an .ipynb with a python3 kernelspec (Papermill needs one)."""
     import jupytext
@@ -70,7 +115,9 @@ def executed_dir(params: Params) -> Path:
     return run_dir(params) / "executed"
 
 
-def _is_finished(params: Params, stage: str, source: Path) -> tuple[bool, str]:
+def _is_finished(params: Params, stage: str, source: Path, code: dict | None = None) -> tuple[bool, str]:
+    """(finished, why): the first thing that makes the stage's recorded result stale, if any.
+    `code` is the current `code_record()` (computed here when not given)."""
     manifest = read_manifest(stage_dir(params, stage))
     if manifest is None:
         return False, "no finished artifacts"
@@ -89,9 +136,12 @@ def _is_finished(params: Params, stage: str, source: Path) -> tuple[bool, str]:
         return False, "no executed notebook"
     if record.get("source_hash") != source_hash(source):
         return False, "notebook source changed"
+    changes = code_changes(record, code_record() if code is None else code)
+    if changes:
+        return False, "; ".join(changes)
     if record.get("manifest_hash") != manifest_hash(manifest):
         return False, "artifacts changed since the notebook ran"
-    return True, "finished, params unchanged"
+    return True, "finished, params and code unchanged"
 
 
 def _failure_message(stage: str, err, failed_path: Path) -> str:
@@ -107,7 +157,19 @@ def _failure_message(stage: str, err, failed_path: Path) -> str:
     )
 
 
-def execute_stage(params: Params, stage: str, source: Path, progress: bool = True) -> float:
+def write_executed_record(params: Params, stage: str, source: Path, manifest: dict, seconds: float,
+                          code: dict) -> None:
+    """The sidecar runs/<run>/executed/<stage>.json: what `_is_finished` compares on the next run."""
+    atomic_write_json(executed_dir(params) / f"{stage}.json", {
+        "stage": stage, "params_hash": params.stage_hash(stage), "source_hash": source_hash(source),
+        "manifest_hash": manifest_hash(manifest), "seconds": round(seconds, 2),
+        "params_source": params.source, **code,
+    })
+
+
+def execute_stage(params: Params, stage: str, source: Path, progress: bool = True,
+                  code: dict | None = None) -> float:
+    """Run one notebook with Papermill; `code` is the code_record() it runs with (computed when not given)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -142,11 +204,7 @@ def execute_stage(params: Params, stage: str, source: Path, progress: bool = Tru
         raise RunnerError(f"notebook {stage} ran but did not finish its stage (no manifest with the current "
                           f"params hash in {stage_dir(params, stage)}): its last cell must call finish()")
     os.replace(tmp, out_dir / f"{stage}.ipynb")
-    atomic_write_json(out_dir / f"{stage}.json", {
-        "stage": stage, "params_hash": params.stage_hash(stage), "source_hash": source_hash(source),
-        "manifest_hash": manifest_hash(manifest), "seconds": round(seconds, 2),
-        "params_source": params.source,
-    })
+    write_executed_record(params, stage, source, manifest, seconds, code_record() if code is None else code)
     return seconds
 
 
@@ -178,17 +236,18 @@ def run(params_path: str | Path, only: str | None = None, force: bool = False,
         # Each notebook's kernel opens its own process group; a second one in the same launch hangs.
         raise RunnerError(f"launched as {distributed.world_size()} processes with {len(selected)} stages: launch one "
                           f"stage at a time, e.g. accelerate launch ... -m steiner_lib run --params <preset> --only 04")
+    code = code_record()  # once, before any notebook runs: the code every stage of this run starts with
     outcomes: list[StageOutcome] = []
     rerun_rest = force
     for stage in selected:
-        finished, reason = _is_finished(params, stage, sources[stage])
+        finished, reason = _is_finished(params, stage, sources[stage], code)
         if finished and not rerun_rest:
             log.info("%s: skipped (%s)", stage, reason)
             outcomes.append(StageOutcome(stage, "skipped", 0.0, reason))
             continue
         why = "forced" if force else ("an earlier stage ran" if finished else reason)
         log.info("%s: running (%s) with %s", stage, why, params.source)
-        seconds = execute_stage(params, stage, sources[stage], progress=progress)
+        seconds = execute_stage(params, stage, sources[stage], progress=progress, code=code)
         log.info("%s: done in %.1f s", stage, seconds)
         outcomes.append(StageOutcome(stage, "ran", seconds, why))
         rerun_rest = True
