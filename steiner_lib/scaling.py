@@ -263,6 +263,39 @@ def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps",
             "tokens_high": tokens(high)}
 
 
+def curve_end_comparisons(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: int = 32, seed: int = 0) -> dict:
+    """The end points of every scaling curve, for evaluation.sample_size_table: per model and method, the
+    accuracy at the least and at the most tokens spent (the lowest and highest setting) and the paired
+    change between them (most minus least), as per-question values (Series by question id).
+
+    Sequential methods read the scored outputs of each setting; the vote reads the pool ("pool" rows)
+    through majority_vote at the smallest and largest k of `ks` (the curve's own `draws` and `seed`)."""
+    out = {}
+    for (model, method), rows in outputs.groupby(["model", "method"], sort=False):
+        if method == "pool":
+            if len(ks) < 1:
+                continue
+            k_low, k_high = min(ks), max(ks)
+            ends = {k: majority_vote(rows, k, draws, seed).set_index("question_id")["correct"] for k in (k_low, k_high)}
+            method, low, high = "vote", k_low, k_high
+        else:
+            values = sorted(rows["value"].unique())
+            low, high = values[0], values[-1]
+            ends = {v: stage_eval.per_question_correct(rows[rows["value"] == v]) for v in (low, high)}
+        name, lo_, hi_ = f"{model}, {method}", f"{low:g}", f"{high:g}"
+        out[f"{name} {lo_}: accuracy"] = ends[low]
+        if high != low:
+            out[f"{name} {hi_}: accuracy"] = ends[high]
+            out[f"{name} {hi_} - {lo_}"] = (ends[high], ends[low])
+    return out
+
+
+def sample_sizes(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: int = 32, seed: int = 0,
+                 target: float = evaluation.PRECISION_TARGET) -> pd.DataFrame:
+    """Notebook 07's sample-size table (evaluation.sample_size_table) over curve_end_comparisons."""
+    return evaluation.sample_size_table(curve_end_comparisons(outputs, ks, draws, seed), target)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to measure for one model: the sequential settings, the vote pool, the soft-bias settings."""
@@ -717,7 +750,7 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
 
 __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
            "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
-           "sequential_curve", "vote_curve", "forcing_change", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
+           "sequential_curve", "vote_curve", "forcing_change", "curve_end_comparisons", "sample_sizes", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
            "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
            "step_end_nudges", "soft_decisions", "soft_paragraph"]

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from helpers import make_questions  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
-from steiner_lib import modeling, plots, scaling, stage_eval  # noqa: E402
+from steiner_lib import evaluation, modeling, plots, scaling, stage_eval  # noqa: E402
 from steiner_lib.rewards import RewardWeights  # noqa: E402
 from steiner_lib.tasks import text  # noqa: E402
 from steiner_lib.tasks.countdown import apply, legal_operations, reachable_values  # noqa: E402
@@ -335,3 +335,28 @@ def test_scaling_plots_draw_one_line_per_model_and_method():
     plt.close(fig)
     with pytest.raises(ValueError, match="empty"):
         plots.scaling_curves(pd.DataFrame(columns=["model", "method"]))
+
+
+# --------------------------------------------------------------------------- sample sizes
+
+
+def test_sample_sizes_take_each_curves_end_points_and_their_paired_change():
+    def rows(method, value, correct, letters=None):
+        n = len(correct)
+        return pd.DataFrame({"model": "RL", "method": method, "value": value, "question_id": [f"q{i}" for i in range(n)],
+                             "correct": correct, "letter": letters or ["A"] * n, "correct_letter": "A",
+                             "reasoning_tokens": 10, "format_ok": True})
+    pool = pd.concat([rows("pool", 2, [1, 0, 1, 0], ["A", "B", "A", "B"]),
+                      rows("pool", 2, [1, 1, 0, 0], ["A", "A", "C", "C"])], ignore_index=True)
+    outputs = pd.concat([rows("min_steps", 0, [1, 0, 1, 0]), rows("min_steps", 2, [1, 1, 1, 0]),
+                         rows("min_steps", 6, [0, 0, 1, 1]), rows("budget", 8, [1, 1, 0, 0]), pool], ignore_index=True)
+    comparisons = scaling.curve_end_comparisons(outputs, ks=(1, 2), draws=4)
+    assert list(comparisons) == ["RL, min_steps 0: accuracy", "RL, min_steps 6: accuracy", "RL, min_steps 6 - 0",
+                                 "RL, budget 8: accuracy", "RL, vote 1: accuracy", "RL, vote 2: accuracy",
+                                 "RL, vote 2 - 1"]
+    assert comparisons["RL, min_steps 6: accuracy"].tolist() == [0, 0, 1, 1]
+    assert comparisons["RL, vote 1: accuracy"].tolist() == [1.0, 0.5, 0.5, 0.0]
+    table = scaling.sample_sizes(outputs, ks=(1, 2), draws=4)
+    assert table.loc["RL, min_steps 6 - 0", "kind"] == "paired difference"
+    assert table.loc["RL, min_steps 6 - 0", "questions needed"] == \
+        evaluation.questions_needed([-1.0, 0.0, 0.0, 1.0])["needed"]
