@@ -356,7 +356,7 @@ Z95 = 1.96  # the normal quantile of a two-sided 95% interval
 
 
 def questions_needed(values, other=None, groups: Sequence | None = None, target: float = PRECISION_TARGET,
-                     z: float = Z95) -> dict:
+                     z: float = Z95, span: float = 1.0) -> dict:
     """How precise one comparison is now, and how many questions would make it precise enough.
 
     Why: an interval of +-15 points cannot tell a 5-point effect from none, so each headline
@@ -377,17 +377,22 @@ def questions_needed(values, other=None, groups: Sequence | None = None, target:
     question lower only the within-question part of sd.
 
     Edges: n = 1 has no spread to measure: sd, half_width and needed are NaN and met is False (an
-    unknown, not a zero). sd = 0 (every question scored the same, e.g. all wrong): half_width 0 and
-    needed 2, the smallest n whose spread can be measured; a zero spread over few questions is weak
-    evidence of a zero spread, so read it with `questions`. No finite value at all raises.
+    unknown, not a zero). sd = 0 (every question scored the same, e.g. a model wrong everywhere): the
+    normal approximation would claim a zero-width interval from any n, so the rule of three takes over
+    (`method` "rule of three"): with no question differing among n, up to 3/n of the questions could
+    still differ (95%), each by up to `span` (1 for accuracies scored 0-1; a paired difference of such
+    scores moves by up to 1 per question in either direction), so half_width = 3 span / n and
+    needed = ceil(3 span / target), at least 2. No finite value at all raises.
 
-    Returns {questions, sd, half_width, needed, met} (sd and half_width in the values' unit; needed
-    an int, or NaN; met: half_width <= target)."""
+    Returns {questions, sd, half_width, needed, met, method} (sd and half_width in the values' unit;
+    needed an int, or NaN; met: half_width <= target; method "normal" or "rule of three")."""
     if target is None or not np.isfinite(target) or target <= 0:
         raise ValueError(f"target={target!r}: give the half-width wanted, > 0, in the values' unit "
                          f"(0.06 for six points of accuracy scored 0-1)")
     if z is None or not np.isfinite(z) or z <= 0:
         raise ValueError(f"z={z!r}: give the normal quantile of the interval, > 0 (1.96 for 95%)")
+    if span is None or not np.isfinite(span) or span <= 0:
+        raise ValueError(f"span={span!r}: give the largest change one question's value can make, > 0 (1 for 0-1 scores)")
     if other is None:
         q = per_question_means(values, groups)
         if len(q) == 0:
@@ -405,15 +410,19 @@ def questions_needed(values, other=None, groups: Sequence | None = None, target:
             raise ValueError("values and other share no question with a finite value in both: nothing to measure")
     n = len(q)
     if n < 2:
-        return {"questions": n, "sd": float("nan"), "half_width": float("nan"), "needed": float("nan"), "met": False}
+        return {"questions": n, "sd": float("nan"), "half_width": float("nan"), "needed": float("nan"), "met": False,
+                "method": "none"}
     sd = float(np.std(q, ddof=1))
-    if sd < 1e-12:  # float noise in identical values is no spread
-        sd = 0.0
-    half_width = z * sd / math.sqrt(n)
-    # the tolerance keeps float noise from adding a question when (z sd / target)^2 is a whole number
-    needed = max(2, math.ceil((z * sd / target) ** 2 - 1e-9))
+    # the tolerances keep float noise from counting as spread, or from adding a question when the need
+    # is a whole number
+    if sd < 1e-12:
+        sd, half_width, method = 0.0, 3 * span / n, "rule of three"
+        needed = max(2, math.ceil(3 * span / target - 1e-9))
+    else:
+        half_width, method = z * sd / math.sqrt(n), "normal"
+        needed = max(2, math.ceil((z * sd / target) ** 2 - 1e-9))
     return {"questions": n, "sd": sd, "half_width": half_width, "needed": int(needed),
-            "met": bool(half_width <= target + 1e-12)}
+            "met": bool(half_width <= target + 1e-12), "method": method}
 
 
 SAMPLE_SIZE_COLUMNS = ("kind", "questions", "outputs per question", "sd (points)", "half-width now (points)",
@@ -443,8 +452,9 @@ def sample_size_table(comparisons: dict, target: float = PRECISION_TARGET, colum
     x, a and b are score frames (question_id and `column`, several outputs per question allowed) or
     Series of per-question values indexed by question id. Columns: kind, questions, outputs per
     question, sd and the half-width now (points: `scale` x the values' unit), questions needed for
-    a half-width of `target`, target met, and a note on the edges (one question, no spread, nothing
-    measured). A comparison with no question is a row of NaNs, not an error, so a thin run still
+    a half-width of `target`, target met, and a note on the edges (one question; no spread, where the
+    rule of three replaces the normal approximation, see questions_needed; nothing measured).
+    A comparison with no question is a row of NaNs, not an error, so a thin run still
     shows its table."""
     if not comparisons:
         raise ValueError("comparisons is empty: give {name: score frame} or {name: (frame_a, frame_b)}")
@@ -466,7 +476,7 @@ def sample_size_table(comparisons: dict, target: float = PRECISION_TARGET, colum
             continue
         need = questions_needed(per_q.to_numpy(float), target=target, z=z)
         note = ("one question: no spread to measure" if need["questions"] < 2 else
-                "no spread observed: the need is a floor" if need["sd"] == 0 else "")
+                "no spread observed: rule of three" if need["method"] == "rule of three" else "")
         rows[name] = {**row, "sd (points)": scale * need["sd"], "half-width now (points)": scale * need["half_width"],
                       "questions needed": need["needed"], "target met": need["met"], "note": note}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(SAMPLE_SIZE_COLUMNS))

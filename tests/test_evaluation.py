@@ -412,10 +412,15 @@ def test_pairing_shrinks_the_questions_needed():
 
 
 def test_questions_needed_edges_zero_spread_and_one_question():
-    flat = ev.questions_needed([0.0] * 5)  # a model wrong everywhere: no spread
-    assert flat == {"questions": 5, "sd": 0.0, "half_width": 0.0, "needed": 2, "met": True}
+    # a model wrong everywhere: no spread, so the rule of three (not a zero-width interval)
+    flat = ev.questions_needed([0.0] * 5)
+    assert flat == {"questions": 5, "sd": 0.0, "half_width": pytest.approx(0.6), "needed": 50, "met": False,
+                    "method": "rule of three"}
     same = ev.questions_needed([1, 0, 1], [1, 0, 1])  # a system against itself
-    assert same["sd"] == 0.0 and same["needed"] == 2
+    assert same["sd"] == 0.0 and same["half_width"] == pytest.approx(1.0) and same["needed"] == 50
+    many = ev.questions_needed([1.0] * 100, target=0.06)  # 3/100 = 0.03: met
+    assert many["met"] and many["needed"] == 50
+    assert ev.questions_needed([0.0] * 10, span=0.5, target=0.05)["needed"] == 30
     one = ev.questions_needed([0.4])  # one question: unknown, not zero
     assert one["questions"] == 1 and math.isnan(one["sd"]) and math.isnan(one["needed"]) and one["met"] is False
 
@@ -425,6 +430,7 @@ def test_questions_needed_edges_zero_spread_and_one_question():
     (dict(values=[0, 1], target=float("nan")), "target=nan"),
     (dict(values=[0, 1], target=-0.06), "target=-0.06"),
     (dict(values=[0, 1], z=0), "z=0"),
+    (dict(values=[0, 1], span=-1), "span=-1"),
     (dict(values=[]), "values holds no finite value"),
     (dict(values=[None, float("nan")]), "values holds no finite value"),
     (dict(values=[0, 1, 1], other=[0, 1]), "values covers 3 questions and other 2"),
@@ -449,7 +455,8 @@ def test_sample_size_table_on_a_tiny_frame():
     assert r["questions needed"] == ev.questions_needed([1, 0.5, 0, 0.5])["needed"] and not r["target met"]
     d = t.loc["A - B"]  # per-question differences .5, .5, 0, -.5
     assert d["kind"] == "paired difference" and d["questions needed"] == ev.questions_needed([.5, .5, 0, -.5])["needed"]
-    assert t.loc["flat", "note"].startswith("no spread") and t.loc["flat", "target met"]
+    assert t.loc["flat", "note"] == "no spread observed: rule of three" and not t.loc["flat", "target met"]
+    assert t.loc["flat", "half-width now (points)"] == pytest.approx(150.0)  # 3 / 2 questions
     assert t.loc["one", "note"].startswith("one question") and math.isnan(t.loc["one", "questions needed"])
     assert t.loc["none", "note"] == "nothing measured" and t.loc["none", "questions"] == 0
     assert ev.largest_need(t) == t["questions needed"].max()
