@@ -292,6 +292,30 @@ display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, d
                  if comparison else "The min_steps grid holds no value above 0: no soft-bias comparison."))
 
 # %% [markdown]
+# ## The four causes, tested
+#
+# Each cause above becomes a prediction with a sign, measured per question on the last checkpoint (its
+# SFT checkpoint and the retrained variants where a test compares models), with a 95% bootstrap interval
+# over questions (@tbl-cause-tests). The rule (`scaling.cause_verdict`) could give any answer: *supported*
+# when the interval lies on the predicted side of 0 and still holds an effect as large as the smallest
+# the paper reports (`verdicts.MARGIN`); *not supported* when it leaves out every effect of the predicted
+# sign that large (the other sign, around 0, or too small to matter); *inconclusive* when it holds both
+# no effect and one that matters, so the interval is too wide; the sample-size columns say how many
+# questions would narrow it to the target. The variants' tests are *not run* without
+# `scaling_retrain_variants`.
+
+# %%
+#| label: tbl-cause-tests
+#| tbl-cap: "One row per test of a suspected cause: the prediction (with the sign it expects), what was measured, the estimate (points) and its 95% bootstrap CI over questions, the verdict, and the questions used, the 95% half-width now (points), the questions needed for the target half-width and whether it is met."
+tests = scaling.cause_tests(outputs, problems, paths["reasoning_tokens"], last, "SFT", long_variant,
+                            [f"RL {n}" for n in variants])
+causes = scaling.cause_table(tests, seed=seed)
+display(causes.round(1))
+
+# %%
+display(Markdown(scaling.cause_paragraph(causes)))
+
+# %% [markdown]
 # ## Save
 
 # %%
@@ -302,6 +326,7 @@ rates.to_csv(stage.path("context_rates.csv"), index=False)
 budget_errors.to_csv(stage.path("budget_errors.csv"), index=False)
 decisions.to_csv(stage.path("soft_decisions.csv"), index=False)
 sizes.to_csv(stage.path("sample_sizes.csv"))
+causes.to_csv(stage.path("cause_tests.csv"))
 pd.concat(bins, names=["model"]).to_csv(stage.path("length_bins.csv"))
 metrics = {f"slope_{m}_{k}": scaling.scaling_slope(c) for (m, k), c in curves.groupby(["model", "method"])}
 metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in curves.groupby(["model", "method"])})
@@ -309,8 +334,10 @@ metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean()) for
 metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
 metrics.update({f"soft_changed_choices_min_steps_{int(r['min_steps'])}": float(r["changed (expected)"])
                 for _, r in decisions.iterrows()})
-metrics.update({"power_questions_needed_max": evaluation.largest_need(sizes),
-                "power_target_met": int(sizes["target met"].sum()), "power_comparisons": len(sizes)})
+metrics.update({f"cause_{k}_{c}": r[c] for k, r in causes.iterrows() for c in ("verdict", "estimate", "ci_low", "ci_high")})
+both = pd.concat([sizes, causes])  # every comparison: the curves' end points and the cause tests
+metrics.update({"power_questions_needed_max": evaluation.largest_need(both),
+                "power_target_met": int(both["target met"].sum()), "power_comparisons": len(both)})
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 
