@@ -65,7 +65,7 @@ import datasets
 import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import backends, dataset, stage_eval, stages
+from steiner_lib import backends, dataset, evaluation, stage_eval, stages
 from steiner_lib.tasks import gpqa
 
 cfg, stage, figures = stages.open_notebook_stage("06_evaluation", globals(),
@@ -148,6 +148,26 @@ display(stage_eval.readable_table(table, references.get("diamond")))
 display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", decoding.describe())))
 
 # %% [markdown]
+# ### How many questions the headline comparisons need
+#
+# An interval wider than the effect it is meant to detect settles nothing. @tbl-sample-sizes takes every
+# comparison read above (each row against chance, against the base row and against the row above, the
+# logits processor's change, and the control's RL change), with each question's samples averaged first
+# and deltas as per-question paired differences, and gives the half-width of its 95% interval now and the
+# questions it would need for the target half-width (`evaluation.questions_needed`, the normal
+# approximation from the spread measured now; the target is printed below the table).
+
+# %%
+#| label: tbl-sample-sizes
+#| tbl-cap: "Diamond split (and the control's RL change): each headline comparison's questions, outputs per question, standard deviation of its per-question values (points), 95% half-width now (points), the questions needed for the target half-width, and whether it is met."
+sizes = stage_eval.sample_sizes(scores)
+sizes.to_csv(stage.path("sample_sizes.csv"))
+display(sizes.round(1))
+print(f"target: 95% half-width <= {100 * evaluation.PRECISION_TARGET:g} points; met by {int(sizes['target met'].sum())} "
+      f"of {len(sizes)} comparisons; the largest need is {evaluation.largest_need(sizes):.0f} questions "
+      f"(this run asked {len(diamond)}).")
+
+# %% [markdown]
 # ## The control: problems that need no search
 #
 # The paper's MMLU control asks whether the gains are specific to questions that need search. Here
@@ -194,7 +214,9 @@ fig.savefig(figures / "stage-accuracy.png", dpi=120, bbox_inches="tight")
 # ## Save
 
 # %%
-metrics = {"lp_min_steps": lp_setting[0], "lp_max_steps": lp_setting[1]}
+metrics = {"lp_min_steps": lp_setting[0], "lp_max_steps": lp_setting[1],
+           "power_questions_needed_max": evaluation.largest_need(sizes),
+           "power_target_met": int(sizes["target met"].sum()), "power_comparisons": len(sizes)}
 for split, t in (("diamond", table), ("hard", hard_table), ("control", control_table)):
     for row, values in t.iterrows():
         key = row.lower().replace(" + ", "_").replace(" ", "_")

@@ -63,7 +63,7 @@ import datasets
 import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import backends, dataset, plots, scaling, stage_eval, stages
+from steiner_lib import backends, dataset, evaluation, plots, scaling, stage_eval, stages
 from steiner_lib.tasks import gpqa
 
 cfg, stage, figures = stages.open_notebook_stage(
@@ -120,6 +120,23 @@ display(main.round(1))
 
 # %%
 display(Markdown(scaling.scaling_paragraph(main)))
+
+# %% [markdown]
+# ### How many questions each curve's end points need
+#
+# A curve rises or falls only if its end points can be told apart. @tbl-scaling-sample-sizes takes each
+# curve's accuracy at its least and most forcing and the paired change between them (votes: the smallest
+# and largest k over the pool), per-question values as in the intervals above, and gives the 95%
+# half-width now and the questions needed for the target half-width (`evaluation.questions_needed`;
+# the target is printed below). The cause tests at the end of the chapter get the same columns.
+
+# %%
+#| label: tbl-scaling-sample-sizes
+#| tbl-cap: "Each scaling curve's end points (accuracy at the least and the most forcing, and their paired change): questions, outputs per question, standard deviation of the per-question values (points), 95% half-width now (points), questions needed for the target half-width, and whether it is met."
+sizes = scaling.sample_sizes(outputs, plan.ks, plan.draws, seed)
+display(sizes.round(1))
+print(f"target: 95% half-width <= {100 * evaluation.PRECISION_TARGET:g} points; met by {int(sizes['target met'].sum())} "
+      f"of {len(sizes)}; the largest need is {evaluation.largest_need(sizes):.0f} questions (this run asked {len(questions)}).")
 
 # %% [markdown]
 # ### The format errors budget forcing leaves
@@ -275,6 +292,30 @@ display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, d
                  if comparison else "The min_steps grid holds no value above 0: no soft-bias comparison."))
 
 # %% [markdown]
+# ## The four causes, tested
+#
+# Each cause above becomes a prediction with a sign, measured per question on the last checkpoint (its
+# SFT checkpoint and the retrained variants where a test compares models), with a 95% bootstrap interval
+# over questions (@tbl-cause-tests). The rule (`scaling.cause_verdict`) could give any answer: *supported*
+# when the interval lies on the predicted side of 0 and still holds an effect as large as the smallest
+# the paper reports (`verdicts.MARGIN`); *not supported* when it leaves out every effect of the predicted
+# sign that large (the other sign, around 0, or too small to matter); *inconclusive* when it holds both
+# no effect and one that matters, so the interval is too wide; the sample-size columns say how many
+# questions would narrow it to the target. The variants' tests are *not run* without
+# `scaling_retrain_variants`.
+
+# %%
+#| label: tbl-cause-tests
+#| tbl-cap: "One row per test of a suspected cause: the prediction (with the sign it expects), what was measured, the estimate (points) and its 95% bootstrap CI over questions, the verdict, and the questions used, the 95% half-width now (points), the questions needed for the target half-width and whether it is met."
+tests = scaling.cause_tests(outputs, problems, paths["reasoning_tokens"], last, "SFT", long_variant,
+                            [f"RL {n}" for n in variants])
+causes = scaling.cause_table(tests, seed=seed)
+display(causes.round(1))
+
+# %%
+display(Markdown(scaling.cause_paragraph(causes)))
+
+# %% [markdown]
 # ## Save
 
 # %%
@@ -284,6 +325,8 @@ events.to_parquet(stage.path("backtrack_events.parquet"))
 rates.to_csv(stage.path("context_rates.csv"), index=False)
 budget_errors.to_csv(stage.path("budget_errors.csv"), index=False)
 decisions.to_csv(stage.path("soft_decisions.csv"), index=False)
+sizes.to_csv(stage.path("sample_sizes.csv"))
+causes.to_csv(stage.path("cause_tests.csv"))
 pd.concat(bins, names=["model"]).to_csv(stage.path("length_bins.csv"))
 metrics = {f"slope_{m}_{k}": scaling.scaling_slope(c) for (m, k), c in curves.groupby(["model", "method"])}
 metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in curves.groupby(["model", "method"])})
@@ -291,6 +334,10 @@ metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean()) for
 metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
 metrics.update({f"soft_changed_choices_min_steps_{int(r['min_steps'])}": float(r["changed (expected)"])
                 for _, r in decisions.iterrows()})
+metrics.update({f"cause_{k}_{c}": r[c] for k, r in causes.iterrows() for c in ("verdict", "estimate", "ci_low", "ci_high")})
+both = pd.concat([sizes, causes])  # every comparison: the curves' end points and the cause tests
+metrics.update({"power_questions_needed_max": evaluation.largest_need(both),
+                "power_target_met": int(both["target met"].sum()), "power_comparisons": len(both)})
 manifest = stage.finish(metrics=metrics)
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 

@@ -21,10 +21,15 @@ until a backtrack to a known state.
 Confidence intervals are percentile bootstraps over *questions*: with several samples per
 question, questions are resampled (each question's samples are averaged first), never the
 samples themselves, since samples of one question are not independent.
+
+Sample sizes (`questions_needed`, `sample_size_table`): the half-width of a comparison's 95%
+interval now, and the questions it would need for a half-width of PRECISION_TARGET, by the normal
+approximation over the same per-question values (paired differences for deltas).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -343,6 +348,148 @@ def _mean_or_nan(v) -> float:
     return float(means[0]) if len(means) else np.nan
 
 
+# --------------------------------------------------------------------------- sample sizes
+
+
+PRECISION_TARGET = 0.06  # the 95% half-width every headline comparison should reach (6 accuracy points)
+Z95 = 1.96  # the normal quantile of a two-sided 95% interval
+
+
+def questions_needed(values, other=None, groups: Sequence | None = None, target: float = PRECISION_TARGET,
+                     z: float = Z95, span: float = 1.0) -> dict:
+    """How precise one comparison is now, and how many questions would make it precise enough.
+
+    Why: an interval of +-15 points cannot tell a 5-point effect from none, so each headline
+    comparison should say how many questions it would need for a half-width of `target` (0.06: six
+    points of accuracy, values in 0-1). The unit is the question: samples of one question are not
+    independent, so each question's samples are averaged first (per_question_means: the shapes
+    bootstrap_ci accepts). With `other`, the comparison is the paired difference values - other on
+    the same questions (the shapes paired_bootstrap_diff accepts), and its spread is that of the
+    per-question differences: pairing removes the questions' difficulty from the variance, so a
+    paired delta usually needs fewer questions than two independent accuracies would.
+
+    By the normal approximation, with sd the standard deviation (ddof 1) of the n per-question values:
+
+        half_width = z * sd / sqrt(n)        needed = ceil((z * sd / target) ** 2), at least 2
+
+    (the percentile bootstraps of this module give about the same half-width). The need is an
+    estimate from the spread measured now, itself uncertain when n is small; more samples per
+    question lower only the within-question part of sd.
+
+    Edges: n = 1 has no spread to measure: sd, half_width and needed are NaN and met is False (an
+    unknown, not a zero). sd = 0 (every question scored the same, e.g. a model wrong everywhere): the
+    normal approximation would claim a zero-width interval from any n, so the rule of three takes over
+    (`method` "rule of three"): with no question differing among n, up to 3/n of the questions could
+    still differ (95%), each by up to `span` (1 for accuracies scored 0-1; a paired difference of such
+    scores moves by up to 1 per question in either direction), so half_width = 3 span / n and
+    needed = ceil(3 span / target), at least 2. No finite value at all raises.
+
+    Returns {questions, sd, half_width, needed, met, method} (sd and half_width in the values' unit;
+    needed an int, or NaN; met: half_width <= target; method "normal" or "rule of three")."""
+    if target is None or not np.isfinite(target) or target <= 0:
+        raise ValueError(f"target={target!r}: give the half-width wanted, > 0, in the values' unit "
+                         f"(0.06 for six points of accuracy scored 0-1)")
+    if z is None or not np.isfinite(z) or z <= 0:
+        raise ValueError(f"z={z!r}: give the normal quantile of the interval, > 0 (1.96 for 95%)")
+    if span is None or not np.isfinite(span) or span <= 0:
+        raise ValueError(f"span={span!r}: give the largest change one question's value can make, > 0 (1 for 0-1 scores)")
+    if other is None:
+        q = per_question_means(values, groups)
+        if len(q) == 0:
+            raise ValueError("values holds no finite value: nothing to measure")
+    else:
+        if groups is None and len(values) != len(other):
+            raise ValueError(f"values covers {len(values)} questions and other {len(other)}: a paired difference "
+                             f"needs one entry per question in both, in the same order")
+        try:
+            qa, qb = _paired_means(values, other, groups)
+        except ValueError as e:
+            raise ValueError(f"values and other: {e}") from None
+        q = qa - qb
+        if len(q) == 0:
+            raise ValueError("values and other share no question with a finite value in both: nothing to measure")
+    n = len(q)
+    if n < 2:
+        return {"questions": n, "sd": float("nan"), "half_width": float("nan"), "needed": float("nan"), "met": False,
+                "method": "none"}
+    sd = float(np.std(q, ddof=1))
+    # the tolerances keep float noise from counting as spread, or from adding a question when the need
+    # is a whole number
+    if sd < 1e-12:
+        sd, half_width, method = 0.0, 3 * span / n, "rule of three"
+        needed = max(2, math.ceil(3 * span / target - 1e-9))
+    else:
+        half_width, method = z * sd / math.sqrt(n), "normal"
+        needed = max(2, math.ceil((z * sd / target) ** 2 - 1e-9))
+    return {"questions": n, "sd": sd, "half_width": half_width, "needed": int(needed),
+            "met": bool(half_width <= target + 1e-12), "method": method}
+
+
+SAMPLE_SIZE_COLUMNS = ("kind", "questions", "outputs per question", "sd (points)", "half-width now (points)",
+                       "questions needed", "target met", "note")
+
+
+def _question_values(x, column: str) -> tuple[pd.Series, float]:
+    """(one value per question indexed by question id, mean outputs per question) of a Series already
+    per question, or of a frame with question_id and `column` (its rows averaged per question)."""
+    if isinstance(x, pd.DataFrame):
+        if "question_id" not in x.columns or column not in x.columns:
+            raise ValueError(f"a score frame needs the columns question_id and {column!r}; got {list(x.columns)}")
+        values = pd.to_numeric(x[column].astype(float), errors="coerce")
+        grouped = values.groupby(x["question_id"])
+        return grouped.mean(), float(grouped.count().mean()) if len(x) else float("nan")
+    if isinstance(x, pd.Series):
+        return pd.to_numeric(x.astype(float), errors="coerce"), 1.0
+    raise ValueError(f"a comparison is a score frame, a Series by question or a pair of them; got {type(x).__name__}")
+
+
+def sample_size_table(comparisons: dict, target: float = PRECISION_TARGET, column: str = "correct",
+                      z: float = Z95, scale: float = 100.0) -> pd.DataFrame:
+    """questions_needed for every comparison of a notebook, one row each (index: the comparison's name).
+
+    comparisons: {name: x} for one mean (an accuracy: against chance, a constant, its interval is the
+    accuracy's own), or {name: (a, b)} for the paired difference a - b on the questions both hold;
+    x, a and b are score frames (question_id and `column`, several outputs per question allowed) or
+    Series of per-question values indexed by question id. Columns: kind, questions, outputs per
+    question, sd and the half-width now (points: `scale` x the values' unit), questions needed for
+    a half-width of `target`, target met, and a note on the edges (one question; no spread, where the
+    rule of three replaces the normal approximation, see questions_needed; nothing measured).
+    A comparison with no question is a row of NaNs, not an error, so a thin run still
+    shows its table."""
+    if not comparisons:
+        raise ValueError("comparisons is empty: give {name: score frame} or {name: (frame_a, frame_b)}")
+    rows = {}
+    for name, x in comparisons.items():
+        if isinstance(x, tuple):
+            if len(x) != 2:
+                raise ValueError(f"comparison {name!r}: a paired difference is a pair (a, b), got {len(x)} items")
+            (a, na), (b, nb) = (_question_values(v, column) for v in x)
+            both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+            kind, per_q, outputs = "paired difference", both["a"] - both["b"], (na + nb) / 2
+        else:
+            per_q, outputs = _question_values(x, column)
+            kind, per_q = "mean", per_q.dropna()
+        row = {"kind": kind, "questions": len(per_q), "outputs per question": outputs}
+        if len(per_q) == 0:
+            rows[name] = {**row, "sd (points)": np.nan, "half-width now (points)": np.nan, "questions needed": np.nan,
+                          "target met": False, "note": "nothing measured"}
+            continue
+        need = questions_needed(per_q.to_numpy(float), target=target, z=z)
+        note = ("one question: no spread to measure" if need["questions"] < 2 else
+                "no spread observed: rule of three" if need["method"] == "rule of three" else "")
+        rows[name] = {**row, "sd (points)": scale * need["sd"], "half-width now (points)": scale * need["half_width"],
+                      "questions needed": need["needed"], "target met": need["met"], "note": note}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(SAMPLE_SIZE_COLUMNS))
+    table.index.name = f"comparison (target: 95% half-width <= {scale * target:g} points)"
+    return table
+
+
+def largest_need(table: pd.DataFrame) -> float:
+    """The largest `questions needed` of a sample_size_table (NaN when none could be estimated)."""
+    needed = pd.to_numeric(table["questions needed"], errors="coerce").dropna()
+    return float(needed.max()) if len(needed) else float("nan")
+
+
 # --------------------------------------------------------------------------- held-out report
 
 
@@ -495,6 +642,7 @@ def format_paragraph(report: HeldoutReport, max_new_tokens: int, target: float =
 
 __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps", "score_output", "score_outputs", "error_counts",
            "ERROR_CAUSES", "error_causes",
-           "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff", "HeldoutReport",
+           "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff",
+           "PRECISION_TARGET", "Z95", "questions_needed", "SAMPLE_SIZE_COLUMNS", "sample_size_table", "largest_need", "HeldoutReport",
            "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_report", "backtrack_citations",
            "format_paragraph"]

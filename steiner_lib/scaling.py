@@ -23,6 +23,10 @@ The paper's suspects for "more thinking does not help" each get a measurement:
    (`backtrack_events`, `event_rates`);
 4. forcing logits is too blunt: constraints.SoftReasoningBias against hard forcing (`soft_factory`).
 
+Then each cause becomes a test that could come out either way (`cause_tests`, `cause_table`): a
+prediction with a sign, an estimate with a 95% interval over questions, and the verdict of
+`cause_verdict` (supported, not supported, inconclusive, not run).
+
 Confidence intervals are evaluation.bootstrap_ci over questions (a question's samples or vote
 draws are averaged first); paired differences use evaluation.paired_bootstrap_diff.
 """
@@ -38,7 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from steiner_lib import evaluation, stage_eval
+from steiner_lib import evaluation, stage_eval, verdicts
 from steiner_lib import format as fmt
 from steiner_lib.rewards import RewardWeights
 from steiner_lib.tasks.countdown import reachable_values
@@ -241,11 +245,10 @@ def scaling_paragraph(table: pd.DataFrame) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
-def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps", n_boot: int = 2000,
-                   seed: int = 0) -> dict | None:
-    """Accuracy at the most forcing setting of `method` minus at the least (points), paired on the
-    questions both answered: {delta, delta_ci_low, delta_ci_high, p_value, questions, low, high,
-    tokens_low, tokens_high}; None when the model has fewer than two settings of `method`."""
+def forcing_change_per_question(outputs: pd.DataFrame, model: str, method: str = "min_steps"):
+    """(per-question accuracy at the most forcing setting of `method` minus at the least, on the questions
+    both answered; the two settings; the two settings' rows), or None when `model` has fewer than two
+    settings of `method`. The values are 0-1 (a question's samples averaged first)."""
     rows = outputs[(outputs["model"] == model) & (outputs["method"] == method)]
     values = sorted(rows["value"].unique())
     if len(values) < 2:
@@ -255,12 +258,56 @@ def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps",
     shared = a.index.intersection(b.index)
     if not len(shared):
         raise ValueError(f"{model}, {method}: settings {values[0]} and {values[-1]} share no question")
-    diff, lo, hi, p = evaluation.paired_bootstrap_diff(a[shared].to_numpy(), b[shared].to_numpy(), n_boot=n_boot,
-                                                       seed=seed)
+    return a[shared] - b[shared], (values[0], values[-1]), (low, high)
+
+
+def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps", n_boot: int = 2000,
+                   seed: int = 0) -> dict | None:
+    """Accuracy at the most forcing setting of `method` minus at the least (points), paired on the
+    questions both answered: {delta, delta_ci_low, delta_ci_high, p_value, questions, low, high,
+    tokens_low, tokens_high}; None when the model has fewer than two settings of `method`."""
+    found = forcing_change_per_question(outputs, model, method)
+    if found is None:
+        return None
+    d, (v_low, v_high), (low, high) = found
+    diff, lo, hi, p = evaluation.paired_bootstrap_diff(d.to_numpy(), np.zeros(len(d)), n_boot=n_boot, seed=seed)
     tokens = lambda f: float(pd.to_numeric(f["reasoning_tokens"], errors="coerce").mean())  # noqa: E731
     return {"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p,
-            "questions": len(shared), "low": values[0], "high": values[-1], "tokens_low": tokens(low),
+            "questions": len(d), "low": v_low, "high": v_high, "tokens_low": tokens(low),
             "tokens_high": tokens(high)}
+
+
+def curve_end_comparisons(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: int = 32, seed: int = 0) -> dict:
+    """The end points of every scaling curve, for evaluation.sample_size_table: per model and method, the
+    accuracy at the least and at the most tokens spent (the lowest and highest setting) and the paired
+    change between them (most minus least), as per-question values (Series by question id).
+
+    Sequential methods read the scored outputs of each setting; the vote reads the pool ("pool" rows)
+    through majority_vote at the smallest and largest k of `ks` (the curve's own `draws` and `seed`)."""
+    out = {}
+    for (model, method), rows in outputs.groupby(["model", "method"], sort=False):
+        if method == "pool":
+            if len(ks) < 1:
+                continue
+            k_low, k_high = min(ks), max(ks)
+            ends = {k: majority_vote(rows, k, draws, seed).set_index("question_id")["correct"] for k in (k_low, k_high)}
+            method, low, high = "vote", k_low, k_high
+        else:
+            values = sorted(rows["value"].unique())
+            low, high = values[0], values[-1]
+            ends = {v: stage_eval.per_question_correct(rows[rows["value"] == v]) for v in (low, high)}
+        name, lo_, hi_ = f"{model}, {method}", f"{low:g}", f"{high:g}"
+        out[f"{name} {lo_}: accuracy"] = ends[low]
+        if high != low:
+            out[f"{name} {hi_}: accuracy"] = ends[high]
+            out[f"{name} {hi_} - {lo_}"] = (ends[high], ends[low])
+    return out
+
+
+def sample_sizes(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: int = 32, seed: int = 0,
+                 target: float = evaluation.PRECISION_TARGET) -> pd.DataFrame:
+    """Notebook 07's sample-size table (evaluation.sample_size_table) over curve_end_comparisons."""
+    return evaluation.sample_size_table(curve_end_comparisons(outputs, ks, draws, seed), target)
 
 
 @dataclass(frozen=True)
@@ -585,17 +632,24 @@ def context_paragraph(events: pd.DataFrame, rates: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- cause 4: soft bias
 
 
-def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
-    """a - b accuracy (points), paired on (question, setting value), CI over questions, pooled over settings."""
+def _paired_on_settings(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Per question, the mean correct of a and of b over the (question, setting value) pairs both ran
+    (columns correct_a, correct_b), and the number of settings shared."""
     key = ["question_id", "value"]
     merged = a[key + ["correct"]].merge(b[key + ["correct"]], on=key, suffixes=("_a", "_b"))
     if merged.empty:
         raise ValueError("the two runs share no (question, setting): run them on the same questions and grid")
-    per_q = merged.groupby("question_id")[["correct_a", "correct_b"]].mean()
+    per_q = merged.groupby("question_id")[["correct_a", "correct_b"]].mean().astype(float)
+    return per_q, merged["value"].nunique()
+
+
+def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
+    """a - b accuracy (points), paired on (question, setting value), CI over questions, pooled over settings."""
+    per_q, settings = _paired_on_settings(a, b)
     diff, lo, hi, p = evaluation.paired_bootstrap_diff(per_q["correct_a"].to_numpy(float),
                                                        per_q["correct_b"].to_numpy(float), n_boot=n_boot, seed=seed)
     return {"delta": 100 * diff, "ci_low": 100 * lo, "ci_high": 100 * hi, "p_value": p,
-            "questions": len(per_q), "settings": merged["value"].nunique()}
+            "questions": len(per_q), "settings": settings}
 
 
 def _log_odds(row, token: int):
@@ -715,9 +769,268 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
     return head + verdict
 
 
+
+# --------------------------------------------------------------------------- the four causes, as tests
+
+
+SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
+CAUSE_VERDICTS = (SUPPORTED, NOT_SUPPORTED, verdicts.INCONCLUSIVE, verdicts.NOT_RUN)
+CAUSES = {1: "1. CPT/SFT never taught long outputs", 2: "2. the RL reward balances breadth and depth badly",
+          3: "3. the backtracking context misleads", 4: "4. forcing logits is too blunt"}
+CAUSE_COLUMNS = ["cause", "prediction", "measurement", "estimate", "ci_low", "ci_high", "verdict", "questions",
+                 "half-width now (points)", "questions needed", "target met"]
+
+
+def cause_verdict(estimate: float, lo: float, hi: float, direction: int, margin: float = verdicts.MARGIN) -> str:
+    """The verdict on one suspected cause, from the estimate (points) and its 95% interval [lo, hi].
+
+    Each test states the sign the cause predicts (`direction` +1 or -1) and the smallest size that would
+    matter, `margin` (default verdicts.MARGIN, the paper's smallest reported effect: a cause worth less
+    cannot explain a missing gain of that size). With the interval turned to the predicted direction
+    (lo', hi' = lo, hi for +1; -hi, -lo for -1):
+
+    - supported: lo' > 0 and hi' >= margin: the effect the cause predicts is detected (the interval lies
+      on the predicted side of 0) and an effect that matters is inside the interval;
+    - not supported: hi' < margin: the interval leaves out every effect of the predicted sign as large as
+      the margin, whether it lies at the other sign, around 0, or on the predicted side but too small;
+    - inconclusive: otherwise (lo' <= 0 and hi' >= margin): the interval holds both no effect and one
+      that matters, so it is too wide to decide; the sample-size columns say how many questions would do;
+    - not run: the estimate or a bound is missing (nothing measured, or fewer than 2 questions).
+
+    This is verdicts.verdict with the paper's effect replaced by the predicted sign times the margin,
+    except that a detected effect smaller than the margin is "not supported" (it cannot be the cause),
+    where verdicts.verdict would call the sign reproduced. Bounds exactly at 0 settle no sign; a bound
+    exactly at the margin holds it."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction={direction!r}: +1 (the cause predicts a positive estimate) or -1")
+    if margin is None or not margin > 0:
+        raise ValueError(f"margin={margin!r}: the smallest effect that matters, > 0 points")
+    v = verdicts.verdict(estimate, lo, hi, direction * margin)
+    if v == verdicts.NOT_RUN:
+        return v
+    lo_, hi_ = (lo, hi) if direction > 0 else (-hi, -lo)
+    if v == verdicts.REPRODUCED:
+        return SUPPORTED if hi_ >= margin else NOT_SUPPORTED
+    return NOT_SUPPORTED if v == verdicts.CONTRADICTED else verdicts.INCONCLUSIVE
+
+
+@dataclass
+class CauseTest:
+    """One measurement of one suspected cause: what the cause predicts, what was measured, the sign it
+    predicts (`direction`), and one value per question (0-1 scale, a Series by question id; empty: not
+    run), whose mean is the estimate. Questions are the unit: each question's outputs are summed up first."""
+
+    cause: str
+    prediction: str
+    measurement: str
+    direction: int
+    per_question: pd.Series
+    key: str  # a short name, for the manifest's metrics
+
+
+def _free(outputs: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The outputs `model` wrote unforced: the vote pool and min_steps 0."""
+    mine = outputs[outputs["model"] == model]
+    return mine[(mine["method"] == "pool") | ((mine["method"] == "min_steps") & (mine["value"] == 0))]
+
+
+def _within_question(frame: pd.DataFrame, flag: pd.Series) -> pd.Series:
+    """Per question holding outputs of both kinds: mean correct where `flag` minus where not."""
+    correct = frame["correct"].astype(float)
+    by = pd.DataFrame({"q": frame["question_id"], "flag": flag.to_numpy(bool), "c": correct.to_numpy()})
+    means = by.groupby(["q", "flag"])["c"].mean().unstack()
+    if True not in means.columns or False not in means.columns:
+        return pd.Series(dtype=float)
+    both = means.dropna()
+    return both[True] - both[False]
+
+
+def length_test(outputs: pd.DataFrame, model: str, train_tokens: Sequence[float], quantile: float = 0.95) -> CauseTest:
+    """Cause 1 without retraining: on the same question, are `model`'s outputs longer than the training
+    paths (above their `quantile`) less accurate than its outputs within them? Every output of the model
+    counts (forced ones are how it gets long); pairing within the question keeps its difficulty out."""
+    cut = float(np.quantile(np.asarray(train_tokens, float), quantile))
+    mine = outputs[outputs["model"] == model]
+    long_ = pd.to_numeric(mine["reasoning_tokens"], errors="coerce") > cut
+    per_q = _within_question(mine, long_)
+    return CauseTest(CAUSES[1], "outputs longer than training showed are less accurate (long - within < 0)",
+                     f"{model}: accuracy of outputs above {cut:.0f} reasoning tokens ({100 * quantile:g}% of the "
+                     f"training paths are shorter) minus outputs within, same question ({int(long_.sum())} long of "
+                     f"{len(mine)} outputs; {len(per_q)} questions have both)", -1, per_q, "long_outputs")
+
+
+def _forcing_gain_difference(outputs: pd.DataFrame, a: str, b: str) -> pd.Series:
+    """Per question: (most - least min_steps forcing) of model a minus the same of model b (empty: not run)."""
+    da, db = (forcing_change_per_question(outputs, m) for m in (a, b))
+    if da is None or db is None:
+        return pd.Series(dtype=float)
+    shared = da[0].index.intersection(db[0].index)
+    return da[0][shared] - db[0][shared]
+
+
+def forcing_difference_test(outputs: pd.DataFrame, cause: int, model: str, reference: str, prediction: str,
+                            direction: int, key: str, missing: str = "") -> CauseTest:
+    """A difference in differences: how much forcing (min_steps, most minus least) gains for `model`,
+    minus how much it gains for `reference`, per question. `missing` is the measurement's text when a
+    model was not run."""
+    per_q = _forcing_gain_difference(outputs, model, reference)
+    ran = set(outputs["model"])
+    what = (f"forcing gain (most - least min_steps, same question) of {model} minus that of {reference} "
+            f"({len(per_q)} questions)")
+    if model not in ran or reference not in ran:
+        what = missing or f"not run: 07 measured no {model if model not in ran else reference}"
+    return CauseTest(CAUSES[cause], prediction, what, direction, per_q, key)
+
+
+def backtrack_accuracy_test(outputs: pd.DataFrame, model: str) -> CauseTest:
+    """Cause 3: on the same question, are `model`'s free outputs that backtracked less accurate than those
+    that did not? (A model may backtrack because it is lost, not misled: a difference is evidence that
+    backtracking goes with errors, and none is evidence against the cause.)"""
+    free = _free(outputs, model)
+    backtracked = pd.to_numeric(free["n_backtracks"], errors="coerce").fillna(0) > 0
+    per_q = _within_question(free, backtracked)
+    return CauseTest(CAUSES[3], "outputs that backtracked are less accurate (backtracked - not < 0)",
+                     f"{model}, free outputs: accuracy with a backtrack minus without, same question "
+                     f"({int(backtracked.sum())} of {len(free)} outputs backtracked; {len(per_q)} questions have "
+                     f"both)", -1, per_q, "backtracked_accuracy")
+
+
+def abandoned_answers(completion: str, problem) -> tuple[bool, bool]:
+    """(reached, abandoned) for one output: reached, some step's state holds the correct option's value
+    (the target: the other options cannot be made); abandoned, after that a backtrack left a state holding
+    it for one that does not (the question, an earlier step, or an unknown target, which holds nothing
+    known). States as evaluation.replay_states replays them."""
+    trace = fmt.parse(completion).trace
+    states = evaluation.replay_states(trace, problem.numbers, problem.max_result)[1]
+    holds = [s is not None and problem.target in s for s in states]
+    start = tuple(sorted(int(n) for n in problem.numbers))
+    reached = any(holds)
+    for i, move in enumerate(trace.moves):
+        if not isinstance(move, fmt.Backtrack) or i >= len(states) or not holds[i]:
+            continue
+        if move.to == fmt.QUESTION:
+            dest = start
+        else:
+            k = fmt.resolve_backtrack([st.name for st in trace.steps[:i + 1]], move.to)
+            dest = None if k is None else states[k]
+        if dest is None or problem.target not in dest:
+            return reached, True
+    return reached, False
+
+
+def abandoned_answer_test(outputs: pd.DataFrame, model: str, questions: dict) -> CauseTest:
+    """Cause 3: of `model`'s free outputs that reached the correct option's value, the share that then
+    backtracked away from it (abandoned_answers), per question. Without the cause, a model holding the
+    right value keeps it (share 0); questions: dataset.load_countdown_questions' dict by question id."""
+    free = _free(outputs, model)
+    flags = [abandoned_answers(r.completion, questions[r.question_id].problem) for r in free.itertuples()]
+    frame = pd.DataFrame(flags, columns=["reached", "abandoned"], index=free.index).assign(
+        question_id=free["question_id"], correct=free["correct"].astype(bool))
+    hit = frame[frame["reached"]]
+    per_q = hit.groupby("question_id")["abandoned"].mean().astype(float)
+    wrong = int((hit["abandoned"] & ~hit["correct"]).sum())
+    return CauseTest(CAUSES[3], "a reached right answer is abandoned after a backtrack (share > 0)",
+                     f"{model}, free outputs: share of those that reached a state holding the correct value and then "
+                     f"backtracked away from it ({int(hit['abandoned'].sum())} of {len(hit)} outputs, {wrong} of them "
+                     f"answering wrong; {len(per_q)} questions)", 1, per_q, "abandoned_answers")
+
+
+def soft_test(outputs: pd.DataFrame, model: str) -> CauseTest:
+    """Cause 4: soft bias minus hard forcing at the same min_steps > 0, paired on (question, setting)."""
+    mine = outputs[outputs["model"] == model]
+    soft = mine[mine["method"] == "soft_bias"]
+    hard = mine[(mine["method"] == "min_steps") & (mine["value"] > 0)]
+    per_q, what = pd.Series(dtype=float), f"not run: 07 ran no soft-bias setting for {model}"
+    if len(soft) and len(hard):
+        both, settings = _paired_on_settings(soft, hard)
+        per_q = both["correct_a"] - both["correct_b"]
+        what = (f"{model}: accuracy with the soft bias minus hard forcing, same question and min_steps "
+                f"({settings} settings, {len(per_q)} questions)")
+    return CauseTest(CAUSES[4], "a nudge instead of a mask is more accurate (soft - hard > 0)", what, 1, per_q,
+                     "soft_minus_hard")
+
+
+def cause_tests(outputs: pd.DataFrame, questions: dict, train_tokens: Sequence[float], model: str = "RL",
+                sft: str = "SFT", long_variant: str | None = "SFT (long paths)",
+                reward_variants_: Sequence[str] = ()) -> list[CauseTest]:
+    """Every test of the four causes on notebook 07's outputs, in order. `model` is the checkpoint the
+    causes are asked of (Steiner's: RL); `sft` its SFT checkpoint; the variants are the retrained models
+    of causes 1 and 2 (not run without scaling_retrain_variants)."""
+    retrain = "not run: needs scaling_retrain_variants (params/cpu-full.yaml)"
+    tests = [length_test(outputs, model, train_tokens)]
+    tests.append(forcing_difference_test(
+        outputs, 1, long_variant or "SFT (long paths)", sft,
+        "SFT on long paths only makes forcing gain more (variant - SFT > 0)", 1, "long_path_variant", retrain))
+    tests.append(forcing_difference_test(
+        outputs, 2, model, sft, "RL, the only stage that sees the reward, makes forcing gain less (RL - SFT < 0)",
+        -1, "rl_against_sft"))
+    for name in reward_variants_ or ("RL depth-heavy", "RL breadth-heavy"):
+        tests.append(forcing_difference_test(
+            outputs, 2, name, model, f"another balance ({name}) makes forcing gain more ({name} - {model} > 0)", 1,
+            f"reward_{name.split()[-1].replace('-', '_')}", retrain))
+    tests += [backtrack_accuracy_test(outputs, model), abandoned_answer_test(outputs, model, questions),
+              soft_test(outputs, model)]
+    return tests
+
+
+def cause_table(tests: Sequence[CauseTest], margin: float = verdicts.MARGIN, n_boot: int = 2000, seed: int = 0,
+                target: float = evaluation.PRECISION_TARGET) -> pd.DataFrame:
+    """One row per test: cause, prediction, measurement, estimate (points), its 95% bootstrap interval over
+    questions, the verdict of cause_verdict (against `margin`), and the sample-size columns of
+    evaluation.sample_size_table (questions, half-width now, questions needed for `target`, target met).
+    A test with fewer than 2 questions has no interval: not run. When every question gives the same
+    value, a bootstrap interval has zero width whatever the number of questions; the interval is then
+    the estimate +- the rule of three's half-width (evaluation.questions_needed), within +-100 points,
+    so that a few questions alike cannot decide a verdict."""
+    rows = []
+    for t in tests:
+        q = pd.to_numeric(t.per_question, errors="coerce").dropna()
+        size = evaluation.sample_size_table({t.key: q}, target).iloc[0]
+        est = lo = hi = float("nan")
+        if len(q) >= 2:
+            mean, lo, hi = evaluation.bootstrap_ci(q.to_numpy(float), n_boot=n_boot, seed=seed)
+            est, lo, hi = 100 * mean, 100 * lo, 100 * hi
+            if size["note"].endswith("rule of three"):
+                hw = size["half-width now (points)"]
+                lo, hi = max(est - hw, -100.0), min(est + hw, 100.0)
+        elif len(q) == 1:
+            est = 100 * float(q.iloc[0])
+        rows.append({"cause": t.cause, "prediction": t.prediction, "measurement": t.measurement, "estimate": est,
+                     "ci_low": lo, "ci_high": hi, "verdict": cause_verdict(est, lo, hi, t.direction, margin),
+                     "questions": len(q), "half-width now (points)": size["half-width now (points)"],
+                     "questions needed": size["questions needed"], "target met": bool(size["target met"])})
+    table = pd.DataFrame(rows, columns=CAUSE_COLUMNS, index=[t.key for t in tests])
+    table.index.name = "test"
+    return table
+
+
+def _cause_ci(r) -> str:
+    if pd.isna(r["ci_low"]):
+        return ""
+    text_ = f" ({r['estimate']:+.1f} points, 95% CI {r['ci_low']:+.1f} to {r['ci_high']:+.1f}"
+    if not r["target met"] and pd.notna(r["questions needed"]):
+        text_ += f"; +-{100 * evaluation.PRECISION_TARGET:g} points needs {r['questions needed']:.0f} questions"
+    return text_ + ")"
+
+
+def cause_paragraph(table: pd.DataFrame, margin: float = verdicts.MARGIN) -> str:
+    """Markdown: the verdicts on each cause, from its tests (cause_table), and the tally."""
+    lines = []
+    for cause, rows in table.groupby("cause", sort=False):
+        parts = [f"{r['prediction']}: **{r['verdict']}**{_cause_ci(r)}" for _, r in rows.iterrows()]
+        lines.append(f"- **{cause}**. " + "; ".join(parts) + ".")
+    tally = ", ".join(f"{int((table['verdict'] == v).sum())} {v}" for v in CAUSE_VERDICTS)
+    head = (f"Of {len(table)} tests, {tally} (the rule: `scaling.cause_verdict`, against 0 and against "
+            f"{margin:g} points, the smallest effect the paper reports).")
+    return head + "\n\n" + "\n".join(lines)
+
+
 __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
            "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
-           "sequential_curve", "vote_curve", "forcing_change", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
+           "sequential_curve", "vote_curve", "forcing_change", "curve_end_comparisons", "sample_sizes", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
            "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
-           "step_end_nudges", "soft_decisions", "soft_paragraph"]
+           "step_end_nudges", "soft_decisions", "soft_paragraph", "forcing_change_per_question",
+           "SUPPORTED", "NOT_SUPPORTED", "CAUSE_VERDICTS", "CAUSES", "CAUSE_COLUMNS", "cause_verdict", "CauseTest",
+           "length_test", "forcing_difference_test", "backtrack_accuracy_test", "abandoned_answers",
+           "abandoned_answer_test", "soft_test", "cause_tests", "cause_table", "cause_paragraph"]

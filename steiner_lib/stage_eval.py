@@ -204,6 +204,35 @@ def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAP
     return pd.DataFrame(rows).set_index("stage")
 
 
+def headline_comparisons(rows: dict[str, pd.DataFrame], prefix: str = "") -> dict:
+    """The comparisons the stage table reads, for evaluation.sample_size_table: each row's accuracy
+    (against chance, a constant: the accuracy's own interval), each row minus the first (base) and
+    minus the row above (paired), in the order of `rows` ({row name: score frame}); the last row's
+    change from the row above is, in notebook 06, the logits processor's."""
+    names = list(rows)
+    out = {f"{prefix}{n} accuracy (against chance)": rows[n] for n in names}
+    for i, n in enumerate(names[1:], start=1):
+        out[f"{prefix}{n} - {names[0]} (base)"] = (rows[n], rows[names[0]])
+        if i >= 2:
+            what = "logits processor" if n == "RL + logits processor" else "row above"
+            out[f"{prefix}{n} - {names[i - 1]} ({what})"] = (rows[n], rows[names[i - 1]])
+    return out
+
+
+def sample_sizes(scores: dict[str, dict[str, pd.DataFrame]], target: float = evaluation.PRECISION_TARGET,
+                 control_row: str = "RL") -> pd.DataFrame:
+    """Notebook 06's sample-size table (evaluation.sample_size_table): every headline comparison of the
+    diamond split (headline_comparisons), and on the control split `control_row` minus the row above it
+    (the "control unchanged" claim). scores: evaluate_stages' {split: {row: score frame}}."""
+    comparisons = headline_comparisons(scores["diamond"], "diamond: ")
+    control = scores.get("control") or {}
+    names = list(control)
+    if control_row in names and names.index(control_row) > 0:
+        above = names[names.index(control_row) - 1]
+        comparisons[f"control: {control_row} - {above} (row above)"] = (control[control_row], control[above])
+    return evaluation.sample_size_table(comparisons, target)
+
+
 def _interval(mean, lo, hi, signed=False) -> str:
     if pd.isna(mean):
         return ""
@@ -447,4 +476,5 @@ def all_scores(scores: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
 __all__ = ["ROWS", "ROW_CHECKPOINTS", "PAPER_DELTAS", "parse_int_grid", "lp_settings", "constraints_factory",
            "extract_letter_anywhere", "question_id", "score_completions", "Decoding", "sample_and_score",
            "validation_grid", "choose_setting", "per_question_correct", "paired_delta", "stage_table", "readable_table",
+           "headline_comparisons", "sample_sizes",
            "reproduction_paragraph", "against_chance", "chance_sentence", "CHANCE", "plot_stage_tables", "evaluate_stages", "all_scores"]

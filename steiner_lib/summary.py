@@ -39,9 +39,8 @@ NOT_RUN = verdicts.NOT_RUN
 SCALED = "scaled down by the preset"
 SET_BY_PRESET = "set by the preset"
 UNTESTED = (NOT_RUN, SCALED, SET_BY_PRESET)
-# The effect that matters for the paper's claims of no change (the margin of verdicts.verdict): the
-# smallest change the paper reports as a gain, RL's +3.53 points on GPQA-Diamond.
-MARGIN = 3.53
+# The effect that matters for the paper's claims of no change (the margin of verdicts.verdict).
+MARGIN = verdicts.MARGIN
 # The paper's data set (Ji 2024): what the synthesis of notebooks 01-02 is measured against.
 PAPER_DATA = {"DAGs": 10_000, "paths": 50_000, "mean reasoning tokens": 1_600,
               "max reasoning tokens": 4_096, "max total tokens": 8_192}

@@ -51,6 +51,9 @@ INCONCLUSIVE = "inconclusive"
 NOT_RUN = "not run"
 VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN)
 EXPECTATIONS = ("change", "none", "no loss", "no gain")
+# The effect that matters, for claims of no change and for the tests of the paper's suspected causes: the
+# smallest change the paper reports as a gain, RL's +3.53 points on GPQA-Diamond.
+MARGIN = 3.53
 
 # Why each verdict was given, in words (for computed paragraphs), per expectation.
 REASONS = {
@@ -123,5 +126,5 @@ def reason(verdict_: str, expect: str = "change") -> str:
     return REASONS[expect].get(verdict_, "")
 
 
-__all__ = ["REPRODUCED", "CONTRADICTED", "INCONCLUSIVE", "NOT_RUN", "VERDICTS", "EXPECTATIONS", "settled_sign",
+__all__ = ["MARGIN", "REPRODUCED", "CONTRADICTED", "INCONCLUSIVE", "NOT_RUN", "VERDICTS", "EXPECTATIONS", "settled_sign",
            "verdict", "reason"]

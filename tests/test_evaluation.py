@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -372,3 +373,94 @@ def _step(name="n"):
 def test_error_causes_sort_each_error_by_where_it_comes_from(tail, causes):
     assert ev.error_causes(fmt.REASONING_START + _step() + tail) == causes
     assert set(ev.error_causes(fmt.REASONING_START + _step() + tail)) <= set(ev.ERROR_CAUSES)
+
+
+# --------------------------------------------------------------------------- sample sizes
+
+
+def test_questions_needed_known_values():
+    # two questions, 0 and 1: sd = sqrt(1/2), half-width 1.96 sd / sqrt(2) = 0.98, need ceil((1.96 sd / 0.06)^2) = 534
+    r = ev.questions_needed([0.0, 1.0])
+    assert r["questions"] == 2 and r["sd"] == pytest.approx(math.sqrt(0.5))
+    assert r["half_width"] == pytest.approx(0.98) and r["needed"] == 534 and r["met"] is False
+    # 100 questions half right: sd = sqrt(25/99), need ceil(269.47) = 270; the half-width is 9.85 points
+    r = ev.questions_needed([0.0, 1.0] * 50)
+    assert r["needed"] == 270 and r["half_width"] == pytest.approx(1.96 * math.sqrt(25 / 99) / 10)
+    # a whole-number (z sd / h)^2 is not rounded up by float noise: sd 0.3, h = 1.96 * 0.3 / 10 -> exactly 100
+    values = np.array([-1.0, 1.0] * 50) * 0.3 * math.sqrt(99 / 100)
+    assert ev.questions_needed(values, target=1.96 * 0.3 / 10)["needed"] == 100
+    assert ev.questions_needed(values, target=1.96 * float(np.std(values, ddof=1)) / 10)["met"] is True
+
+
+def test_questions_needed_averages_samples_per_question_first():
+    # 2 questions x 4 samples: per-question means 0.75 and 0.25, not 8 independent values
+    flat = ev.questions_needed([1, 1, 1, 0, 0, 0, 1, 0], groups=["a"] * 4 + ["b"] * 4)
+    nested = ev.questions_needed([[1, 1, 1, 0], [0, 0, 1, 0]])
+    assert flat == nested and flat["questions"] == 2 and flat["sd"] == pytest.approx(math.sqrt(0.125))
+
+
+def test_pairing_shrinks_the_questions_needed():
+    rng = np.random.default_rng(0)
+    a = (rng.random(200) < 0.5).astype(float)  # questions of mixed difficulty...
+    b = a.copy()
+    flip = rng.choice(200, 20, replace=False)
+    b[flip] = 1 - b[flip]  # ...that the second system answers alike, except 20
+    paired = ev.questions_needed(a, b)
+    independent = math.ceil((1.96 * math.sqrt(a.var(ddof=1) + b.var(ddof=1)) / 0.06) ** 2)
+    assert paired["needed"] < independent / 3
+    assert paired["sd"] == pytest.approx(float(np.std(a - b, ddof=1)))
+
+
+def test_questions_needed_edges_zero_spread_and_one_question():
+    # a model wrong everywhere: no spread, so the rule of three (not a zero-width interval)
+    flat = ev.questions_needed([0.0] * 5)
+    assert flat == {"questions": 5, "sd": 0.0, "half_width": pytest.approx(0.6), "needed": 50, "met": False,
+                    "method": "rule of three"}
+    same = ev.questions_needed([1, 0, 1], [1, 0, 1])  # a system against itself
+    assert same["sd"] == 0.0 and same["half_width"] == pytest.approx(1.0) and same["needed"] == 50
+    many = ev.questions_needed([1.0] * 100, target=0.06)  # 3/100 = 0.03: met
+    assert many["met"] and many["needed"] == 50
+    assert ev.questions_needed([0.0] * 10, span=0.5, target=0.05)["needed"] == 30
+    one = ev.questions_needed([0.4])  # one question: unknown, not zero
+    assert one["questions"] == 1 and math.isnan(one["sd"]) and math.isnan(one["needed"]) and one["met"] is False
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(values=[0, 1], target=0), "target=0"),
+    (dict(values=[0, 1], target=float("nan")), "target=nan"),
+    (dict(values=[0, 1], target=-0.06), "target=-0.06"),
+    (dict(values=[0, 1], z=0), "z=0"),
+    (dict(values=[0, 1], span=-1), "span=-1"),
+    (dict(values=[]), "values holds no finite value"),
+    (dict(values=[None, float("nan")]), "values holds no finite value"),
+    (dict(values=[0, 1, 1], other=[0, 1]), "values covers 3 questions and other 2"),
+    (dict(values=[float("nan")], other=[1.0]), "values and other"),
+])
+def test_questions_needed_names_the_bad_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ev.questions_needed(**kwargs)
+
+
+def test_sample_size_table_on_a_tiny_frame():
+    scores = lambda correct: pd.DataFrame({"question_id": [f"q{i // 2}" for i in range(len(correct))],  # noqa: E731
+                                           "correct": correct})
+    a = scores([1, 1, 0, 1, 0, 0, 1, 0])  # 4 questions x 2 samples: means 1, .5, 0, .5
+    b = scores([1, 0, 0, 0, 0, 0, 1, 1])  # means .5, 0, 0, 1
+    t = ev.sample_size_table({"A": a, "A - B": (a, b), "flat": pd.Series({"q0": 0.0, "q1": 0.0}),
+                              "one": pd.Series({"q0": 1.0}), "none": (a, scores([1, 0]).assign(question_id="x"))})
+    assert list(t.columns) == list(ev.SAMPLE_SIZE_COLUMNS) and "6 points" in t.index.name
+    r = t.loc["A"]
+    assert (r["kind"], r["questions"], r["outputs per question"]) == ("mean", 4, 2.0)
+    assert r["sd (points)"] == pytest.approx(100 * math.sqrt(1 / 6))
+    assert r["questions needed"] == ev.questions_needed([1, 0.5, 0, 0.5])["needed"] and not r["target met"]
+    d = t.loc["A - B"]  # per-question differences .5, .5, 0, -.5
+    assert d["kind"] == "paired difference" and d["questions needed"] == ev.questions_needed([.5, .5, 0, -.5])["needed"]
+    assert t.loc["flat", "note"] == "no spread observed: rule of three" and not t.loc["flat", "target met"]
+    assert t.loc["flat", "half-width now (points)"] == pytest.approx(150.0)  # 3 / 2 questions
+    assert t.loc["one", "note"].startswith("one question") and math.isnan(t.loc["one", "questions needed"])
+    assert t.loc["none", "note"] == "nothing measured" and t.loc["none", "questions"] == 0
+    assert ev.largest_need(t) == t["questions needed"].max()
+    with pytest.raises(ValueError, match="question_id"):
+        ev.sample_size_table({"x": pd.DataFrame({"correct": [1]})})
+    with pytest.raises(ValueError, match="empty"):
+        ev.sample_size_table({})

@@ -136,6 +136,27 @@ def test_artifacts_of_the_scaling_stage(smoke_run):
     assert {"min_steps", "budget", "vote", "soft_bias"} <= set(curves["method"])
     assert {"SFT", "RL", "SFT (long paths)", "RL depth-heavy", "RL breadth-heavy"} <= set(curves["model"])
     assert "soft_minus_hard_delta" in manifest["metrics"]
+    # every cause has its tests, each with a verdict of the cause rule; the sample sizes are recorded
+    from steiner_lib import scaling
+
+    causes = pd.read_csv(d / "cause_tests.csv", index_col=0)
+    assert sorted({c[0] for c in causes["cause"]}) == ["1", "2", "3", "4"]
+    assert set(causes["verdict"]) <= set(scaling.CAUSE_VERDICTS)
+    variants = causes.loc[["long_path_variant", "reward_depth_heavy", "reward_breadth_heavy"], "measurement"]
+    assert not variants.str.startswith("not run").any()  # the smoke preset retrains the variants
+    assert {f"cause_{k}_verdict" for k in causes.index} <= set(manifest["metrics"])
+    assert (d / "sample_sizes.csv").exists() and "power_questions_needed_max" in manifest["metrics"]
+
+
+def test_the_evaluation_stage_records_its_sample_sizes(smoke_run):
+    import pandas as pd
+
+    _, path, _ = smoke_run
+    d, manifest = require(P.load_preset(path), "06_evaluation")
+    sizes = pd.read_csv(d / "sample_sizes.csv", index_col=0)
+    assert "diamond: RL + logits processor - RL (logits processor)" in sizes.index
+    assert {"questions", "half-width now (points)", "questions needed", "target met"} <= set(sizes.columns)
+    assert manifest["metrics"]["power_questions_needed_max"] == pd.to_numeric(sizes["questions needed"]).max()
 
 
 def test_the_soft_bias_raises_proceed_at_a_step_end_of_the_smoke_rl_checkpoint(smoke_run):

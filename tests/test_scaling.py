@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from helpers import make_questions  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
-from steiner_lib import modeling, plots, scaling, stage_eval  # noqa: E402
+from steiner_lib import evaluation, modeling, plots, scaling, stage_eval  # noqa: E402
 from steiner_lib.rewards import RewardWeights  # noqa: E402
 from steiner_lib.tasks import text  # noqa: E402
 from steiner_lib.tasks.countdown import apply, legal_operations, reachable_values  # noqa: E402
@@ -335,3 +335,159 @@ def test_scaling_plots_draw_one_line_per_model_and_method():
     plt.close(fig)
     with pytest.raises(ValueError, match="empty"):
         plots.scaling_curves(pd.DataFrame(columns=["model", "method"]))
+
+
+# --------------------------------------------------------------------------- sample sizes
+
+
+def test_sample_sizes_take_each_curves_end_points_and_their_paired_change():
+    def rows(method, value, correct, letters=None):
+        n = len(correct)
+        return pd.DataFrame({"model": "RL", "method": method, "value": value, "question_id": [f"q{i}" for i in range(n)],
+                             "correct": correct, "letter": letters or ["A"] * n, "correct_letter": "A",
+                             "reasoning_tokens": 10, "format_ok": True})
+    pool = pd.concat([rows("pool", 2, [1, 0, 1, 0], ["A", "B", "A", "B"]),
+                      rows("pool", 2, [1, 1, 0, 0], ["A", "A", "C", "C"])], ignore_index=True)
+    outputs = pd.concat([rows("min_steps", 0, [1, 0, 1, 0]), rows("min_steps", 2, [1, 1, 1, 0]),
+                         rows("min_steps", 6, [0, 0, 1, 1]), rows("budget", 8, [1, 1, 0, 0]), pool], ignore_index=True)
+    comparisons = scaling.curve_end_comparisons(outputs, ks=(1, 2), draws=4)
+    assert list(comparisons) == ["RL, min_steps 0: accuracy", "RL, min_steps 6: accuracy", "RL, min_steps 6 - 0",
+                                 "RL, budget 8: accuracy", "RL, vote 1: accuracy", "RL, vote 2: accuracy",
+                                 "RL, vote 2 - 1"]
+    assert comparisons["RL, min_steps 6: accuracy"].tolist() == [0, 0, 1, 1]
+    assert comparisons["RL, vote 1: accuracy"].tolist() == [1.0, 0.5, 0.5, 0.0]
+    table = scaling.sample_sizes(outputs, ks=(1, 2), draws=4)
+    assert table.loc["RL, min_steps 6 - 0", "kind"] == "paired difference"
+    assert table.loc["RL, min_steps 6 - 0", "questions needed"] == \
+        evaluation.questions_needed([-1.0, 0.0, 0.0, 1.0])["needed"]
+
+
+# --------------------------------------------------------------------------- the four causes, as tests
+
+
+@pytest.mark.parametrize("est, lo, hi, direction, expected", [
+    (8.0, 2.0, 14.0, 1, scaling.SUPPORTED),  # detected, and an effect that matters is inside
+    (-8.0, -14.0, -2.0, -1, scaling.SUPPORTED),  # the same, predicted negative
+    (1.0, 0.5, 2.0, 1, scaling.NOT_SUPPORTED),  # detected but too small to matter
+    (-6.0, -9.0, -3.0, 1, scaling.NOT_SUPPORTED),  # the other sign
+    (6.0, 3.0, 9.0, -1, scaling.NOT_SUPPORTED),
+    (0.0, -2.0, 2.0, 1, scaling.NOT_SUPPORTED),  # narrow around 0: no effect that matters
+    (2.0, -5.0, 9.0, 1, "inconclusive"),  # holds 0 and the margin: too wide
+    (-2.0, -9.0, 5.0, -1, "inconclusive"),
+    (float("nan"), float("nan"), float("nan"), 1, "not run"),
+])
+def test_cause_verdict_can_come_out_every_way(est, lo, hi, direction, expected):
+    assert scaling.cause_verdict(est, lo, hi, direction) == expected
+
+
+def test_cause_verdict_at_the_bounds():
+    m = 3.53
+    assert scaling.cause_verdict(2.0, 0.0, 4.0, 1, m) == "inconclusive"  # lo = 0 settles no sign
+    assert scaling.cause_verdict(2.0, 0.1, m, 1, m) == scaling.SUPPORTED  # hi exactly at the margin holds it
+    assert scaling.cause_verdict(2.0, 0.1, m - 1e-6, 1, m) == scaling.NOT_SUPPORTED
+    assert scaling.cause_verdict(0.0, -m, 0.0, -1, m) == "inconclusive"  # turned: [0, m]
+    with pytest.raises(ValueError, match="direction=0"):
+        scaling.cause_verdict(1, 0, 2, 0)
+    with pytest.raises(ValueError, match="margin=0"):
+        scaling.cause_verdict(1, 0, 2, 1, margin=0)
+
+
+def cause_rows(model, method, value, correct, **columns):
+    n = len(correct)
+    frame = pd.DataFrame({"model": model, "method": method, "value": value, "question_id": [f"q{i}" for i in range(n)],
+                          "correct": [bool(c) for c in correct], "reasoning_tokens": 10, "n_backtracks": 0,
+                          "completion": ""})
+    return frame.assign(**columns)
+
+
+def test_length_test_compares_long_and_short_outputs_within_a_question():
+    outputs = pd.concat([cause_rows("RL", "pool", 4, [1, 1, 0], reasoning_tokens=[50, 50, 50]),
+                         cause_rows("RL", "min_steps", 6, [0, 1, 0], reasoning_tokens=[500, 500, 50]),
+                         cause_rows("SFT", "pool", 4, [0, 0, 0], reasoning_tokens=500)], ignore_index=True)
+    t = scaling.length_test(outputs, "RL", train_tokens=list(range(101)))
+    assert t.per_question.to_dict() == {"q0": -1.0, "q1": 0.0}  # q2 has no long output
+    assert t.direction == -1 and "above 95 reasoning tokens" in t.measurement and "2 long of 6" in t.measurement
+
+
+def test_forcing_difference_is_a_difference_in_differences_and_not_run_without_the_model():
+    outputs = pd.concat([cause_rows("RL", "min_steps", 0, [1, 0, 0]), cause_rows("RL", "min_steps", 6, [1, 1, 0]),
+                         cause_rows("SFT", "min_steps", 0, [1, 0, 1]), cause_rows("SFT", "min_steps", 6, [0, 0, 1])],
+                        ignore_index=True)
+    t = scaling.forcing_difference_test(outputs, 2, "RL", "SFT", "p", -1, "k")
+    assert t.per_question.tolist() == [1.0, 1.0, 0.0]  # RL gains (0, 1, 0), SFT (-1, 0, 0)
+    missing = scaling.forcing_difference_test(outputs, 1, "SFT (long paths)", "SFT", "p", 1, "k", "not run: x")
+    assert missing.per_question.empty and missing.measurement == "not run: x"
+
+
+def test_backtrack_accuracy_reads_free_outputs_only():
+    outputs = pd.concat([cause_rows("RL", "pool", 4, [1, 0], n_backtracks=[0, 2]),
+                         cause_rows("RL", "min_steps", 0, [0, 1], n_backtracks=[3, 0]),
+                         cause_rows("RL", "min_steps", 2, [0, 0], n_backtracks=[0, 0])], ignore_index=True)
+    t = scaling.backtrack_accuracy_test(outputs, "RL")
+    assert t.per_question.to_dict() == {"q0": -1.0, "q1": -1.0} and "2 of 4 outputs backtracked" in t.measurement
+
+
+def reaching_completion(question, abandon: bool):
+    """A trace that reaches the target by the exact solver's steps, then (abandon) backtracks to the
+    question and takes a dead-end step, or ends there."""
+    from steiner_lib.tasks.countdown import solve
+
+    p = question.problem
+    state, steps = p.numbers, []
+    for op in solve(p):
+        steps.append(text.step_texts(state, op, op.result, question.options))
+        state = apply(state, op)
+    moves = ["proceed"] * (len(steps) - 1)
+    if abandon:
+        dead = next(o for o in legal_operations(p.numbers) if p.target not in reachable_values(apply(p.numbers, o)))
+        steps.append(text.step_texts(p.numbers, dead, dead.result, question.options))
+        moves.append(fmt.Backtrack(fmt.QUESTION))
+    return fmt.render(fmt.Trace(tuple(steps), tuple(moves), "Answer: A"))
+
+
+def test_abandoned_answers_flag_a_reached_target_left_by_a_backtrack():
+    q = make_questions(1, seed=3)[0]
+    assert scaling.abandoned_answers(reaching_completion(q, abandon=False), q.problem) == (True, False)
+    assert scaling.abandoned_answers(reaching_completion(q, abandon=True), q.problem) == (True, True)
+    assert scaling.abandoned_answers(backtrack_completion(q), q.problem)[1] is False  # never held the target there
+    assert scaling.abandoned_answers("no reasoning", q.problem) == (False, False)
+    qs = make_questions(2, seed=5)
+    outputs = pd.DataFrame({"model": "RL", "method": "pool", "value": 4,
+                            "question_id": [qs[0].question_id] * 2 + [qs[1].question_id] * 2,
+                            "completion": [reaching_completion(qs[0], True), reaching_completion(qs[0], False),
+                                           reaching_completion(qs[1], True), "nothing"],
+                            "correct": [False, True, True, False]})
+    t = scaling.abandoned_answer_test(outputs, "RL", {q.question_id: q for q in qs})
+    assert t.per_question.tolist() == [0.5, 1.0] and t.direction == 1
+    assert "2 of 3 outputs, 1 of them answering wrong" in t.measurement
+
+
+def test_cause_table_gives_every_test_its_interval_verdict_and_sample_size():
+    outputs = pd.concat([cause_rows("RL", "min_steps", 0, [1, 0, 1, 0] * 5), cause_rows("RL", "min_steps", 2, [1] * 20),
+                         cause_rows("RL", "soft_bias", 2, [0] * 20)], ignore_index=True)
+    tests = [scaling.soft_test(outputs, "RL"), scaling.soft_test(outputs, "SFT"),
+             scaling.CauseTest("3", "one", "one question", 1, pd.Series({"q0": 1.0}), "one")]
+    table = scaling.cause_table(tests, n_boot=200)
+    assert list(table.columns) == scaling.CAUSE_COLUMNS and list(table.index) == ["soft_minus_hard"] * 2 + ["one"]
+    soft = table.iloc[0]  # every question -1: no spread, so the rule of three's +-3/20 (not a zero-width interval)
+    assert soft["estimate"] == -100.0 and (soft["ci_low"], soft["ci_high"]) == (-100.0, pytest.approx(-85.0))
+    assert soft["verdict"] == scaling.NOT_SUPPORTED and soft["questions"] == 20
+    assert soft["questions needed"] == 50 and not soft["target met"]
+    few = scaling.cause_table([scaling.CauseTest("4", "p", "m", 1, pd.Series([0.0] * 3), "k")]).iloc[0]
+    assert (few["ci_low"], few["ci_high"], few["verdict"]) == (-100.0, 100.0, "inconclusive")  # 3 alike decide nothing
+    assert table.iloc[1]["verdict"] == "not run" and "not run" in table.iloc[1]["measurement"]
+    assert table.iloc[2]["verdict"] == "not run" and table.iloc[2]["estimate"] == 100.0  # one question: no interval
+    text_ = scaling.cause_paragraph(table)
+    assert text_.startswith("Of 3 tests, 0 supported, 1 not supported, 0 inconclusive, 2 not run")
+    assert "**4. forcing logits is too blunt**" in text_ and "-100.0 points" in text_
+
+
+def test_cause_tests_cover_the_four_causes_in_order():
+    q = make_questions(1, seed=3)[0]
+    outputs = pd.concat([cause_rows("RL", "min_steps", 0, [1]), cause_rows("SFT", "min_steps", 0, [1])])
+    outputs = outputs.assign(question_id=q.question_id)
+    tests = scaling.cause_tests(outputs, {q.question_id: q}, [10, 20], reward_variants_=["RL depth-heavy"])
+    assert [t.key for t in tests] == ["long_outputs", "long_path_variant", "rl_against_sft", "reward_depth_heavy",
+                                      "backtracked_accuracy", "abandoned_answers", "soft_minus_hard"]
+    assert [t.cause[0] for t in tests] == ["1", "1", "2", "2", "3", "3", "4"]
+    assert all(t.measurement.startswith("not run") for t in tests if t.key in ("long_path_variant", "reward_depth_heavy"))

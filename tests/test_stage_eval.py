@@ -268,3 +268,16 @@ def test_step_budget_is_tokens_over_tokens_per_step():
     assert se.step_budget(paths, 50) == 1
     with pytest.raises(ValueError, match="no step"):
         se.step_budget(paths.assign(n_steps=0), 640)
+
+
+def test_sample_sizes_cover_every_headline_comparison_of_06():
+    rows = {name: frame(c) for name, c in (("base", [0, 1, 0, 0]), ("CPT", [0, 1, 1, 0]), ("SFT", [1, 1, 0, 0]),
+                                           ("RL", [1, 1, 1, 0]), ("RL + logits processor", [1, 1, 1, 1]))}
+    table = se.sample_sizes({"diamond": rows, "control": {n: frame([1, 0, 1, 0]) for n in ("SFT", "RL")}})
+    names = list(table.index)
+    assert names[:5] == [f"diamond: {n} accuracy (against chance)" for n in rows]
+    assert "diamond: CPT - base (base)" in names and "diamond: CPT - base (row above)" not in names  # no duplicate
+    assert "diamond: RL - SFT (row above)" in names and "diamond: RL + logits processor - RL (logits processor)" in names
+    assert names[-1] == "control: RL - SFT (row above)" and len(names) == 5 + 4 + 3 + 1
+    assert (table["questions"] == 4).all()
+    assert table.loc["control: RL - SFT (row above)", "note"].startswith("no spread")
