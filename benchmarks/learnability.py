@@ -67,6 +67,17 @@ def run_seed(preset: Path, overrides: dict, label: str, seed: int) -> tuple[dict
     finally:
         os.unlink(f.name)
     run = P.run_dir(cfg)
+    return row_from_run(run, label, seed, overrides, wall), run
+
+
+def stage_seconds(run: Path, stages=("01_synthesis", "02_dag", "03_cpt", "04_sft")) -> float:
+    """The wall time the runner recorded for each stage of a run (runs/<name>/executed/<stage>.json), summed."""
+    return sum(json.loads((run / "executed" / f"{s}.json").read_text())["seconds"] for s in stages)
+
+
+def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float | None = None) -> dict:
+    """The learnability row of a finished run, read from the manifests 03 and 04 wrote (wall: 01-04's
+    recorded stage times when not given)."""
     m3 = json.loads((run / "03_cpt" / "manifest.json").read_text())["metrics"]
     m4 = json.loads((run / "04_sft" / "manifest.json").read_text())["metrics"]
     ci = lambda k: f"[{m4.get(k + '_ci_low', float('nan')):.3f}, {m4.get(k + '_ci_high', float('nan')):.3f}]"  # noqa: E731
@@ -83,8 +94,8 @@ def run_seed(preset: Path, overrides: dict, label: str, seed: int) -> tuple[dict
         "teacher_solve_rate": m4.get("teacher_solve_rate"),
         "base_tokens": m3.get("base_tokens_seen"), "cpt_tokens": m3.get("cpt_tokens_seen"),
         "sft_tokens": m4.get("sft_train_tokens"), "sft_tokens_per_s": m4.get("sft_tokens_per_s"),
-        "wall_time_s_01_04": round(wall, 1),
-    }, run
+        "wall_time_s_01_04": round(stage_seconds(run) if wall is None else wall, 1),
+    }
 
 
 def append_rows(path: Path, rows: list[dict], columns) -> None:
@@ -119,6 +130,8 @@ def main() -> None:
     ap.add_argument("--label", default="default", help="run names are <label>-s<seed>")
     ap.add_argument("--set", action="append", default=[], help="key=value override of the preset (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learnability.csv"))
+    ap.add_argument("--record-run", help="record an already finished run directory (runs/<name>) as seed --seeds "
+                    "under --label, with --set naming its overrides, instead of training")
     ap.add_argument("--curve-out", default=str(ROOT / "benchmarks" / "results" / "learning_curve.csv"))
     args = ap.parse_args()
     overrides = parse_set(args.set)
@@ -127,7 +140,11 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     for seed in seeds:
-        row, run = run_seed(Path(args.params), overrides, args.label, seed)
+        if args.record_run:
+            run = Path(args.record_run)
+            row = row_from_run(run, args.label, seed, overrides)
+        else:
+            row, run = run_seed(Path(args.params), overrides, args.label, seed)
         rows.append(row)
         append_rows(out, [row], COLUMNS)
         append_rows(Path(args.curve_out), curve_rows(run, args.label, seed, overrides), CURVE_COLUMNS)

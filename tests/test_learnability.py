@@ -1,0 +1,46 @@
+"""benchmarks/learnability.py reads its rows from the manifests a finished run wrote (also with --record-run)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("learnability", ROOT / "benchmarks" / "learnability.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fake_run(tmp_path: Path) -> Path:
+    run = tmp_path / "runs" / "x"
+    for stage, metrics in (("03_cpt", {"base_accuracy_arithmetic_facts_read": 0.5, "base_tokens_seen": 100}),
+                           ("04_sft", {"heldout_valid_step_share": 0.25, "heldout_valid_step_share_ci_low": 0.2,
+                                       "heldout_valid_step_share_ci_high": 0.3, "sft_train_tokens": 7})):
+        (run / stage).mkdir(parents=True)
+        (run / stage / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+    (run / "executed").mkdir()
+    for i, stage in enumerate(("01_synthesis", "02_dag", "03_cpt", "04_sft")):
+        (run / "executed" / f"{stage}.json").write_text(json.dumps({"seconds": 10.0 * (i + 1)}))
+    return run
+
+
+def test_row_from_run_reads_the_manifests_and_the_recorded_stage_times(tmp_path):
+    mod = _module()
+    row = mod.row_from_run(_fake_run(tmp_path), "lab", 3, {"sft_steps": 9})
+    assert set(row) == set(mod.COLUMNS)
+    assert (row["label"], row["seed"], json.loads(row["overrides"])) == ("lab", 3, {"sft_steps": 9})
+    assert row["base_facts_read"] == 0.5 and row["heldout_valid_step_share"] == 0.25
+    assert row["heldout_valid_step_share_ci"] == "[0.200, 0.300]"
+    assert row["sft_tokens"] == 7 and row["wall_time_s_01_04"] == 100.0  # 10 + 20 + 30 + 40
+
+
+def test_row_from_run_names_a_missing_manifest(tmp_path):
+    run = _fake_run(tmp_path)
+    (run / "04_sft" / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="04_sft"):
+        _module().row_from_run(run, "lab", 0, {})
