@@ -59,7 +59,6 @@ generation keeps computing are not), so MFU is the share of the peak spent on th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import tempfile
@@ -298,9 +297,8 @@ def bench_sft(run: Path, params, steps: int, skip: int, threads: int) -> pd.Data
     from steiner_lib import checkpoints, sft
 
     torch.set_num_threads(threads)
-    compare_with_run(run, "04_sft", params, ("run_seed", "sft_batch_size", "sft_gradient_accumulation",
-                                             "sft_gradient_checkpointing", "sft_learning_rate", "sft_max_length",
-                                             "sft_eval_share"))
+    compare_with_run(run, "04_sft", params,
+                     ("run_seed", *(f"sft_{k}" for k in sft.FROM_PARAMS.values() if k != "steps")))
     model, tokenizer = checkpoints.load_checkpoint(run / "03_cpt" / "cpt")
     timer = StepTimer()
     make_trainer = sft.make_trainer
@@ -320,8 +318,8 @@ def bench_sft(run: Path, params, steps: int, skip: int, threads: int) -> pd.Data
         return trainer
 
     with tempfile.TemporaryDirectory(prefix="bench-sft-") as out:
-        cfg = dataclasses.replace(sft.stage_config(params.sft, seed=params.run.seed), max_steps=steps,
-                                  logging_steps=max(1, steps // 3), progress=False, output_dir=out)
+        cfg = sft.stage_config(params.sft, params.run.seed, max_steps=steps, logging_steps=max(1, steps // 3),
+                               progress=False, output_dir=out)
         train_ds, _ = sft.sft_splits(datasets.load_from_disk(str(run / "02_dag" / "paths")), cfg)
         dtype = matmul_dtype(model, cfg.bf16)
         peak_flops, load = peak(dtype, threads), load_average()
@@ -358,17 +356,14 @@ def bench_rl(run: Path, params, steps: int, skip: int, threads: int) -> pd.DataF
     is replaced, for the call, by a subclass that adds the step timer and times TRL's generation
     (_generate) and the whole rollout (_generate_and_score_completions), noting each rollout's prompt and
     completion lengths and whether a reference / old-policy forward pass ran. FLOPs: module docstring."""
-    from steiner_lib import checkpoints, dataset, rl, scaling
+    from steiner_lib import checkpoints, dataset, rewards, rl
 
     torch.set_num_threads(threads)
-    compare_with_run(run, "05_rl", params, ("run_seed", "rl_batch_size", "rl_num_generations", "rl_learning_rate",
-                                            "rl_beta", "rl_temperature", "rl_max_completion_length",
-                                            "rl_gradient_checkpointing", "rl_credit", "rl_backend"))
+    compare_with_run(run, "05_rl", params, ("run_seed", *(f"rl_{k}" for k in rl.FROM_PARAMS if k != "steps")))
     model, tokenizer = checkpoints.load_checkpoint(run / "04_sft" / "sft")
     questions = dataset.load_countdown_questions(run / "01_synthesis" / "train.csv")
     graphs = dataset.load_dags(run / "02_dag" / "dags.jsonl")
-    weights, settings = scaling.rl_settings(params.values)  # notebook 05's weights and RLStageConfig keywords
-    r = params.rl
+    weights = rewards.RewardWeights.from_params(params.rl)
     timer = StepTimer()
 
     class TimedStepGRPOTrainer(rl.StepGRPOTrainer):
@@ -396,10 +391,8 @@ def bench_rl(run: Path, params, steps: int, skip: int, threads: int) -> pd.DataF
             return output
 
     with tempfile.TemporaryDirectory(prefix="bench-rl-") as out:
-        cfg = rl.RLStageConfig(steps=steps, seed=params.run.seed, prompt_seed=params.run.seed, backend=r.backend,
-                               vllm_gpu_memory=r.vllm_gpu_memory, vllm_tensor_parallel=r.vllm_tensor_parallel,
-                               gradient_checkpointing=r.gradient_checkpointing, logging_steps=max(1, steps // 3),
-                               progress=False, output_dir=out, **settings)
+        cfg = rl.stage_config(params.rl, params.run.seed, steps=steps, logging_steps=max(1, steps // 3),
+                              progress=False, output_dir=out)
         dtype = matmul_dtype(model, cfg.bf16)
         peak_flops, load = peak(dtype, threads), load_average()
         t0 = time.perf_counter()

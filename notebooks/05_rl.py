@@ -81,15 +81,7 @@ validation = validation[:cfg.rl.eval_questions]
 r = cfg.rl
 before = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
                                    max_new_tokens=r.max_completion_length, temperature=0.7, backend=r.backend)
-weights = rewards.RewardWeights(w_in_degree=r.w_in_degree, w_out_degree=r.w_out_degree,
-                                w_dist_question=r.w_dist_question, w_dist_answer=r.w_dist_answer, outcome=r.outcome,
-                                hallucination_penalty=r.hallucination_penalty, format_penalty=r.format_penalty,
-                                unreachable_value=r.unreachable_value)
-rl_cfg = rl.RLStageConfig(steps=r.steps, batch_size=r.batch_size, num_generations=r.num_generations,
-                          learning_rate=r.learning_rate, beta=r.beta, temperature=r.temperature,
-                          max_completion_length=r.max_completion_length, credit=r.credit, seed=cfg.run.seed,
-                          prompt_seed=cfg.run.seed, backend=r.backend, vllm_gpu_memory=r.vllm_gpu_memory,
-                          vllm_tensor_parallel=r.vllm_tensor_parallel, gradient_checkpointing=r.gradient_checkpointing)
+weights, rl_cfg = rewards.RewardWeights.from_params(r), rl.stage_config(r, seed=cfg.run.seed)
 result = rl.train_rl(model, tokenizer, train_questions, graphs, weights, rl_cfg)
 checkpoints.save_checkpoint(result.model, tokenizer, stage.path("rl"))
 steps_table = result.reward_table()

@@ -63,7 +63,7 @@ import datasets
 import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import backends, dataset, evaluation, plots, scaling, stage_eval, stages
+from steiner_lib import backends, dataset, evaluation, plots, rewards, scaling, stage_eval, stages
 from steiner_lib.tasks import gpqa
 
 cfg, stage, figures = stages.open_notebook_stage(
@@ -172,7 +172,7 @@ bins = {m: scaling.length_bins(p, s.length_bins, seed=seed) for m, p in pools.it
 long_variant = None
 if s.retrain_variants:
     model, tokenizer = load("03_cpt", "cpt")
-    sft_params = stages.read_manifest(stage.input_dirs["04_sft"])["params"]
+    sft_params = stage.input_params("04_sft").sft  # the sft section notebook 04 trained with
     info = scaling.train_long_path_variant(model, tokenizer, paths, s.long_paths_share, s.variant_sft_steps, sft_params, seed)
     long_variant = "SFT (long paths)"
     out, curve = scaling.measure(model, tokenizer, long_variant, questions, plan, single)
@@ -198,8 +198,8 @@ display(Markdown(scaling.length_paragraph(bins, paths["reasoning_tokens"], curve
 # 05's other settings), and runs the same grid (@fig-reward-variants).
 
 # %%
-rl_params = stages.read_manifest(stage.input_dirs["05_rl"])["params"]
-weights, rl_kwargs = scaling.rl_settings(rl_params)
+rl_params = stage.input_params("05_rl").rl  # the rl section notebook 05 trained with
+weights = rewards.RewardWeights.from_params(rl_params)
 variants = scaling.reward_variants(weights, scaling.parse_names(
     s.reward_variants, ("depth-heavy", "breadth-heavy"), "scaling_reward_variants"), s.reward_factor)
 if s.retrain_variants:
@@ -207,7 +207,7 @@ if s.retrain_variants:
     graphs = dataset.load_dags(stage.input_dirs["02_dag"] / "dags.jsonl")
     for name, w in variants.items():
         model, tokenizer = load("04_sft", "sft")
-        model = scaling.train_reward_variant(model, tokenizer, train_questions, graphs, w, rl_kwargs, s.variant_rl_steps, seed)
+        model = scaling.train_reward_variant(model, tokenizer, train_questions, graphs, w, rl_params, s.variant_rl_steps, seed)
         out, curve = scaling.measure(model, tokenizer, f"RL {name}", questions, plan, single)
         outputs, curves = pd.concat([outputs, out], ignore_index=True), pd.concat([curves, curve], ignore_index=True)
 

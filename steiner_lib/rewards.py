@@ -54,11 +54,12 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 from steiner_lib import format as fmt
 from steiner_lib.format import Backtrack
+from steiner_lib.params import RlParams
 from steiner_lib.tasks import text as task_text
 from steiner_lib.tasks.countdown import (
     OP_SYMBOL, State, apply, canonical, combine, distance_to_value, successors, verify_expression,
@@ -71,16 +72,23 @@ STEP_STATUSES = ("ok", "hallucinated", "after_hallucination", "unreadable")
 
 @dataclass
 class RewardWeights:
-    """The knobs of the step reward (see the module docstring for the formula)."""
+    """The knobs of the step reward (see the module docstring for the formula). Each field is the
+    preset key rl_<field>, and its default is read from the schema (params.RlParams) so the two
+    cannot drift."""
 
-    w_in_degree: float = 0.1  # log(1 + in-degree): states many paths reach
-    w_out_degree: float = 0.1  # log(1 + out-degree): breadth, states with many explored continuations
-    w_dist_question: float = 0.2  # depth penalty per step of distance from the question (scaled by D)
-    w_dist_answer: float = 1.0  # progress: 1 - dist_to_answer / D (scaled by this weight)
-    outcome: float = 1.0  # added to the answer segment when the final letter is correct
-    hallucination_penalty: float = 1.0  # a step with wrong arithmetic (or none readable, or built on one)
-    format_penalty: float = 0.5  # subtracted from every token of a completion that does not parse cleanly
-    unreachable_value: float = -0.5  # what progress is at a dead end (no answer reachable)
+    w_in_degree: float = RlParams.w_in_degree  # log(1 + in-degree): states many paths reach
+    w_out_degree: float = RlParams.w_out_degree  # log(1 + out-degree): breadth, many explored continuations
+    w_dist_question: float = RlParams.w_dist_question  # depth penalty per step from the question (scaled by D)
+    w_dist_answer: float = RlParams.w_dist_answer  # progress: 1 - dist_to_answer / D (scaled by this weight)
+    outcome: float = RlParams.outcome  # added to the answer segment when the final letter is correct
+    hallucination_penalty: float = RlParams.hallucination_penalty  # wrong arithmetic, unreadable, or after such a step
+    format_penalty: float = RlParams.format_penalty  # off every token of a completion that does not parse cleanly
+    unreachable_value: float = RlParams.unreachable_value  # what progress is at a dead end (no answer reachable)
+
+    @classmethod
+    def from_params(cls, rl_params) -> "RewardWeights":
+        """The weights of the preset's rl section (params.RlParams)."""
+        return cls(**{f.name: getattr(rl_params, f.name) for f in fields(cls)})
 
     def __post_init__(self) -> None:
         bad = [f"{k}={v!r}" for k, v in asdict(self).items()

@@ -71,30 +71,33 @@ SCALES = ("group", "batch", "none")
 @dataclass
 class RLStageConfig:
     """Knobs of the RL stage (TRL style). One optimizer step = `batch_size` completions,
-    `batch_size // num_generations` prompts with `num_generations` completions each."""
+    `batch_size // num_generations` prompts with `num_generations` completions each.
 
-    steps: int = 60  # optimizer steps (measured here: ~2.6 s each at the defaults with ~230-token rollouts)
-    batch_size: int = 8  # completions per step (a multiple of num_generations)
-    num_generations: int = 4  # completions per prompt (the GRPO group)
-    learning_rate: float = 2e-5
-    beta: float = 0.04  # KL coefficient against the starting policy (0: no reference model, no KL)
-    temperature: float = 1.0  # sampling temperature of the rollouts
-    max_completion_length: int = 512  # tokens per completion; longer ones are cut (and fail to parse)
-    seed: int = 0
+    The fields that come from the preset's rl section have no default: build the config with
+    `stage_config`, so the schema (params.RlParams) is the one place their defaults live."""
+
+    steps: int  # optimizer steps
+    batch_size: int  # completions per step (a multiple of num_generations)
+    num_generations: int  # completions per prompt (the GRPO group)
+    learning_rate: float
+    beta: float  # KL coefficient against the starting policy (0: no reference model, no KL)
+    temperature: float  # sampling temperature of the rollouts
+    max_completion_length: int  # tokens per completion; longer ones are cut (and fail to parse)
+    gradient_checkpointing: bool  # recompute activations in the backward pass (long rollouts on GPUs)
+    credit: str  # step | return_to_go | sequence (see the module docstring)
+    backend: str  # rollouts: lean | transformers | vllm (TRL use_vllm, colocate mode) | auto (backends)
+    vllm_gpu_memory: float  # vllm: share of each GPU's memory the colocated engine takes
+    vllm_tensor_parallel: int  # vllm: GPUs per engine (must divide the number of training processes)
+    seed: int
+    prompt_seed: int  # seed of the A-D shuffle of each question's choices (choice.format_prompt)
     logging_steps: int = 5
-    credit: str = "step"  # step | return_to_go | sequence (see the module docstring)
     scale_rewards: str = "group"  # group | batch | none
     loss_type: str = "dapo"  # TRL's loss aggregation (grpo, bnpo, dr_grpo, dapo, cispo, sapo)
     epsilon: float = 0.2  # PPO clip range
-    prompt_seed: int = 0  # seed of the A-D shuffle of each question's choices (choice.format_prompt)
     bf16: bool = False  # GPU presets; on the CPU it is slower
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass (long rollouts on GPUs)
     progress: bool = True  # the Trainer's progress bar
     keep_scored: int = 5_000  # scored completions kept for RLResult.scored (the most recent)
     output_dir: str | None = None  # Trainer scratch directory; None: a temporary one, removed after
-    backend: str = CPU_DEFAULT  # rollouts: lean | transformers | vllm (TRL use_vllm, colocate mode) | auto (backends)
-    vllm_gpu_memory: float = 0.3  # vllm: share of each GPU's memory the colocated engine takes
-    vllm_tensor_parallel: int = 1  # vllm: GPUs per engine (must divide the number of training processes)
 
     def __post_init__(self) -> None:
         problems = []
@@ -123,6 +126,21 @@ class RLStageConfig:
                             f"vllm_tensor_parallel={self.vllm_tensor_parallel} (need >= 1)")
         if problems:
             raise ValueError("RLStageConfig: " + "; ".join(problems))
+
+
+# RLStageConfig fields that come from the preset's rl section (params.RlParams), under the same names.
+FROM_PARAMS = ("steps", "batch_size", "num_generations", "learning_rate", "beta", "temperature",
+               "max_completion_length", "gradient_checkpointing", "credit", "backend", "vllm_gpu_memory",
+               "vllm_tensor_parallel")
+
+
+def stage_config(rl_params, seed: int, **overrides) -> RLStageConfig:
+    """The RLStageConfig of the preset's rl section (params.RlParams) and the run's seed (which also
+    seeds the A-D shuffle of the prompts).
+
+    overrides: RLStageConfig fields a caller sets on purpose (a variant's steps, progress=False, ...)."""
+    fields = {name: getattr(rl_params, name) for name in FROM_PARAMS}
+    return RLStageConfig(**{**fields, "seed": seed, "prompt_seed": seed, **overrides})
 
 
 @dataclass
@@ -455,8 +473,7 @@ def _reference_is_current_policy(model, beta: float, output_dir: str):
         model.config._name_or_path = before
 
 
-def train_rl(model, tokenizer, questions, graphs: dict, weights: RewardWeights | None = None,
-             cfg: RLStageConfig | None = None) -> RLResult:
+def train_rl(model, tokenizer, questions, graphs: dict, weights: RewardWeights, cfg: RLStageConfig) -> RLResult:
     """Train `model` (a causal LM, or a path to one) with StepGRPOTrainer on the questions' prompts.
 
     questions: {question_id: CountdownQuestion} (dataset.load_countdown_questions) or a list;
@@ -464,8 +481,6 @@ def train_rl(model, tokenizer, questions, graphs: dict, weights: RewardWeights |
     (mean reward, KL, completion length, backtracks, format-valid share, solve rate, ...) and
     the scored rollouts.
     """
-    cfg = cfg or RLStageConfig()
-    weights = weights or RewardWeights()
     questions = _question_dict(questions)
     data = rl_dataset(questions, cfg.prompt_seed)
     scorer = StepRewardScorer(tokenizer, questions, graphs, weights)
@@ -489,7 +504,7 @@ def train_rl(model, tokenizer, questions, graphs: dict, weights: RewardWeights |
 
 
 __all__ = [
-    "RLStageConfig", "RLResult", "StepRewardScorer", "StepGRPOTrainer", "group_token_advantages", "rl_dataset",
+    "RLStageConfig", "FROM_PARAMS", "stage_config", "RLResult", "StepRewardScorer", "StepGRPOTrainer", "group_token_advantages", "rl_dataset",
     "grpo_config", "log_frame", "train_rl", "reward_table", "LOG_COLUMNS", "CREDITS",
 ]
 

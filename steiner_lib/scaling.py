@@ -484,33 +484,27 @@ def reward_variants(weights: RewardWeights, names: Sequence[str], factor: float 
     return out
 
 
-def rl_settings(rl_params: dict) -> tuple[RewardWeights, dict]:
-    """The reward weights and RLStageConfig keywords notebook 05 trained with, from its manifest params."""
-    w = {f: float(rl_params[f"rl_{f}"]) for f in RewardWeights.__dataclass_fields__}
-    keys = ("batch_size", "num_generations", "learning_rate", "beta", "temperature", "max_completion_length", "credit")
-    return RewardWeights(**w), {k: rl_params[f"rl_{k}"] for k in keys}
-
-
-def train_reward_variant(model, tokenizer, train_questions, graphs, weights: RewardWeights, rl_kwargs: dict,
-                         steps: int, seed: int = 0):
-    """RL from `model` (trained in place) for `steps` steps with other reward weights; returns the model."""
+def train_reward_variant(model, tokenizer, train_questions, graphs, weights: RewardWeights, rl_params, steps: int,
+                         seed: int = 0):
+    """RL from `model` (trained in place) for `steps` steps with other reward weights and notebook 05's
+    other settings (rl_params: the rl section 05 ran with, StageWriter.input_params("05_rl").rl); returns
+    the model."""
     from steiner_lib import rl
 
-    cfg = rl.RLStageConfig(steps=steps, seed=seed, prompt_seed=seed, progress=False,
-                           logging_steps=max(1, min(5, steps)), **rl_kwargs)
+    cfg = rl.stage_config(rl_params, seed, steps=steps, progress=False, logging_steps=max(1, min(5, steps)))
     return rl.train_rl(model, tokenizer, train_questions, graphs, weights, cfg).model
 
 
-def train_long_path_variant(model, tokenizer, paths_dataset, share: float, steps: int, sft_params: dict,
+def train_long_path_variant(model, tokenizer, paths_dataset, share: float, steps: int, sft_params,
                             seed: int = 0) -> dict:
     """SFT `model` (the CPT checkpoint; trained in place) on the longest `share` of the paths for `steps`
-    steps, with notebook 04's batch size, learning rate and length cap (sft_params: its manifest params)."""
+    steps, with notebook 04's other settings but no held-out loss (sft_params: the sft section 04 ran
+    with, StageWriter.input_params("04_sft").sft)."""
     from steiner_lib import sft
 
     long_ds, cut = long_paths(paths_dataset, share)
-    cfg = sft.SFTStageConfig(max_steps=steps, batch_size=sft_params["sft_batch_size"],
-                             learning_rate=sft_params["sft_learning_rate"], max_length=sft_params["sft_max_length"],
-                             eval_share=0.0, seed=seed, progress=False, logging_steps=max(1, min(10, steps)))
+    cfg = sft.stage_config(sft_params, seed, max_steps=steps, eval_share=0.0, progress=False,
+                           logging_steps=max(1, min(10, steps)))
     result = sft.train_sft(model, tokenizer, sft.sft_dataset(long_ds), None, cfg)
     return {"paths": len(long_ds), "min_reasoning_tokens": cut, "steps": result.steps,
             "final_train_loss": result.final_train_loss}
@@ -1028,7 +1022,7 @@ def cause_paragraph(table: pd.DataFrame, margin: float = verdicts.MARGIN) -> str
 __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
            "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
            "sequential_curve", "vote_curve", "forcing_change", "curve_end_comparisons", "sample_sizes", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
-           "length_paragraph", "reward_variants", "rl_settings", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
+           "length_paragraph", "reward_variants", "train_reward_variant", "train_long_path_variant", "weights_table", "variant_paragraph",
            "backtrack_events", "event_rates", "context_edges", "context_paragraph", "paired_by_setting",
            "step_end_nudges", "soft_decisions", "soft_paragraph", "forcing_change_per_question",
            "SUPPORTED", "NOT_SUPPORTED", "CAUSE_VERDICTS", "CAUSES", "CAUSE_COLUMNS", "cause_verdict", "CauseTest",

@@ -37,24 +37,27 @@ log = logging.getLogger("steiner_lib.sft")
 
 @dataclass
 class SFTStageConfig:
-    """Knobs of the SFT stage (TRL style). Set `epochs` to train by epochs instead of max_steps."""
+    """Knobs of the SFT stage (TRL style). Set `epochs` to train by epochs instead of max_steps.
 
-    max_steps: int = 200  # optimizer steps (ignored when epochs is set)
+    The fields that come from the preset's sft section have no default: build the config with
+    `stage_config`, so the schema (params.SftParams) is the one place their defaults live."""
+
+    max_steps: int  # optimizer steps (ignored when epochs is set)
+    batch_size: int
+    gradient_accumulation_steps: int
+    learning_rate: float
+    max_length: int  # tokens of prompt + completion; longer examples are dropped, not cut
+    eval_share: float  # share of questions held out for the eval loss (split_by_question)
+    gradient_checkpointing: bool  # GPU presets with long sequences
+    seed: int
     epochs: float | None = None  # passes over the training set; None: use max_steps
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-4
     warmup_ratio: float = 0.05  # share of the steps with a linear warm-up
     lr_scheduler_type: str = "cosine"
     weight_decay: float = 0.0
-    max_length: int = 2048  # tokens of prompt + completion; longer examples are dropped, not cut
-    seed: int = 0
     logging_steps: int = 10
-    eval_share: float = 0.1  # share of questions held out for the eval loss (split_by_question)
     eval_steps: int | None = None  # None: evaluate about 5 times during the run
     eval_batch_size: int | None = None  # None: batch_size
     bf16: bool = False  # GPU presets; on CPU bf16 autocast is slower
-    gradient_checkpointing: bool = False  # GPU presets with long sequences
     group_by_length: bool = True  # batches of similar length: less padding (paths vary 2-3x in length)
     progress: bool = True  # the Trainer's progress bar
     output_dir: str | None = None  # Trainer scratch directory; None: a temporary one, removed after
@@ -78,12 +81,24 @@ class SFTStageConfig:
             raise ValueError("SFTStageConfig: " + "; ".join(problems))
 
 
-def stage_config(sft_params, seed: int) -> SFTStageConfig:
-    """Notebook 04's SFTStageConfig from the preset's sft section (params.SftParams)."""
-    p = sft_params
-    return SFTStageConfig(max_steps=p.steps, batch_size=p.batch_size, gradient_accumulation_steps=p.gradient_accumulation,
-                          gradient_checkpointing=p.gradient_checkpointing, learning_rate=p.learning_rate,
-                          max_length=p.max_length, eval_share=p.eval_share, seed=seed)
+# SFTStageConfig field -> its key in the preset's sft section (params.SftParams).
+FROM_PARAMS = {
+    "max_steps": "steps",
+    "batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation",
+    "learning_rate": "learning_rate",
+    "max_length": "max_length",
+    "eval_share": "eval_share",
+    "gradient_checkpointing": "gradient_checkpointing",
+}
+
+
+def stage_config(sft_params, seed: int, **overrides) -> SFTStageConfig:
+    """The SFTStageConfig of the preset's sft section (params.SftParams) and the run's seed.
+
+    overrides: SFTStageConfig fields a caller sets on purpose (a variant's max_steps, progress=False, ...)."""
+    fields = {name: getattr(sft_params, key) for name, key in FROM_PARAMS.items()}
+    return SFTStageConfig(**{**fields, "seed": seed, **overrides})
 
 
 @dataclass
@@ -357,5 +372,5 @@ def train_sft(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig, callback
     )
 
 
-__all__ = ["SFTStageConfig", "stage_config", "SFTResult", "completion_text", "sft_dataset", "split_by_question", "sft_splits",
+__all__ = ["SFTStageConfig", "FROM_PARAMS", "stage_config", "SFTResult", "completion_text", "sft_dataset", "split_by_question", "sft_splits",
            "drop_too_long", "trl_config", "make_trainer", "history_frame", "train_sft"]

@@ -154,16 +154,19 @@ def test_stage_loader_checks_the_stage(tmp_path):
 def test_rl_config_switches_trl_to_colocated_vllm(monkeypatch, tmp_path):
     from steiner_lib import rl
 
+    def rl_config(**overrides):  # the schema's rl defaults with the test's overrides
+        return rl.stage_config(P.RlParams(), seed=0, **overrides)
+
     monkeypatch.setattr(backends, "vllm_available", lambda: True)
-    cfg = rl.RLStageConfig(backend="vllm", vllm_gpu_memory=0.4, vllm_tensor_parallel=2)
+    cfg = rl_config(backend="vllm", vllm_gpu_memory=0.4, vllm_tensor_parallel=2)
     args = rl.grpo_config(cfg, str(tmp_path))
     assert args.use_vllm and args.vllm_mode == "colocate"
     assert args.vllm_gpu_memory_utilization == 0.4 and args.vllm_tensor_parallel_size == 2
     monkeypatch.setattr(backends, "vllm_available", lambda: False)
-    assert not rl.grpo_config(rl.RLStageConfig(backend="auto"), str(tmp_path)).use_vllm
-    assert not rl.grpo_config(rl.RLStageConfig(), str(tmp_path)).use_vllm
+    assert not rl.grpo_config(rl_config(backend="auto"), str(tmp_path)).use_vllm
+    assert not rl.grpo_config(rl_config(), str(tmp_path)).use_vllm
     with pytest.raises(ValueError, match="backend"):
-        rl.RLStageConfig(backend="sglang")
+        rl_config(backend="sglang")
 
 
 def test_teacher_tensor_parallel_reaches_the_llm_teacher():

@@ -16,6 +16,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 from steiner_lib import dag, modeling, rl  # noqa: E402
 from steiner_lib import format as fmt  # noqa: E402
 from steiner_lib.format import Backtrack, Trace  # noqa: E402
+from steiner_lib.params import RlParams  # noqa: E402
 from steiner_lib.rewards import RewardWeights  # noqa: E402
 from steiner_lib.tasks import choice  # noqa: E402
 from steiner_lib.tasks import text as task_text  # noqa: E402
@@ -28,6 +29,11 @@ OPTIONS = (26, 25, 27, 28)
 Q = CountdownQuestion(Problem(START, TARGET), OPTIONS[1:], "q1")
 LETTER = choice.format_prompt(Q, seed=0)[1]
 WRONG = next(x for x in "ABCD" if x != LETTER)
+
+
+def rl_config(seed=0, **overrides) -> rl.RLStageConfig:
+    """The stage config of the schema's rl defaults (params.RlParams) with a test's overrides."""
+    return rl.stage_config(RlParams(), seed, **overrides)
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -111,8 +117,8 @@ def crafted_rollout(tokenizer, texts):
 
 
 def make_trainer(tokenizer, graph, tmp_path, texts, credit="step", beta=0.0, batch_size=2):
-    cfg = rl.RLStageConfig(steps=1, batch_size=batch_size, num_generations=2, beta=beta, credit=credit,
-                           max_completion_length=2048, logging_steps=1, progress=False, learning_rate=1e-3)
+    cfg = rl_config(steps=1, batch_size=batch_size, num_generations=2, beta=beta, credit=credit,
+                    max_completion_length=2048, logging_steps=1, progress=False, learning_rate=1e-3)
     scorer = rl.StepRewardScorer(tokenizer, {"q1": Q}, {"q1": graph}, RewardWeights())
     model = tiny_model(tokenizer)
     with rl._reference_is_current_policy(model, beta, str(tmp_path)):
@@ -261,8 +267,8 @@ def test_train_rl_end_to_end_logs_the_metrics(pipeline, tmp_path):
     qs, graphs, tok = pipeline
     path = tmp_path / "tiny"
     tiny_model(tok).save_pretrained(path)  # built and saved locally; TRL loads policy and reference from it
-    cfg = rl.RLStageConfig(steps=2, batch_size=4, num_generations=2, max_completion_length=24, beta=0.04,
-                           logging_steps=1, progress=False, seed=3)
+    cfg = rl_config(steps=2, batch_size=4, num_generations=2, max_completion_length=24, beta=0.04,
+                    logging_steps=1, progress=False, seed=3)
     res = rl.train_rl(str(path), tok, qs, graphs, RewardWeights(), cfg)
     assert res.steps == 2 and len(res.log) == 2
     assert list(res.log.columns[:len(rl.LOG_COLUMNS)]) == list(rl.LOG_COLUMNS.values())
@@ -280,8 +286,8 @@ def test_train_rl_end_to_end_logs_the_metrics(pipeline, tmp_path):
 
 def test_lean_rollouts_are_the_tokens_trl_generates(tokenizer, graph, tmp_path):
     """The lean hook (StepGRPOTrainer._generate_single_turn) against TRL's own model.generate path, same seed."""
-    cfg = rl.RLStageConfig(steps=1, batch_size=4, num_generations=2, max_completion_length=40, progress=False,
-                           temperature=0.9, beta=0.0)
+    cfg = rl_config(steps=1, batch_size=4, num_generations=2, max_completion_length=40, progress=False,
+                    temperature=0.9, beta=0.0)
     model = tiny_model(tokenizer)
     with rl._reference_is_current_policy(model, 0.0, str(tmp_path)):
         trainer = rl.StepGRPOTrainer(model=model, args=rl.grpo_config(cfg, str(tmp_path)), train_dataset=rl.rl_dataset(
@@ -323,11 +329,11 @@ def test_scorer_scores_ids_and_needs_every_graph(tokenizer, graph):
 
 def test_config_errors_name_the_knob():
     with pytest.raises(ValueError, match="multiple of num_generations"):
-        rl.RLStageConfig(batch_size=6, num_generations=4)
+        rl_config(batch_size=6, num_generations=4)
     with pytest.raises(ValueError, match="num_generations=1"):
-        rl.RLStageConfig(num_generations=1)
+        rl_config(num_generations=1)
     with pytest.raises(ValueError, match="credit='tokens'"):
-        rl.RLStageConfig(credit="tokens")
+        rl_config(credit="tokens")
 
 
 def test_log_frame_keeps_its_columns_without_kl():

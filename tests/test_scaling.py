@@ -201,15 +201,6 @@ def test_reward_variants_move_weight_between_breadth_and_depth():
         scaling.reward_variants(w, ["wide"])
 
 
-def test_rl_settings_read_notebook_05s_manifest_params():
-    from steiner_lib import params as P
-
-    rl_params = P.defaults()
-    weights, kwargs = scaling.rl_settings({k: v for k, v in rl_params.items() if k.startswith("rl_")})
-    assert weights == RewardWeights(**{f: float(rl_params[f"rl_{f}"]) for f in RewardWeights.__dataclass_fields__})
-    assert kwargs["num_generations"] == rl_params["rl_num_generations"] and kwargs["credit"] == "step"
-
-
 # --------------------------------------------------------------------------- cause 3
 
 

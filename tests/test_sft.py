@@ -13,8 +13,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from steiner_lib import dataset, evaluation, inference, modeling, sft, synthesis  # noqa: E402
+from steiner_lib.params import SftParams  # noqa: E402
 from steiner_lib.tasks import choice  # noqa: E402
 from steiner_lib.teachers import SearchTeacher  # noqa: E402
+
+
+def sft_config(seed=0, **overrides) -> sft.SFTStageConfig:
+    """The stage config of the schema's sft defaults (params.SftParams) with a test's overrides."""
+    return sft.stage_config(SftParams(), seed, **overrides)
 
 
 def tiny_model(tok, hidden=128, layers=1, seed=0):
@@ -75,7 +81,7 @@ def test_loss_mask_covers_exactly_the_assistant_turn(run, tmp_path):
     on every completion token, <|im_end|> included (once)."""
     tok = run["tok"]
     ds = sft.sft_dataset(run["paths"])
-    cfg = sft.SFTStageConfig(max_steps=1, batch_size=4, progress=False)
+    cfg = sft_config(max_steps=1, batch_size=4, progress=False)
     trainer = sft.make_trainer(tiny_model(tok, hidden=32, layers=1), tok, ds, None, cfg, str(tmp_path))
     rows = [trainer.train_dataset[i] for i in range(6)]
     assert len({len(r["input_ids"]) for r in rows}) > 1  # different lengths: padding is exercised
@@ -106,7 +112,7 @@ def test_split_by_question_keeps_questions_apart(run):
     again_train, again_eval = sft.split_by_question(ds, 0.25, seed=0)
     assert list(again_eval["question_id"]) == list(ev["question_id"])
     assert sft.split_by_question(ds, 0.0, seed=0) == (ds, None)
-    via_cfg = sft.sft_splits(run["paths"], sft.SFTStageConfig(eval_share=0.25, seed=0))
+    via_cfg = sft.sft_splits(run["paths"], sft_config(eval_share=0.25, seed=0))
     assert [list(d["question_id"]) for d in via_cfg] == [list(train["question_id"]), list(ev["question_id"])]
     with pytest.raises(ValueError, match="at least 2 questions"):
         sft.split_by_question(ds.filter(lambda q: q == ds[0]["question_id"], input_columns="question_id"), 0.5, 0)
@@ -122,21 +128,21 @@ def test_drop_too_long(run):
 
 def test_config_names_bad_values():
     with pytest.raises(ValueError, match="warmup_ratio"):
-        sft.SFTStageConfig(warmup_ratio=1.5)
+        sft_config(warmup_ratio=1.5)
     with pytest.raises(ValueError, match="max_steps"):
-        sft.SFTStageConfig(max_steps=0)
-    assert sft.SFTStageConfig(max_steps=0, epochs=2).epochs == 2
+        sft_config(max_steps=0)
+    assert sft_config(max_steps=0, epochs=2).epochs == 2
     with pytest.raises(ValueError, match="eval_share"):
-        sft.SFTStageConfig(eval_share=1.0)
+        sft_config(eval_share=1.0)
 
 
 def test_train_sft_refuses_rows_without_completions(run):
     tok = run["tok"]
     with pytest.raises(ValueError, match="sft_dataset"):
-        sft.train_sft(tiny_model(tok, 32, 1), tok, run["paths"], None, sft.SFTStageConfig(max_steps=1))
+        sft.train_sft(tiny_model(tok, 32, 1), tok, run["paths"], None, sft_config(max_steps=1))
     ds = sft.sft_dataset(run["paths"])
     with pytest.raises(ValueError, match="max_length"):
-        sft.train_sft(tiny_model(tok, 32, 1), tok, ds, None, sft.SFTStageConfig(max_steps=1, max_length=5))
+        sft.train_sft(tiny_model(tok, 32, 1), tok, ds, None, sft_config(max_steps=1, max_length=5))
 
 
 # --------------------------------------------------------------------------- training
@@ -144,7 +150,7 @@ def test_train_sft_refuses_rows_without_completions(run):
 
 def test_sft_is_deterministic_for_a_seed(run):
     tok, ds = run["tok"], sft.sft_dataset(run["paths"])
-    cfg = sft.SFTStageConfig(max_steps=3, batch_size=2, logging_steps=1, progress=False, seed=7)
+    cfg = sft_config(max_steps=3, batch_size=2, logging_steps=1, progress=False, seed=7)
     a = sft.train_sft(tiny_model(tok, 32, 1), tok, ds, None, cfg)
     b = sft.train_sft(tiny_model(tok, 32, 1), tok, ds, None, cfg)
     assert a.history["loss"].tolist() == b.history["loss"].tolist() and len(a.history) == 3
@@ -163,8 +169,8 @@ def test_tiny_sft_memorizes_a_trace_and_greedy_decoding_reproduces_it(run):
     model = tiny_model(tok)
     # Digit-level tokens make the trace ~1.5x longer than whole-number tokens did: 30 steps left the loss near
     # 1.6 and 60 steps did not reproduce the trace exactly; 100 steps do (a 10x larger learning rate stalls).
-    cfg = sft.SFTStageConfig(max_steps=100, batch_size=4, learning_rate=5e-3, warmup_ratio=0.0,
-                             lr_scheduler_type="constant", logging_steps=5, eval_steps=25, progress=False)
+    cfg = sft_config(max_steps=100, batch_size=4, learning_rate=5e-3, warmup_ratio=0.0,
+                     lr_scheduler_type="constant", logging_steps=5, eval_steps=25, progress=False)
     result = sft.train_sft(model, tok, train, ev, cfg)
 
     h = result.history
