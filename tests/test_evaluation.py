@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ONE_LAYER, tiny_qwen2
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -306,16 +307,10 @@ def test_summarize_means_over_questions():
 
 
 def test_heldout_report_on_a_tiny_model():
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     questions = {q.question_id: q for q in (QUESTION, choice.CountdownQuestion(QUESTION.problem, QUESTION.distractors,
                                                                                "q-two"))}
     tok = modeling.train_bpe_tokenizer([valid_completion(), USER], vocab_size=300)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     report = ev.heldout_report(model, tok, questions, seed=0, n_samples=2, max_new_tokens=6, temperature=1.0,
                                n_boot=100, progress=False)
     assert len(report.scores) == 4 and set(report.scores["question_id"]) == set(questions)

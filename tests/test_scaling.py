@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import make_questions  # noqa: E402
+from helpers import ONE_LAYER, make_questions, tiny_qwen2  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
 from steiner_lib import evaluation, modeling, plots, scaling, stage_eval  # noqa: E402
@@ -107,16 +107,9 @@ def test_parse_names_names_the_bad_entry():
 
 
 def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from steiner_lib.tasks.choice import ChoiceQuestion
 
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                         max_position_embeddings=256, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id))
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
     plan = scaling.Plan(min_steps=(0, 1), budgets=(3,), samples=2, ks=(1, 2), draws=4, grace_tokens=1)
     greedy = stage_eval.Decoding(max_new_tokens=8, seed=0, progress=False)
