@@ -455,6 +455,10 @@ def test_sample_size_table_on_a_tiny_frame():
     assert t.loc["one", "note"].startswith("one question") and math.isnan(t.loc["one", "questions needed"])
     assert t.loc["none", "note"] == "nothing measured" and t.loc["none", "questions"] == 0
     assert ev.largest_need(t) == t["questions needed"].max()
+    assert ev.power_metrics(t) == {"power_questions_needed_max": ev.largest_need(t), "power_target_met": 0,
+                                   "power_comparisons": 5}
+    assert ev.power_sentence(t, 4) == (f"target: 95% half-width <= 6 points; met by 0 of 5 comparisons; the largest "
+                                       f"need is {ev.largest_need(t):.0f} questions (this run asked 4).")
     with pytest.raises(ValueError, match="question_id"):
         ev.sample_size_table({"x": pd.DataFrame({"correct": [1]})})
     with pytest.raises(ValueError, match="empty"):
