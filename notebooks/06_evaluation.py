@@ -62,7 +62,6 @@ eval_tensor_parallel = 1
 # %%
 # Setup: validate the params, open this stage, load the evaluation splits.
 import datasets
-import pandas as pd
 from IPython.display import Markdown, display
 
 from steiner_lib import backends, dataset, evaluation, stage_eval, stages
@@ -132,9 +131,8 @@ if e.benchmark is None:
 # %%
 scores = stage_eval.evaluate_stages(load, splits, lp_setting, decoding)
 stage_eval.all_scores(scores).to_parquet(stage.path("scores.parquet"))
-table = stage_eval.stage_table(scores["diamond"], seed=cfg.run.seed)
-hard_table = stage_eval.stage_table(scores["hard"], paper_deltas=None, seed=cfg.run.seed)
-control_table = stage_eval.stage_table(scores["control"], paper_deltas=None, seed=cfg.run.seed)
+tables = stage_eval.split_tables(scores, seed=cfg.run.seed)  # the paper's deltas on the diamond split only
+table, hard_table, control_table = tables["diamond"], tables["hard"], tables["control"]
 table.to_csv(stage.path("stage_table.csv"))
 hard_table.to_csv(stage.path("hard_table.csv"))
 control_table.to_csv(stage.path("control_table.csv"))
@@ -163,9 +161,7 @@ display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", d
 sizes = stage_eval.sample_sizes(scores)
 sizes.to_csv(stage.path("sample_sizes.csv"))
 display(sizes.round(1))
-print(f"target: 95% half-width <= {100 * evaluation.PRECISION_TARGET:g} points; met by {int(sizes['target met'].sum())} "
-      f"of {len(sizes)} comparisons; the largest need is {evaluation.largest_need(sizes):.0f} questions "
-      f"(this run asked {len(diamond)}).")
+print(evaluation.power_sentence(sizes, len(diamond)))
 
 # %% [markdown]
 # ## The control: problems that need no search
@@ -214,19 +210,7 @@ fig.savefig(figures / "stage-accuracy.png", dpi=120, bbox_inches="tight")
 # ## Save
 
 # %%
-metrics = {"lp_min_steps": lp_setting[0], "lp_max_steps": lp_setting[1],
-           "power_questions_needed_max": evaluation.largest_need(sizes),
-           "power_target_met": int(sizes["target met"].sum()), "power_comparisons": len(sizes)}
-for split, t in (("diamond", table), ("hard", hard_table), ("control", control_table)):
-    for row, values in t.iterrows():
-        key = row.lower().replace(" + ", "_").replace(" ", "_")
-        metrics[f"{split}_{key}_accuracy"] = float(values["accuracy"])
-        if values["delta"] == values["delta"]:  # not NaN (the first row has no delta)
-            metrics[f"{split}_{key}_delta"] = float(values["delta"])
-            metrics[f"{split}_{key}_p"] = float(values["p_value"])
-    for name, values in references.get(split, pd.DataFrame()).iterrows():
-        metrics[f"{split}_reference_{name.replace(' ', '_').replace(',', '')}_accuracy"] = float(values["accuracy"])
-manifest = stage.finish(metrics=metrics)
+manifest = stage.finish(metrics=stage_eval.stage_metrics(tables, references, lp_setting, sizes))
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 
 # %% [markdown]

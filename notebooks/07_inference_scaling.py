@@ -57,8 +57,6 @@ scaling_variant_rl_steps = 15
 
 # %%
 # Setup: validate the params, open this stage, load the diamond questions and the plan of settings.
-import time
-
 import datasets
 import pandas as pd
 from IPython.display import Markdown, display
@@ -68,14 +66,11 @@ from steiner_lib.tasks import gpqa
 
 cfg, stage, figures = stages.open_notebook_stage(
     "07_inference_scaling", globals(), inputs=("01_synthesis", "02_dag", "03_cpt", "04_sft", "05_rl"))
-s, seed, t0 = cfg.scaling, cfg.run.seed, time.time()
+s, seed = cfg.scaling, cfg.run.seed
 diamond_csv = stage.input_dirs["01_synthesis"] / "diamond.csv"
 questions = gpqa.load_choice_questions(str(diamond_csv))[:s.questions]  # as notebook 06 reads them
 problems = dataset.load_countdown_questions(diamond_csv)  # the same questions, for the exact solver
-grid = lambda text, name: tuple(stage_eval.parse_int_grid(text, name))  # noqa: E731
-plan = scaling.Plan(min_steps=grid(s.min_steps_grid, "scaling_min_steps_grid"), budgets=grid(s.budgets, "scaling_budgets"),
-                    samples=s.samples, ks=grid(s.vote_ks, "scaling_vote_ks"), draws=s.vote_draws,
-                    grace_tokens=s.budget_grace, soft_bias=s.soft_bias)
+plan = scaling.plan_from_params(s)
 models = scaling.parse_names(s.stages, ("base", "CPT", "SFT", "RL"), "scaling_stages")
 # One output per question and setting, sampled at scaling_temperature like the vote pool (greedy
 # outputs of these small models loop to the token cap: see notebook 06).
@@ -93,14 +88,7 @@ print(f"{len(questions)} diamond questions; models {models}; plan {plan}")
 # samples. The last model of the list also runs the soft-bias variant, used in cause 4.
 
 # %%
-outputs, curves = [], []
-for name in models:
-    model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[name])
-    out, curve = scaling.measure(model, tokenizer, name, questions, plan, single, pool=True, soft=name == models[-1])
-    outputs.append(out)
-    curves.append(curve)
-    print(f"{name}: {len(out)} outputs, {time.time() - t0:.0f} s so far")
-outputs, curves = pd.concat(outputs, ignore_index=True), pd.concat(curves, ignore_index=True)
+outputs, curves = scaling.measure_models(load, models, questions, plan, single)
 
 # %% [markdown]
 # @fig-scaling-curves is the main result: every way of spending more tokens, for every checkpoint, at
@@ -135,8 +123,7 @@ display(Markdown(scaling.scaling_paragraph(main)))
 #| tbl-cap: "Each scaling curve's end points (accuracy at the least and the most forcing, and their paired change): questions, outputs per question, standard deviation of the per-question values (points), 95% half-width now (points), questions needed for the target half-width, and whether it is met."
 sizes = scaling.sample_sizes(outputs, plan.ks, plan.draws, seed)
 display(sizes.round(1))
-print(f"target: 95% half-width <= {100 * evaluation.PRECISION_TARGET:g} points; met by {int(sizes['target met'].sum())} "
-      f"of {len(sizes)}; the largest need is {evaluation.largest_need(sizes):.0f} questions (this run asked {len(questions)}).")
+print(evaluation.power_sentence(sizes, len(questions)))
 
 # %% [markdown]
 # ### The format errors budget forcing leaves
@@ -167,16 +154,15 @@ display(Markdown(scaling.budget_errors_paragraph(budget_errors)))
 
 # %%
 paths = datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths")).filter(lambda k: k, input_columns="kept")
-pools = {m: outputs[(outputs["model"] == m) & (outputs["method"] == "pool")] for m in models}
-bins = {m: scaling.length_bins(p, s.length_bins, seed=seed) for m, p in pools.items() if len(p)}
+bins = scaling.pool_length_bins(outputs, models, s.length_bins, seed=seed)
 long_variant = None
 if s.retrain_variants:
     model, tokenizer = load("03_cpt", "cpt")
     sft_params = stage.input_params("04_sft").sft  # the sft section notebook 04 trained with
     info = scaling.train_long_path_variant(model, tokenizer, paths, s.long_paths_share, s.variant_sft_steps, sft_params, seed)
     long_variant = "SFT (long paths)"
-    out, curve = scaling.measure(model, tokenizer, long_variant, questions, plan, single)
-    outputs, curves = pd.concat([outputs, out], ignore_index=True), pd.concat([curves, curve], ignore_index=True)
+    outputs, curves = scaling.stacked((outputs, curves),
+                                      scaling.measure(model, tokenizer, long_variant, questions, plan, single))
     print(f"long-path variant: {info}")
 
 # %%
@@ -200,33 +186,29 @@ display(Markdown(scaling.length_paragraph(bins, paths["reasoning_tokens"], curve
 # %%
 rl_params = stage.input_params("05_rl").rl  # the rl section notebook 05 trained with
 weights = rewards.RewardWeights.from_params(rl_params)
-variants = scaling.reward_variants(weights, scaling.parse_names(
-    s.reward_variants, ("depth-heavy", "breadth-heavy"), "scaling_reward_variants"), s.reward_factor)
+variants = {f"RL {n}": w for n, w in scaling.reward_variants(weights, scaling.parse_names(
+    s.reward_variants, ("depth-heavy", "breadth-heavy"), "scaling_reward_variants"), s.reward_factor).items()}
 if s.retrain_variants:
     train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")
     graphs = dataset.load_dags(stage.input_dirs["02_dag"] / "dags.jsonl")
-    for name, w in variants.items():
-        model, tokenizer = load("04_sft", "sft")
-        model = scaling.train_reward_variant(model, tokenizer, train_questions, graphs, w, rl_params, s.variant_rl_steps, seed)
-        out, curve = scaling.measure(model, tokenizer, f"RL {name}", questions, plan, single)
-        outputs, curves = pd.concat([outputs, out], ignore_index=True), pd.concat([curves, curve], ignore_index=True)
+    outputs, curves = scaling.stacked((outputs, curves), scaling.measure_reward_variants(
+        load, variants, train_questions, graphs, rl_params, s.variant_rl_steps, questions, plan, single, seed))
 
 # %%
 #| label: tbl-reward-variants
 #| tbl-cap: "Reward weights: notebook 05's (RL) and the reweighted variants (see steiner_lib/rewards.py for the formula)."
-display(scaling.weights_table({"RL": weights, **{f"RL {n}": w for n, w in variants.items()}}))
+display(scaling.weights_table({"RL": weights, **variants}))
 
 # %%
 #| label: fig-reward-variants
 #| fig-cap: "Forced steps and budget forcing for the RL checkpoint and each reward-weight variant (95% CIs over questions), against mean reasoning tokens per question. Without scaling_retrain_variants only the RL curve is drawn."
-shown = ["RL"] + [f"RL {n}" for n in variants]
-fig = plots.scaling_curves(curves[curves["model"].isin(shown) & curves["method"].isin(["min_steps", "budget"])],
+fig = plots.scaling_curves(curves[curves["model"].isin(["RL", *variants]) & curves["method"].isin(["min_steps", "budget"])],
                            labels=scaling.METHOD_LABELS)
 fig.savefig(figures / "reward-variants.png", dpi=120, bbox_inches="tight")
 
 # %%
 if s.retrain_variants and "RL" in models:
-    display(Markdown(scaling.variant_paragraph(curves, [f"RL {n}" for n in variants])))
+    display(Markdown(scaling.variant_paragraph(curves, list(variants))))
 else:
     display(Markdown("The reward variants were not retrained in this preset (`scaling_retrain_variants: false`, "
                      "to keep notebooks 06 and 07 within their time budget); `params/cpu-full.yaml` runs them."))
@@ -240,8 +222,9 @@ else:
 # both shares against the context the decision was made in (tokens generated so far).
 
 # %%
-events = pd.concat([scaling.backtrack_events(o, problems, tokenizer).assign(model=m)
-                    for m, o in outputs.groupby("model", sort=False)], ignore_index=True)
+last = models[-1]  # the checkpoint the causes are asked of; its tokenizer (every checkpoint's) replays the outputs
+model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[last])
+events = scaling.backtrack_events_by_model(outputs, problems, tokenizer)
 edges = scaling.context_edges(events, s.context_bins)
 rates = scaling.event_rates(events, edges, seed=seed)
 
@@ -268,10 +251,7 @@ display(Markdown(scaling.context_paragraph(events, rates)))
 # output through the model and counts how often the bias changed the choice at a step end.
 
 # %%
-last = models[-1]
-hard = outputs[(outputs["model"] == last) & (outputs["method"] == "min_steps") & (outputs["value"] > 0)]
-soft = outputs[(outputs["model"] == last) & (outputs["method"] == "soft_bias")]
-comparison = scaling.paired_by_setting(soft, hard, seed=seed) if len(soft) else None
+comparison = scaling.soft_against_hard(outputs, last, seed=seed)
 
 # %%
 #| label: fig-soft-vs-hard
@@ -283,7 +263,6 @@ fig.savefig(figures / "soft-vs-hard.png", dpi=120, bbox_inches="tight")
 # %%
 #| label: tbl-soft-decisions
 #| tbl-cap: "The soft bias at the step ends of the last checkpoint's soft-bias outputs, per min_steps: step ends with fewer than min_steps steps done, mean P(proceed) without and with the bias where the move is chosen (at scaling_temperature), the choices it changed (expected: the sum of the probability it moved onto proceed), positions where it made proceed the most likely token, proceeds written, and mean steps of the free (min_steps 0), soft and hard outputs."
-model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[last])
 decisions = scaling.soft_decisions(model, tokenizer, outputs, questions, seed, last, s.soft_bias, s.temperature)
 display(decisions.round(2))
 
@@ -308,7 +287,7 @@ display(Markdown(scaling.soft_paragraph(curves, comparison, last, s.soft_bias, d
 #| label: tbl-cause-tests
 #| tbl-cap: "One row per test of a suspected cause: the prediction (with the sign it expects), what was measured, the estimate (points) and its 95% bootstrap CI over questions, the verdict, and the questions used, the 95% half-width now (points), the questions needed for the target half-width and whether it is met."
 tests = scaling.cause_tests(outputs, problems, paths["reasoning_tokens"], last, "SFT", long_variant,
-                            [f"RL {n}" for n in variants])
+                            list(variants))
 causes = scaling.cause_table(tests, seed=seed)
 display(causes.round(1))
 
@@ -328,17 +307,7 @@ decisions.to_csv(stage.path("soft_decisions.csv"), index=False)
 sizes.to_csv(stage.path("sample_sizes.csv"))
 causes.to_csv(stage.path("cause_tests.csv"))
 pd.concat(bins, names=["model"]).to_csv(stage.path("length_bins.csv"))
-metrics = {f"slope_{m}_{k}": scaling.scaling_slope(c) for (m, k), c in curves.groupby(["model", "method"])}
-metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in curves.groupby(["model", "method"])})
-metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean()) for k, e in events.dropna(subset=["bad"]).groupby("kind")})
-metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
-metrics.update({f"soft_changed_choices_min_steps_{int(r['min_steps'])}": float(r["changed (expected)"])
-                for _, r in decisions.iterrows()})
-metrics.update({f"cause_{k}_{c}": r[c] for k, r in causes.iterrows() for c in ("verdict", "estimate", "ci_low", "ci_high")})
-both = pd.concat([sizes, causes])  # every comparison: the curves' end points and the cause tests
-metrics.update({"power_questions_needed_max": evaluation.largest_need(both),
-                "power_target_met": int(both["target met"].sum()), "power_comparisons": len(both)})
-manifest = stage.finish(metrics=metrics)
+manifest = stage.finish(metrics=scaling.stage_metrics(curves, events, comparison, decisions, sizes, causes))
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 
 # %% [markdown]

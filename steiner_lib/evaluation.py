@@ -490,6 +490,19 @@ def largest_need(table: pd.DataFrame) -> float:
     return float(needed.max()) if len(needed) else float("nan")
 
 
+def power_metrics(table: pd.DataFrame) -> dict:
+    """A sample_size_table in three manifest metrics: the largest need, the comparisons meeting the target
+    and the comparisons in all (notebooks 06 and 07 record these)."""
+    return {"power_questions_needed_max": largest_need(table), "power_target_met": int(table["target met"].sum()),
+            "power_comparisons": len(table)}
+
+
+def power_sentence(table: pd.DataFrame, asked: int, target: float = PRECISION_TARGET) -> str:
+    """The line printed under a sample-size table: the target, how many comparisons meet it, the largest need."""
+    return (f"target: 95% half-width <= {100 * target:g} points; met by {int(table['target met'].sum())} of "
+            f"{len(table)} comparisons; the largest need is {largest_need(table):.0f} questions (this run asked {asked}).")
+
+
 # --------------------------------------------------------------------------- held-out report
 
 
@@ -643,6 +656,7 @@ def format_paragraph(report: HeldoutReport, max_new_tokens: int, target: float =
 __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps", "score_output", "score_outputs", "error_counts",
            "ERROR_CAUSES", "error_causes",
            "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff",
-           "PRECISION_TARGET", "Z95", "questions_needed", "SAMPLE_SIZE_COLUMNS", "sample_size_table", "largest_need", "HeldoutReport",
+           "PRECISION_TARGET", "Z95", "questions_needed", "SAMPLE_SIZE_COLUMNS", "sample_size_table", "largest_need", "power_metrics",
+           "power_sentence", "HeldoutReport",
            "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_report", "backtrack_citations",
            "format_paragraph"]

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
@@ -332,6 +333,16 @@ class Plan:
         return out + ([("soft_bias", m) for m in self.min_steps if m > 0] if soft else [])
 
 
+def plan_from_params(s) -> Plan:
+    """The Plan of notebook 07's scaling section (params.ScalingParams), a bad grid named by its knob."""
+    def grid(text: str, knob: str) -> tuple[int, ...]:
+        return tuple(stage_eval.parse_int_grid(text, f"scaling_{knob}"))
+
+    return Plan(min_steps=grid(s.min_steps_grid, "min_steps_grid"), budgets=grid(s.budgets, "budgets"),
+                samples=s.samples, ks=grid(s.vote_ks, "vote_ks"), draws=s.vote_draws, grace_tokens=s.budget_grace,
+                soft_bias=s.soft_bias)
+
+
 def measure(model, tokenizer, name: str, questions, plan: Plan, decoding: stage_eval.Decoding,
             pool: bool = False, soft: bool = False, n_boot: int = 2000):
     """(outputs, curve) of one model: every scored output (model, method, value columns; the vote pool
@@ -349,6 +360,37 @@ def measure(model, tokenizer, name: str, questions, plan: Plan, decoding: stage_
         frames.append(scores)
     outputs = pd.concat(frames, ignore_index=True).assign(model=name)
     return outputs, pd.concat(curves, ignore_index=True)
+
+
+def stacked(*measured: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The (outputs, curves) of several measure() calls (or earlier stacks), one frame each."""
+    return (pd.concat([o for o, _ in measured], ignore_index=True),
+            pd.concat([c for _, c in measured], ignore_index=True))
+
+
+def measure_models(load: Callable, names: Sequence[str], questions, plan: Plan, decoding: stage_eval.Decoding,
+                   log: Callable[[str], None] = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(outputs, curves) of the checkpoints `names` (rows of stage_eval.ROW_CHECKPOINTS, loaded by
+    load(stage, name)), each with its vote pool; the last also runs the soft bias, as cause 4 asks of it."""
+    measured, t0 = [], time.time()
+    for name in names:
+        model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[name])
+        measured.append(measure(model, tokenizer, name, questions, plan, decoding, pool=True, soft=name == names[-1]))
+        log(f"{name}: {len(measured[-1][0])} outputs, {time.time() - t0:.0f} s so far")
+    return stacked(*measured)
+
+
+def measure_reward_variants(load: Callable, variants: dict[str, RewardWeights], train_questions, graphs, rl_params,
+                            steps: int, questions, plan: Plan, decoding: stage_eval.Decoding,
+                            seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(outputs, curves) of each reward-weight variant ({model name: weights}), each RL-trained for `steps`
+    steps from a fresh load of the SFT checkpoint (train_reward_variant) and run on the sequential grid."""
+    measured = []
+    for name, weights in variants.items():
+        model, tokenizer = load("04_sft", "sft")
+        model = train_reward_variant(model, tokenizer, train_questions, graphs, weights, rl_params, steps, seed)
+        measured.append(measure(model, tokenizer, name, questions, plan, decoding))
+    return stacked(*measured)
 
 
 def budget_errors(outputs: pd.DataFrame) -> pd.DataFrame:
@@ -416,6 +458,13 @@ def _binned_percent_ci(frame: pd.DataFrame, by: str, value: str, edges: np.ndarr
         mean, lo, hi = evaluation.bootstrap_ci(part[value].astype(float), n_boot=n_boot, seed=seed,
                                                groups=part["question_id"])
         yield edges[b], edges[b + 1], part, 100 * mean, 100 * lo, 100 * hi
+
+
+def pool_length_bins(outputs: pd.DataFrame, models: Sequence[str], n_bins: int = 4,
+                     seed: int = 0) -> dict[str, pd.DataFrame]:
+    """length_bins of each model's vote pool (its natural lengths: no forcing); a model without a pool is left out."""
+    pools = {m: outputs[(outputs["model"] == m) & (outputs["method"] == "pool")] for m in models}
+    return {m: length_bins(p, n_bins, seed=seed) for m, p in pools.items() if len(p)}
 
 
 def long_paths(paths_dataset, share: float):
@@ -580,6 +629,12 @@ def backtrack_events(scores: pd.DataFrame, questions: dict, tokenizer) -> pd.Dat
     return frame
 
 
+def backtrack_events_by_model(outputs: pd.DataFrame, questions: dict, tokenizer) -> pd.DataFrame:
+    """backtrack_events of every model's outputs, with a model column, models in the order of `outputs`."""
+    return pd.concat([backtrack_events(o, questions, tokenizer).assign(model=m)
+                      for m, o in outputs.groupby("model", sort=False)], ignore_index=True)
+
+
 def event_rates(events: pd.DataFrame, edges: Sequence[float], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per kind and context-position bin: the share of bad events (%) with a bootstrap CI over questions."""
     edges = np.asarray(edges, dtype=float)
@@ -644,6 +699,18 @@ def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed
                                                        per_q["correct_b"].to_numpy(float), n_boot=n_boot, seed=seed)
     return {"delta": 100 * diff, "ci_low": 100 * lo, "ci_high": 100 * hi, "p_value": p,
             "questions": len(per_q), "settings": settings}
+
+
+def _soft_and_hard(outputs: pd.DataFrame, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`model`'s soft-bias outputs and its hard-forced ones at min_steps > 0 (the settings the soft bias runs)."""
+    mine = outputs[outputs["model"] == model]
+    return mine[mine["method"] == "soft_bias"], mine[(mine["method"] == "min_steps") & (mine["value"] > 0)]
+
+
+def soft_against_hard(outputs: pd.DataFrame, model: str, seed: int = 0) -> dict | None:
+    """paired_by_setting of `model`'s soft bias against hard forcing (None: no soft-bias output)."""
+    soft, hard = _soft_and_hard(outputs, model)
+    return paired_by_setting(soft, hard, seed=seed) if len(soft) and len(hard) else None
 
 
 def _log_odds(row, token: int):
@@ -931,9 +998,7 @@ def abandoned_answer_test(outputs: pd.DataFrame, model: str, questions: dict) ->
 
 def soft_test(outputs: pd.DataFrame, model: str) -> CauseTest:
     """Cause 4: soft bias minus hard forcing at the same min_steps > 0, paired on (question, setting)."""
-    mine = outputs[outputs["model"] == model]
-    soft = mine[mine["method"] == "soft_bias"]
-    hard = mine[(mine["method"] == "min_steps") & (mine["value"] > 0)]
+    soft, hard = _soft_and_hard(outputs, model)
     per_q, what = pd.Series(dtype=float), f"not run: 07 ran no soft-bias setting for {model}"
     if len(soft) and len(hard):
         both, settings = _paired_on_settings(soft, hard)
@@ -1019,6 +1084,29 @@ def cause_paragraph(table: pd.DataFrame, margin: float = verdicts.MARGIN) -> str
     return head + "\n\n" + "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- notebook 07's manifest
+
+
+def stage_metrics(curves: pd.DataFrame, events: pd.DataFrame, comparison: dict | None, decisions: pd.DataFrame,
+                  sizes: pd.DataFrame, causes: pd.DataFrame) -> dict:
+    """Notebook 07's manifest metrics: per (model, method) curve its scaling slope and best accuracy; the
+    share of bad events per kind (%, events with a known outcome); the soft-minus-hard comparison
+    (soft_against_hard); the choices the soft bias changed per min_steps (soft_decisions); each cause test's
+    verdict, estimate and interval (cause_table); and the power of every comparison, the curves' end
+    points (sample_sizes) with the cause tests."""
+    by_curve = curves.groupby(["model", "method"])
+    metrics = {f"slope_{m}_{k}": scaling_slope(c) for (m, k), c in by_curve}
+    metrics.update({f"best_accuracy_{m}_{k}": float(c["accuracy"].max()) for (m, k), c in by_curve})
+    metrics.update({f"bad_share_{k}": float(100 * e["bad"].astype(float).mean())
+                    for k, e in events.dropna(subset=["bad"]).groupby("kind")})
+    metrics.update({f"soft_minus_hard_{k}": v for k, v in (comparison or {}).items()})
+    metrics.update({f"soft_changed_choices_min_steps_{int(r['min_steps'])}": float(r["changed (expected)"])
+                    for _, r in decisions.iterrows()})
+    metrics.update({f"cause_{k}_{c}": r[c] for k, r in causes.iterrows() for c in ("verdict", "estimate", "ci_low", "ci_high")})
+    metrics.update(evaluation.power_metrics(pd.concat([sizes, causes])))
+    return metrics
+
+
 __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_factory", "soft_factory",
            "processor_for", "sample_pool", "sequential_runs", "Plan", "measure", "vote", "majority_vote", "curve_point",
            "sequential_curve", "vote_curve", "forcing_change", "curve_end_comparisons", "sample_sizes", "budget_errors", "budget_errors_paragraph", "scaling_slope", "scaling_paragraph", "length_bins", "long_paths",
@@ -1027,4 +1115,6 @@ __all__ = ["METHODS", "METHOD_LABELS", "parse_names", "step_factory", "budget_fa
            "step_end_nudges", "soft_decisions", "soft_paragraph", "forcing_change_per_question",
            "SUPPORTED", "NOT_SUPPORTED", "CAUSE_VERDICTS", "CAUSES", "CAUSE_COLUMNS", "cause_verdict", "CauseTest",
            "length_test", "forcing_difference_test", "backtrack_accuracy_test", "abandoned_answers",
-           "abandoned_answer_test", "soft_test", "cause_tests", "cause_table", "cause_paragraph"]
+           "abandoned_answer_test", "soft_test", "cause_tests", "cause_table", "cause_paragraph",
+           "plan_from_params", "stacked", "measure_models", "measure_reward_variants", "pool_length_bins",
+           "backtrack_events_by_model", "soft_against_hard", "stage_metrics"]

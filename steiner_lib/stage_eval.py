@@ -204,6 +204,36 @@ def stage_table(scores: dict[str, pd.DataFrame], paper_deltas: dict | None = PAP
     return pd.DataFrame(rows).set_index("stage")
 
 
+def split_tables(scores: dict[str, dict[str, pd.DataFrame]], seed: int = 0) -> dict[str, pd.DataFrame]:
+    """stage_table of each split of evaluate_stages' scores; only the diamond split (GPQA-Diamond's
+    stand-in) is set against the paper's deltas, which it reports for no other benchmark."""
+    return {split: stage_table(rows, PAPER_DELTAS if split == "diamond" else None, seed=seed)
+            for split, rows in scores.items()}
+
+
+def metric_key(name: str) -> str:
+    """A row or reference name as part of a manifest key: "RL + logits processor" -> "rl_logits_processor"."""
+    return name.lower().replace(" + ", "_").replace(",", "").replace(" ", "_")
+
+
+def stage_metrics(tables: dict[str, pd.DataFrame], references: dict[str, pd.DataFrame],
+                  lp_setting: tuple[int, int], sizes: pd.DataFrame) -> dict:
+    """Notebook 06's manifest metrics: the chosen logits-processor setting, the power of the sample-size
+    table, and per split (split_tables) each row's accuracy, its delta and p against the row above (no
+    delta for the first row), and each reference's accuracy."""
+    metrics = {"lp_min_steps": lp_setting[0], "lp_max_steps": lp_setting[1], **evaluation.power_metrics(sizes)}
+    for split, table in tables.items():
+        for row, values in table.iterrows():
+            key = f"{split}_{metric_key(row)}"
+            metrics[f"{key}_accuracy"] = float(values["accuracy"])
+            if not np.isnan(values["delta"]):
+                metrics[f"{key}_delta"] = float(values["delta"])
+                metrics[f"{key}_p"] = float(values["p_value"])
+        for name, values in references.get(split, pd.DataFrame()).iterrows():
+            metrics[f"{split}_reference_{metric_key(name)}_accuracy"] = float(values["accuracy"])
+    return metrics
+
+
 def headline_comparisons(rows: dict[str, pd.DataFrame], prefix: str = "") -> dict:
     """The comparisons the stage table reads, for evaluation.sample_size_table: each row's accuracy
     (against chance, a constant: the accuracy's own interval), each row minus the first (base) and
@@ -476,5 +506,5 @@ def all_scores(scores: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
 __all__ = ["ROWS", "ROW_CHECKPOINTS", "PAPER_DELTAS", "parse_int_grid", "lp_settings", "constraints_factory",
            "extract_letter_anywhere", "question_id", "score_completions", "Decoding", "sample_and_score",
            "validation_grid", "choose_setting", "per_question_correct", "paired_delta", "stage_table", "readable_table",
-           "headline_comparisons", "sample_sizes",
+           "split_tables", "metric_key", "stage_metrics", "headline_comparisons", "sample_sizes",
            "reproduction_paragraph", "against_chance", "chance_sentence", "CHANCE", "plot_stage_tables", "evaluate_stages", "all_scores"]

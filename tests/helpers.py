@@ -57,6 +57,10 @@ def make_questions(n: int, seed: int = 0, n_numbers: int = 4, max_number: int = 
     return out
 
 
+# The smallest shape the tests use: 1 layer, hidden 32, 2 query heads on 1 key-value head.
+ONE_LAYER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+
+
 def tiny_qwen2(tokenizer, seed: int = 0, **config):
     """A randomly initialised Qwen2ForCausalLM for `tokenizer` (eval mode; the global RNG is left alone).
     Defaults: 2 layers, hidden 64, 4 query heads sharing 2 key-value heads; override any Qwen2Config field."""

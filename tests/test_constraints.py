@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import one_thread, tiny_qwen2  # noqa: E402
+from helpers import ONE_LAYER, one_thread, tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from steiner_lib import constraints as C  # noqa: E402
@@ -652,8 +652,7 @@ class Booster(LogitsProcessor):
 
 @pytest.fixture(scope="module")
 def tiny(tok):
-    return tiny_qwen2(tok, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1)
+    return tiny_qwen2(tok, **ONE_LAYER)
 
 
 PROMPTS = ["Which one?", "Using the numbers 3, 5, 7 and 25, which value can be made?", "25 × 3 = 75", "A",

@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ONE_LAYER, tiny_qwen2
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -306,16 +307,10 @@ def test_summarize_means_over_questions():
 
 
 def test_heldout_report_on_a_tiny_model():
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     questions = {q.question_id: q for q in (QUESTION, choice.CountdownQuestion(QUESTION.problem, QUESTION.distractors,
                                                                                "q-two"))}
     tok = modeling.train_bpe_tokenizer([valid_completion(), USER], vocab_size=300)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     report = ev.heldout_report(model, tok, questions, seed=0, n_samples=2, max_new_tokens=6, temperature=1.0,
                                n_boot=100, progress=False)
     assert len(report.scores) == 4 and set(report.scores["question_id"]) == set(questions)
@@ -460,6 +455,10 @@ def test_sample_size_table_on_a_tiny_frame():
     assert t.loc["one", "note"].startswith("one question") and math.isnan(t.loc["one", "questions needed"])
     assert t.loc["none", "note"] == "nothing measured" and t.loc["none", "questions"] == 0
     assert ev.largest_need(t) == t["questions needed"].max()
+    assert ev.power_metrics(t) == {"power_questions_needed_max": ev.largest_need(t), "power_target_met": 0,
+                                   "power_comparisons": 5}
+    assert ev.power_sentence(t, 4) == (f"target: 95% half-width <= 6 points; met by 0 of 5 comparisons; the largest "
+                                       f"need is {ev.largest_need(t):.0f} questions (this run asked 4).")
     with pytest.raises(ValueError, match="question_id"):
         ev.sample_size_table({"x": pd.DataFrame({"correct": [1]})})
     with pytest.raises(ValueError, match="empty"):

@@ -9,8 +9,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import USERS  # noqa: E402
-from transformers import LogitsProcessor, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+from helpers import USERS, tiny_qwen2  # noqa: E402
+from transformers import LogitsProcessor  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
 from steiner_lib import inference, modeling  # noqa: E402
@@ -138,10 +138,9 @@ def test_preallocated_layer_matches_concatenation_through_crop_select_and_overfl
 
 
 def test_no_preallocated_cache_for_sliding_window_layers(tok):
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, use_sliding_window=True, sliding_window=8,
-                         max_window_layers=0)
-    assert inference.preallocated_cache(Qwen2ForCausalLM(config), 32) is None
+    model = tiny_qwen2(tok, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+                       use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    assert inference.preallocated_cache(model, 32) is None
 
 
 def test_model_mode_is_restored_and_bad_arguments_are_named(model, tok, prompts):

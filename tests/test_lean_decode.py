@@ -16,7 +16,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import helpers  # noqa: E402
-from helpers import one_thread, tiny_qwen2  # noqa: E402
+from helpers import ONE_LAYER, one_thread, tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from steiner_lib import checkpoints, inference, lean_decode, modeling  # noqa: E402
@@ -175,8 +175,7 @@ def test_inference_generate_lean_and_transformers_give_the_same_texts(model, tok
 
 
 def test_a_model_the_loop_does_not_cover_falls_back_to_transformers_with_a_warning(tok, caplog):
-    eager = tiny_qwen2(tok, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                       num_key_value_heads=1)
+    eager = tiny_qwen2(tok, **ONE_LAYER)
     eager.config._attn_implementation = "eager"
     assert "eager" in lean_decode.unsupported_reason(eager)
     with pytest.raises(ValueError, match="use backend 'transformers'"):

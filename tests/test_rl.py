@@ -11,8 +11,8 @@ import torch
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func (used to inject crafted completions)
 
-from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
+from helpers import tiny_qwen2  # noqa: E402
 from steiner_lib import dag, modeling, rl  # noqa: E402
 from steiner_lib import format as fmt  # noqa: E402
 from steiner_lib.format import Backtrack, Trace  # noqa: E402
@@ -94,12 +94,8 @@ def tokenizer():
 
 
 def tiny_model(tokenizer, seed: int = 0):
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=None, tie_word_embeddings=True)
-    model = Qwen2ForCausalLM(config)
+    model = tiny_qwen2(tokenizer, seed, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+                       max_position_embeddings=2048, bos_token_id=None, tie_word_embeddings=True)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model

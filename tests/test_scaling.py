@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import make_questions  # noqa: E402
+from helpers import ONE_LAYER, make_questions, tiny_qwen2  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
 from steiner_lib import evaluation, modeling, plots, scaling, stage_eval  # noqa: E402
@@ -107,16 +107,9 @@ def test_parse_names_names_the_bad_entry():
 
 
 def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from steiner_lib.tasks.choice import ChoiceQuestion
 
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                         max_position_embeddings=256, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id))
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
     plan = scaling.Plan(min_steps=(0, 1), budgets=(3,), samples=2, ks=(1, 2), draws=4, grace_tokens=1)
     greedy = stage_eval.Decoding(max_new_tokens=8, seed=0, progress=False)
@@ -134,6 +127,124 @@ def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
     assert set(curve["method"]) == {"min_steps", "budget", "soft_bias", "vote"} and (curve["model"] == "tiny").all()
     with pytest.raises(ValueError, match="identical"):
         scaling.sample_pool(model, tok, questions, greedy, 2)
+
+
+def test_plan_from_params_parses_the_grids_of_the_scaling_section():
+    from dataclasses import replace
+
+    from steiner_lib.params import ScalingParams
+
+    assert scaling.plan_from_params(ScalingParams()) == scaling.Plan(
+        min_steps=(0, 2, 6), budgets=(128, 384), samples=4, ks=(1, 2, 4), draws=32, grace_tokens=64, soft_bias=4.0)
+    with pytest.raises(ValueError, match="scaling_budgets='128,x'"):
+        scaling.plan_from_params(replace(ScalingParams(), budgets="128,x"))
+
+
+# notebook 07's orchestration on a tiny model: two checkpoints, two questions, the smallest grid
+TINY_PLAN = scaling.Plan(min_steps=(0, 1), budgets=(3,), samples=2, ks=(1, 2), draws=4, grace_tokens=1)
+
+
+@pytest.fixture(scope="module")
+def measured(tok):
+    """(outputs, curves, checkpoints loaded, log lines, questions, decoding) of measure_models on SFT and RL,
+    both the same tiny model."""
+    from steiner_lib.tasks.choice import ChoiceQuestion
+
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
+    questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
+    decoding = stage_eval.Decoding(max_new_tokens=3 + 1 + fmt.MAX_CLOSING_TOKENS, temperature=1.0, seed=0,
+                                   progress=False)
+    loads, lines = [], []
+
+    def load(stage, name):
+        loads.append((stage, name))
+        return model, tok
+
+    outputs, curves = scaling.measure_models(load, ["SFT", "RL"], questions, TINY_PLAN, decoding, log=lines.append)
+    return outputs, curves, loads, lines, questions, decoding
+
+
+def test_measure_models_loads_each_checkpoint_and_runs_the_soft_bias_on_the_last(measured):
+    outputs, curves, loads, lines, _, _ = measured
+    assert loads == [("04_sft", "sft"), ("05_rl", "rl")]
+    counts = outputs.groupby(["model", "method"], sort=False).size().to_dict()
+    assert counts == {("SFT", "min_steps"): 4, ("SFT", "budget"): 2, ("SFT", "pool"): 4,
+                      ("RL", "min_steps"): 4, ("RL", "budget"): 2, ("RL", "soft_bias"): 2, ("RL", "pool"): 4}
+    assert set(curves.loc[curves["model"] == "SFT", "method"]) == {"min_steps", "budget", "vote"}
+    assert set(curves.loc[curves["model"] == "RL", "method"]) == {"min_steps", "budget", "soft_bias", "vote"}
+    assert [line.split(",")[0] for line in lines] == ["SFT: 10 outputs", "RL: 12 outputs"]
+    assert list(outputs.index) == list(range(len(outputs)))  # stacked: one index over all models
+
+
+def test_pool_length_bins_bin_the_pool_of_each_model_that_has_one(measured):
+    outputs, _, _, _, _, _ = measured
+    bins = scaling.pool_length_bins(outputs, ["SFT", "RL", "CPT"], n_bins=2)
+    assert list(bins) == ["SFT", "RL"]  # CPT has no pool
+    assert all(b["outputs"].sum() == 4 for b in bins.values())  # 2 questions x 2 samples
+
+
+def test_backtrack_events_by_model_keep_each_models_events_in_order(tok):
+    q = make_questions(1, seed=3)[0]
+    row = {"question_id": q.question_id, "completion": backtrack_completion(q), "letter": "B", "correct_letter": "A"}
+    outputs = pd.DataFrame([{**row, "model": "SFT"}, {**row, "model": "RL"},
+                            {**row, "model": "SFT", "completion": "no reasoning here", "letter": None}])
+    events = scaling.backtrack_events_by_model(outputs, {q.question_id: q}, tok)
+    assert events["model"].tolist() == ["SFT"] * 3 + ["RL"] * 3  # two backtracks and an end each
+    assert events["bad"].tolist() == [False, True, True] * 2
+
+
+def test_soft_against_hard_pairs_the_last_models_soft_and_hard_outputs(measured):
+    outputs, _, _, _, _, _ = measured
+    comparison = scaling.soft_against_hard(outputs, "RL", seed=0)
+    soft = outputs[(outputs["model"] == "RL") & (outputs["method"] == "soft_bias")]
+    hard = outputs[(outputs["model"] == "RL") & (outputs["method"] == "min_steps") & (outputs["value"] == 1)]
+    assert comparison == scaling.paired_by_setting(soft, hard, seed=0)
+    assert (comparison["questions"], comparison["settings"]) == (2, 1)
+    assert scaling.soft_against_hard(outputs, "SFT") is None  # SFT ran no soft bias
+
+
+def test_measure_reward_variants_trains_each_from_a_fresh_sft_checkpoint(measured, tok, monkeypatch):
+    _, _, _, _, questions, decoding = measured
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
+    loads, trained = [], []
+    monkeypatch.setattr(scaling, "train_reward_variant",
+                        lambda m, t, q, g, weights, rl_params, steps, seed: trained.append((weights, steps)) or m)
+    variants = scaling.reward_variants(RewardWeights(), ["depth-heavy", "breadth-heavy"])
+    named = {f"RL {n}": w for n, w in variants.items()}
+    outputs, curves = scaling.measure_reward_variants(lambda *key: loads.append(key) or (model, tok), named, [], {},
+                                                      None, 2, questions, TINY_PLAN, decoding)
+    assert loads == [("04_sft", "sft")] * 2 and trained == [(w, 2) for w in named.values()]
+    assert outputs.groupby(["model", "method"], sort=False).size().to_dict() == {
+        ("RL depth-heavy", "min_steps"): 4, ("RL depth-heavy", "budget"): 2,
+        ("RL breadth-heavy", "min_steps"): 4, ("RL breadth-heavy", "budget"): 2}
+    assert set(curves["model"]) == set(named)
+
+
+def test_stage_metrics_name_every_curve_event_kind_soft_setting_and_cause():
+    curves = pd.DataFrame({"model": ["RL"] * 3 + ["SFT"] * 2, "method": ["min_steps"] * 2 + ["vote"] + ["budget"] * 2,
+                           "tokens": [100.0, 200.0, 150.0, 100.0, 110.0], "accuracy": [40.0, 50.0, 30.0, 20.0, 25.0]})
+    events = pd.DataFrame({"kind": ["backtrack", "backtrack", "backtrack", "end", "end"],
+                           "bad": [True, False, None, True, None]})
+    decisions = pd.DataFrame({"min_steps": [1, 2], "changed (expected)": [0.5, 1.25]})
+    sizes = pd.DataFrame({"questions needed": [30.0, 80.0], "target met": [True, False]}, index=["a", "b"])
+    causes = pd.DataFrame({"verdict": ["supported"], "estimate": [5.0], "ci_low": [1.0], "ci_high": [9.0],
+                           "questions needed": [120.0], "target met": [False]}, index=["soft_minus_hard"])
+    comparison = {"delta": 3.0, "ci_low": -1.0, "ci_high": 7.0, "p_value": 0.2, "questions": 2, "settings": 1}
+    metrics = scaling.stage_metrics(curves, events, comparison, decisions, sizes, causes)
+    nan = metrics.pop("slope_RL_vote")  # one point and SFT's 1.1x token range: no slope
+    assert math.isnan(nan) and math.isnan(metrics.pop("slope_SFT_budget"))
+    assert metrics == {
+        "slope_RL_min_steps": pytest.approx(10.0),  # 10 points for one doubling of tokens
+        "best_accuracy_RL_min_steps": 50.0, "best_accuracy_RL_vote": 30.0, "best_accuracy_SFT_budget": 25.0,
+        "bad_share_backtrack": 50.0, "bad_share_end": 100.0,  # unknown outcomes left out
+        "soft_minus_hard_delta": 3.0, "soft_minus_hard_ci_low": -1.0, "soft_minus_hard_ci_high": 7.0,
+        "soft_minus_hard_p_value": 0.2, "soft_minus_hard_questions": 2, "soft_minus_hard_settings": 1,
+        "soft_changed_choices_min_steps_1": 0.5, "soft_changed_choices_min_steps_2": 1.25,
+        "cause_soft_minus_hard_verdict": "supported", "cause_soft_minus_hard_estimate": 5.0,
+        "cause_soft_minus_hard_ci_low": 1.0, "cause_soft_minus_hard_ci_high": 9.0,
+        "power_questions_needed_max": 120.0, "power_target_met": 1, "power_comparisons": 3}
+    assert not any(k.startswith("soft_minus_hard") for k in scaling.stage_metrics(curves, events, None, decisions,
+                                                                                  sizes, causes))
 
 
 def test_budget_errors_count_the_outputs_of_each_cause_per_model_and_budget():

@@ -10,8 +10,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
+from helpers import tiny_qwen2  # noqa: E402
 from steiner_lib import dataset, evaluation, inference, modeling, sft, synthesis  # noqa: E402
 from steiner_lib.params import SftParams  # noqa: E402
 from steiner_lib.tasks import choice  # noqa: E402
@@ -24,12 +24,8 @@ def sft_config(seed=0, **overrides) -> sft.SFTStageConfig:
 
 
 def tiny_model(tok, hidden=128, layers=1, seed=0):
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return Qwen2ForCausalLM(config)
+    return tiny_qwen2(tok, seed, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      max_position_embeddings=2048, tie_word_embeddings=True)
 
 
 @pytest.fixture(scope="module")

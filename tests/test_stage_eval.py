@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ONE_LAYER, tiny_qwen2
 
 from steiner_lib import format as fmt
 from steiner_lib import stage_eval as se
@@ -169,18 +170,11 @@ def test_plot_has_one_bar_per_stage_and_split():
 
 
 def test_evaluate_stages_loads_each_checkpoint_once_and_forces_the_lp_row():
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from steiner_lib import modeling
     from steiner_lib.tasks.choice import ChoiceQuestion
 
     tok = modeling.train_bpe_tokenizer(["Which value can be made? A) 12 B) 13 C) 14 D) 15 Answer: B"] * 3, 300)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                         max_position_embeddings=256, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id))
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     loads = []
 
     def load(stage, name):
@@ -281,3 +275,24 @@ def test_sample_sizes_cover_every_headline_comparison_of_06():
     assert names[-1] == "control: RL - SFT (row above)" and len(names) == 5 + 4 + 3 + 1
     assert (table["questions"] == 4).all()
     assert table.loc["control: RL - SFT (row above)", "note"].startswith("no spread")
+
+
+def test_stage_metrics_name_every_row_delta_and_reference_of_each_split():
+    diamond = {"base": frame([0, 1, 0, 0]), "RL": frame([1, 1, 1, 0]), "RL + logits processor": frame([1, 1, 1, 1])}
+    scores = {"diamond": diamond, "control": {"base": frame([1, 1, 0, 0]), "RL": frame([1, 1, 0, 0])}}
+    tables = se.split_tables(scores, seed=0)
+    assert list(tables) == ["diamond", "control"]
+    assert tables["diamond"].loc["RL", "paper_delta"] == 3.53 and "paper_delta" not in tables["control"]
+    references = {"diamond": pd.DataFrame({"accuracy": [25.0, 75.0]}, index=["chance", "search teacher, no answer"])}
+    sizes = se.sample_sizes(scores)
+    metrics = se.stage_metrics(tables, references, (2, 6), sizes)
+    assert metrics == pytest.approx({
+        "lp_min_steps": 2, "lp_max_steps": 6, "power_questions_needed_max": sizes["questions needed"].max(),
+        "power_target_met": 0, "power_comparisons": len(sizes),
+        "diamond_base_accuracy": 25.0, "diamond_rl_accuracy": 75.0, "diamond_rl_delta": 50.0,
+        "diamond_rl_p": tables["diamond"].loc["RL", "p_value"], "diamond_rl_logits_processor_accuracy": 100.0,
+        "diamond_rl_logits_processor_delta": 25.0,
+        "diamond_rl_logits_processor_p": tables["diamond"].loc["RL + logits processor", "p_value"],
+        "diamond_reference_chance_accuracy": 25.0, "diamond_reference_search_teacher_no_answer_accuracy": 75.0,
+        "control_base_accuracy": 50.0, "control_rl_accuracy": 50.0, "control_rl_delta": 0.0, "control_rl_p": 1.0})
+    assert 0 < metrics["diamond_rl_p"] < 1 and 0 < metrics["diamond_rl_logits_processor_p"] < 1  # bootstrap p-values

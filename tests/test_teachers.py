@@ -14,7 +14,7 @@ from steiner_lib.tasks.countdown import (
     apply, distance_to_value, make_operation, successors,
 )
 from steiner_lib.teachers import QUESTION_NODE, Draft, LLMTeacher, SearchTeacher, make_record, recover
-from helpers import make_questions
+from helpers import ONE_LAYER, make_questions, tiny_qwen2
 
 
 QUESTIONS = make_questions(120)
@@ -335,9 +335,8 @@ def tiny_model(tmp_path_factory):
 
 
 def build_tiny_model(path):
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -347,11 +346,7 @@ def build_tiny_model(path):
     corpus = [fmt.render_step(r.step) for q in QUESTIONS[:20] for r in shortest_records(q)]
     tk.train_from_iterator(corpus, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    config = Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                         intermediate_size=64, vocab_size=len(tok), max_position_embeddings=8192,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(path)
+    tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=8192).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
