@@ -126,20 +126,24 @@ class VLLMModel:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     seed: int = 0
+    reasoning_tokens: bool = True  # False for a foreign model (the LLM teacher's): no Steiner processor to register
 
     def engine(self, tokenizer):
         if self.path not in _ACTIVE_ENGINE:
             _release_engines()
             from vllm import LLM
 
-            from steiner_lib.constraints import vllm_reasoning_constraints
+            processors = []
+            if self.reasoning_tokens:
+                from steiner_lib.constraints import vllm_reasoning_constraints
 
-            processor = vllm_reasoning_constraints(tokenizer).logits_processor  # a no-op for requests without extra_args
+                # a no-op for requests without extra_args
+                processors.append(vllm_reasoning_constraints(tokenizer).logits_processor)
             log.info("starting vLLM on %s (tensor_parallel_size=%d)", self.path, self.tensor_parallel_size)
             _ACTIVE_ENGINE[self.path] = LLM(
                 model=self.path, tokenizer=self.path, tensor_parallel_size=self.tensor_parallel_size,
                 gpu_memory_utilization=self.gpu_memory_utilization, seed=self.seed,
-                logits_processors=[processor])
+                logits_processors=processors)
         return _ACTIVE_ENGINE[self.path]
 
     def close(self) -> None:
@@ -148,8 +152,9 @@ class VLLMModel:
 
 
 def sampling_params(tokenizer, max_new_tokens: int, temperature: float, top_p: float, n_samples: int,
-                    seed: int, constraints: StepConstraints | None):
-    """vllm.SamplingParams matching inference.generate: stop at eos, special tokens kept verbatim."""
+                    seed: int, constraints: StepConstraints | None, stop_token_ids: Sequence[int] = ()):
+    """vllm.SamplingParams matching inference.generate: stop at eos (and `stop_token_ids`), special
+    tokens kept verbatim."""
     from vllm import SamplingParams
 
     from steiner_lib.constraints import request_extra_args
@@ -158,21 +163,22 @@ def sampling_params(tokenizer, max_new_tokens: int, temperature: float, top_p: f
                                                                   constraints.max_steps)
     return SamplingParams(
         n=n_samples, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
-        stop_token_ids=[tokenizer.eos_token_id], skip_special_tokens=False,
+        stop_token_ids=[tokenizer.eos_token_id, *stop_token_ids], skip_special_tokens=False,
         spaces_between_special_tokens=False,  # the 14 tokens must come back exactly as the parser reads them
         extra_args=extra)
 
 
 def _generate_vllm(model: VLLMModel, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
-                   top_p: float, n_samples: int, seed: int, logits_processor, progress: bool) -> list[list[str]]:
+                   top_p: float, n_samples: int, seeds: Sequence[int], logits_processor, progress: bool,
+                   stop_token_ids: Sequence[int]) -> list[list[str]]:
     if logits_processor is not None and not isinstance(logits_processor, StepConstraints):
         raise TypeError(f"the vLLM backend takes Steiner's constraints as backends.StepConstraints, not "
                         f"{type(logits_processor).__name__}: transformers logits processors cannot run inside vLLM")
     engine = model.engine(tokenizer)
     requests = [{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
     # One SamplingParams per prompt: a seeded request draws the same samples in any batch.
-    params = [sampling_params(tokenizer, max_new_tokens, temperature, top_p, n_samples, seed + i, logits_processor)
-              for i in range(len(prompts))]
+    params = [sampling_params(tokenizer, max_new_tokens, temperature, top_p, n_samples, s, logits_processor,
+                              stop_token_ids) for s in seeds]
     outputs = engine.generate(requests, params, use_tqdm=progress)
     eos = tokenizer.eos_token
     return [[o.text[:-len(eos)] if o.text.endswith(eos) else o.text for o in out.outputs] for out in outputs]
@@ -182,39 +188,76 @@ def _generate_vllm(model: VLLMModel, tokenizer, prompts: Sequence[str], max_new_
 
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
-             top_p: float = 1.0, n_samples: int = 1, batch_size: int = 16, seed: int = 0,
-             logits_processor=None, progress: bool = True, backend: str = CPU_DEFAULT) -> list[list[str]]:
+             top_p: float = 1.0, n_samples: int = 1, batch_size: int = 16, seed: int | Sequence[int] = 0,
+             logits_processor=None, progress: bool = True, backend: str = CPU_DEFAULT,
+             stop_token_ids: Sequence[int] = (), reasoning_tokens: bool = True) -> list[list[str]]:
     """out[i][j]: prompt i's completion j, by vLLM when `model` is a VLLMModel, else by
     inference.generate with `backend` (in_process: "lean" or "transformers"). Texts keep the
     special tokens and end before the eos. `logits_processor`: a StepConstraints (any backend),
-    or for lean and transformers anything inference.generate accepts."""
+    or for lean and transformers anything inference.generate accepts.
+
+    seed: one int seeds the call (vLLM: prompt i's request gets seed + i); a list gives prompt i
+    the seed seeds[i], and its samples are those it would get alone (in process: it is generated
+    in a batch of its own), whatever the other prompts (the LLM teacher's requests).
+    stop_token_ids: tokens that end a completion besides the tokenizer's eos. reasoning_tokens=False
+    skips the check that the tokenizer holds the 14 reasoning tokens (a foreign model, the teacher's).
+    """
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of prompt texts, not one str: wrap it as [prompt]")
+    per_prompt = isinstance(seed, Sequence)
+    if per_prompt and len(seed) != len(prompts):
+        raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts: give one seed per prompt, or one int")
     if isinstance(model, VLLMModel):
-        return _generate_vllm(model, tokenizer, prompts, max_new_tokens, temperature, top_p, n_samples, seed,
-                              logits_processor, progress)
+        seeds = list(seed) if per_prompt else [seed + i for i in range(len(prompts))]
+        return _generate_vllm(model, tokenizer, prompts, max_new_tokens, temperature, top_p, n_samples, seeds,
+                              logits_processor, progress, stop_token_ids)
     from steiner_lib import inference
 
-    return inference.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
-                              logits_processor=logits_processor, progress=progress,
-                              backend=in_process(backend))
+    def run(group: Sequence[str], group_seed: int) -> list[list[str]]:
+        return inference.generate(model, tokenizer, group, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=group_seed,
+                                  logits_processor=logits_processor, progress=progress,
+                                  backend=in_process(backend), stop_token_ids=stop_token_ids,
+                                  reasoning_tokens=reasoning_tokens)
+
+    if per_prompt:
+        return [run([prompt], s)[0] for prompt, s in zip(prompts, seed)]
+    return run(prompts, seed)
+
+
+def _load_foreign_tokenizer(name_or_path: str):
+    """A model's own tokenizer, as it was saved (no reasoning tokens added, no chat template set)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path, local_files_only=Path(name_or_path).is_dir())
+
+
+def _load_foreign_checkpoint(name_or_path: str):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=Path(name_or_path).is_dir())
+    return model.eval(), _load_foreign_tokenizer(name_or_path)
 
 
 def load_model(path, backend: str = CPU_DEFAULT, tensor_parallel_size: int = 1, seed: int = 0,
-               gpu_memory_utilization: float = 0.9):
+               gpu_memory_utilization: float = 0.9, foreign: bool = False):
     """(model, tokenizer) of a checkpoint directory for `generate`: a Hugging Face model
-    (lean, transformers: on the GPU when there is one) or a VLLMModel handle (vllm)."""
+    (lean, transformers: on the GPU when there is one) or a VLLMModel handle (vllm).
+
+    foreign=True: a model this project did not train (the LLM teacher's): a hub name or a local
+    path, loaded with its own tokenizer unchanged; generate it with reasoning_tokens=False."""
     from steiner_lib import checkpoints
 
-    path = Path(path)
-    if resolve_backend(backend, f"generation with {path.name}") == "vllm":
-        return VLLMModel(str(path), tensor_parallel_size, gpu_memory_utilization, seed), \
-            checkpoints.load_tokenizer(path)
+    name = str(path)
+    load_tokenizer, load_checkpoint = ((_load_foreign_tokenizer, _load_foreign_checkpoint) if foreign
+                                       else (checkpoints.load_tokenizer, checkpoints.load_checkpoint))
+    if resolve_backend(backend, f"generation with {Path(name).name}") == "vllm":
+        return VLLMModel(name, tensor_parallel_size, gpu_memory_utilization, seed, reasoning_tokens=not foreign), \
+            load_tokenizer(name)
     if tensor_parallel_size > 1:
         log.info("tensor_parallel_size=%d applies to vLLM only; transformers generates on one device",
                  tensor_parallel_size)
-    model, tokenizer = checkpoints.load_checkpoint(path)
+    model, tokenizer = load_checkpoint(name)
     if cuda_available():
         model = model.to("cuda")
     return model, tokenizer

@@ -575,31 +575,45 @@ def heldout_prompts(questions, seed: int) -> tuple[list[str], list[str]]:
     return prompts, letters
 
 
-def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, max_new_tokens: int = 512,
-                   temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16, logits_processor=None,
-                   n_boot: int = 2000, progress: bool = True, backend: str = CPU_DEFAULT) -> HeldoutReport:
-    """Sample n_samples outputs per held-out question, score each, and summarize with 95% CIs.
+def question_id(q) -> str:
+    """A question's id: a CountdownQuestion's question_id, or a ChoiceQuestion's record_id."""
+    return str(getattr(q, "question_id", None) or q.record_id)
 
-    questions: CountdownQuestions (a list, or a dict by question id as dataset.load_countdown_questions
-    returns). Prompts are shuffled with `seed`, and sampling is seeded with it too. backend: the
-    params' *_backend (lean, transformers; vllm or auto mean lean for a model in this process).
+
+def generate_and_score(model, tokenizer, questions, seed: int, n_samples: int = 1, max_new_tokens: int = 512,
+                       temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16, logits_processor=None,
+                       progress: bool = True, backend: str = CPU_DEFAULT, replay: bool = True) -> pd.DataFrame:
+    """n_samples outputs per question, one score_outputs row each: the one sampling-and-scoring path of
+    the held-out checks (heldout_report) and the stage table (stage_eval.sample_and_score).
+
+    questions: a list, or a dict by question id as dataset.load_countdown_questions returns. Prompts
+    are shuffled with `seed`, and sampling is seeded with it too. model: a Hugging Face model or a
+    backends.VLLMModel (backends.generate; `backend` for a model in this process: lean or transformers,
+    vllm or auto mean lean). replay: replay each output's steps on the question (CountdownQuestions
+    only; the stage table also scores ChoiceQuestions, which hold no numbers to replay).
     """
-    from steiner_lib.backends import in_process
-
-    from steiner_lib import inference
+    from steiner_lib import backends
 
     questions = list(questions.values()) if isinstance(questions, dict) else list(questions)
     if not questions:
-        raise ValueError("heldout_report got no questions")
+        raise ValueError("generate_and_score got no questions")
     if temperature == 0 and n_samples > 1:
         raise ValueError(f"greedy decoding (temperature 0) gives {n_samples} identical samples per question: "
                          f"set temperature > 0 or n_samples=1")
     prompts, letters = heldout_prompts(questions, seed)
-    outputs = inference.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
-                                 logits_processor=logits_processor, progress=progress,
-                                 backend=in_process(backend, "held-out check"))
-    scores = score_outputs(outputs, letters, questions, tokenizer)
+    outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
+                                logits_processor=logits_processor, progress=progress, backend=backend)
+    return score_outputs(outputs, letters, questions if replay else None, tokenizer,
+                         question_ids=[question_id(q) for q in questions])
+
+
+def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, max_new_tokens: int = 512,
+                   temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16, logits_processor=None,
+                   n_boot: int = 2000, progress: bool = True, backend: str = CPU_DEFAULT) -> HeldoutReport:
+    """generate_and_score on held-out CountdownQuestions, summarized with 95% CIs (summarize)."""
+    scores = generate_and_score(model, tokenizer, questions, seed, n_samples, max_new_tokens, temperature, top_p,
+                                batch_size, logits_processor, progress, backend)
     return HeldoutReport(scores, summarize(scores, n_boot=n_boot, seed=seed))
 
 
@@ -658,5 +672,5 @@ __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps"
            "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff",
            "PRECISION_TARGET", "Z95", "questions_needed", "SAMPLE_SIZE_COLUMNS", "sample_size_table", "largest_need", "power_metrics",
            "power_sentence", "HeldoutReport",
-           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_report", "backtrack_citations",
+           "SUMMARY_METRICS", "summarize", "heldout_prompts", "question_id", "generate_and_score", "heldout_report", "backtrack_citations",
            "format_paragraph"]

@@ -65,10 +65,10 @@ def _check(prompts, max_new_tokens: int, temperature: float, top_p: float, n_sam
         raise ValueError("generate: " + "; ".join(problems))
 
 
-def _stop_ids(tokenizer) -> list[int]:
+def _stop_ids(tokenizer, more: Sequence[int] = ()) -> list[int]:
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos token: set tokenizer.eos_token = '<|im_end|>'")
-    return [tokenizer.eos_token_id]
+    return list(dict.fromkeys([tokenizer.eos_token_id, *more]))
 
 
 def _pad_id(tokenizer) -> int:
@@ -84,9 +84,9 @@ def check_tokenizer(tokenizer) -> None:
                          f"load it with modeling.load_tokenizer or train it with modeling.train_bpe_tokenizer")
 
 
-def _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache) -> dict:
-    kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=_stop_ids(tokenizer), pad_token_id=_pad_id(tokenizer),
-                  use_cache=use_cache, num_beams=1)
+def _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache, stop_token_ids=()) -> dict:
+    kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=_stop_ids(tokenizer, stop_token_ids),
+                  pad_token_id=_pad_id(tokenizer), use_cache=use_cache, num_beams=1)
     if temperature == 0:
         kwargs["do_sample"] = False
     else:  # top_k=0 turns off transformers' default top-k of 50: only temperature and top_p shape the draw
@@ -258,19 +258,23 @@ def _regroup(flat: list[str], n_prompts: int, n_samples: int) -> list[list[str]]
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float,
              top_p: float = 1.0, n_samples: int = 1, batch_size: int = 16, seed: int = 0,
              logits_processor=None, progress: bool = True, use_cache: bool = True,
-             stats: dict | None = None, backend: str = CPU_DEFAULT) -> list[list[str]]:
+             stats: dict | None = None, backend: str = CPU_DEFAULT, stop_token_ids: Sequence[int] = (),
+             reasoning_tokens: bool = True) -> list[list[str]]:
     """n_samples completions per prompt, batched with left padding; out[i][j] is prompt i's sample j.
 
     temperature 0 is greedy. backend: "lean" or "transformers". logits_processor: a list, or a
-    function of the prompt width (module docstring). `stats`, if a dict, receives sequences, new_tokens (up to and
+    function of the prompt width (module docstring). stop_token_ids: tokens that end a completion
+    besides the eos. reasoning_tokens=False: a foreign model (the LLM teacher's), whose tokenizer
+    need not hold the 14 reasoning tokens (they are then written as plain text). `stats`, if a dict, receives sequences, new_tokens (up to and
     excluding eos), batch_slots (positions generated including the padding of rows that
     finished before their batch did), seconds and tokens_per_s.
     """
     _check(prompts, max_new_tokens, temperature, top_p, n_samples, batch_size, backend)
-    check_tokenizer(tokenizer)
+    if reasoning_tokens:
+        check_tokenizer(tokenizer)
     flat = [p for p in prompts for _ in range(n_samples)]
     jobs = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
-    kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache)
+    kwargs = _generation_kwargs(tokenizer, max_new_tokens, temperature, top_p, use_cache, stop_token_ids)
     texts = run_batches(model, tokenizer, jobs, kwargs, seed, logits_processor, progress, "generate", stats,
                         _engine(model, backend, use_cache))
     return _regroup(texts, len(prompts), n_samples)

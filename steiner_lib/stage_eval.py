@@ -75,14 +75,18 @@ def extract_letter_anywhere(completion: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def question_id(q) -> str:
-    return str(getattr(q, "question_id", None) or q.record_id)
+question_id = evaluation.question_id  # notebook 06 reads the ids through stage_eval
 
 
 def score_completions(completions, letters: Sequence[str], question_ids: Sequence[str], tokenizer=None,
                       letter_anywhere: bool = False) -> pd.DataFrame:
     """evaluation.score_outputs, optionally reading the letter anywhere (the base model's rule)."""
-    scores = evaluation.score_outputs(completions, letters, tokenizer=tokenizer, question_ids=question_ids)
+    return with_letter_rule(evaluation.score_outputs(completions, letters, tokenizer=tokenizer,
+                                                     question_ids=question_ids), letter_anywhere)
+
+
+def with_letter_rule(scores: pd.DataFrame, letter_anywhere: bool) -> pd.DataFrame:
+    """Score frame `scores` (changed in place) under the stage table's letter rule, recorded in letter_rule."""
     if letter_anywhere:
         scores["letter"] = [extract_letter_anywhere(c) for c in scores["completion"]]
         scores["correct"] = scores["letter"].notna() & (scores["letter"] == scores["correct_letter"])
@@ -118,20 +122,14 @@ class Decoding:
 
 def sample_and_score(model, tokenizer, questions, decoding: Decoding, logits_processor=None,
                      letter_anywhere: bool = False) -> pd.DataFrame:
-    """decoding.samples completions per question (batched), scored; questions are Choice- or CountdownQuestions."""
-    from steiner_lib import backends
-
-    questions = list(questions)
-    if not questions:
-        raise ValueError("sample_and_score got no questions")
-    prompts, letters = evaluation.heldout_prompts(questions, decoding.seed)
-    # model: a Hugging Face model, or a backends.VLLMModel (backends.stage_loader decides)
-    outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=decoding.max_new_tokens,
-                                 temperature=decoding.temperature, n_samples=decoding.samples,
-                                 batch_size=decoding.batch_size, seed=decoding.seed,
-                                 logits_processor=logits_processor, progress=decoding.progress,
-                                 backend=decoding.backend)
-    return score_completions(outputs, letters, [question_id(q) for q in questions], tokenizer, letter_anywhere)
+    """decoding.samples completions per question (batched), scored under the letter rule; questions
+    are Choice- or CountdownQuestions (evaluation.generate_and_score without the step replay). model:
+    a Hugging Face model, or a backends.VLLMModel (backends.stage_loader decides)."""
+    scores = evaluation.generate_and_score(
+        model, tokenizer, questions, decoding.seed, n_samples=decoding.samples,
+        max_new_tokens=decoding.max_new_tokens, temperature=decoding.temperature, batch_size=decoding.batch_size,
+        logits_processor=logits_processor, progress=decoding.progress, backend=decoding.backend, replay=False)
+    return with_letter_rule(scores, letter_anywhere)
 
 
 def validation_grid(model, tokenizer, questions, settings: Sequence[tuple[int, int]], decoding: Decoding,
@@ -504,7 +502,7 @@ def all_scores(scores: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
 
 
 __all__ = ["ROWS", "ROW_CHECKPOINTS", "PAPER_DELTAS", "parse_int_grid", "lp_settings", "constraints_factory",
-           "extract_letter_anywhere", "question_id", "score_completions", "Decoding", "sample_and_score",
+           "extract_letter_anywhere", "question_id", "score_completions", "with_letter_rule", "Decoding", "sample_and_score",
            "validation_grid", "choose_setting", "per_question_correct", "paired_delta", "stage_table", "readable_table",
            "split_tables", "metric_key", "stage_metrics", "headline_comparisons", "sample_sizes",
            "reproduction_paragraph", "against_chance", "chance_sentence", "CHANCE", "plot_stage_tables", "evaluate_stages", "all_scores"]

@@ -44,7 +44,6 @@ statistic from the records themselves, so the two teachers' meta always mean the
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -412,6 +411,14 @@ and go on from there. Finish with {reasoning_end}, then the answer. An example s
 BACKENDS = ("transformers", "vllm")
 
 
+def end_of_text_ids(model, tokenizer) -> list[int]:
+    """Tokens that end the teacher's continuation besides the eos: the padding token and the model's own
+    end-of-sequence ids (an instruct model's generation config often lists more than its tokenizer's eos)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)  # a VLLMModel has none: vLLM reads it
+    eos = eos if isinstance(eos, list) else [] if eos is None else [eos]
+    return [i for i in (tokenizer.pad_token_id, *eos) if i is not None]
+
+
 def reasoning_so_far(draft: Draft, open_move: bool = False) -> str:
     """The draft rendered as the start of a reasoning block (no reasoning_end), ending after the
     last step, or after a proceed when `open_move` (so the model writes the next step)."""
@@ -437,13 +444,15 @@ class LLMTeacher:
     has not reached the answer after phase 2, the exact `recover` finishes the trace and
     notes["fallback_recovery"] is set, so every trajectory is a valid trace.
 
-    The model is loaded lazily on the first generation. backend="vllm" needs a GPU machine
-    (`pip install .[gpu]`); it is imported only when used. Sampling is seeded from the rng the
-    teacher is given (transformers: torch's global seed; vLLM: SamplingParams.seed).
+    The model (a hub name or a local path) is loaded lazily, by backends.load_model (foreign: its
+    own tokenizer, unchanged; on the GPU when there is one), and generates by backends.generate:
+    backend="transformers" is model.generate in this process, backend="vllm" a vLLM engine over
+    `tensor_parallel_size` GPUs (`pip install .[gpu]`; imported only when used). Each request is
+    seeded from the rng the teacher is given and draws what it would draw alone, in any batch.
     """
 
     def __init__(self, model_name_or_path: str, backend: str = "transformers", max_new_tokens: int = 512,
-                 temperature: float = 0.7, device: str = "cpu", prompt_seed: int = 0,
+                 temperature: float = 0.7, prompt_seed: int = 0,
                  max_explore_steps: int | None = None, tensor_parallel_size: int = 1):
         if backend not in BACKENDS:
             raise ValueError(f"LLMTeacher backend={backend!r}: choose one of {BACKENDS}")
@@ -454,13 +463,10 @@ class LLMTeacher:
         self.backend = backend
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
-        self.device = device
         self.prompt_seed = prompt_seed
         self.max_explore_steps = max_explore_steps
         self.tensor_parallel_size = tensor_parallel_size  # vLLM only: GPUs the model is split over
-        self._tokenizer = None
-        self._model = None
-        self._engine = None
+        self._loaded = None  # (model, tokenizer) from backends.load_model, on first use
 
     # -- prompts --
 
@@ -497,76 +503,32 @@ class LLMTeacher:
 
     # -- generation --
 
+    def _model_and_tokenizer(self):
+        if self._loaded is None:
+            from steiner_lib import backends
+
+            self._loaded = backends.load_model(self.model_name_or_path, self.backend, self.tensor_parallel_size,
+                                               foreign=True)
+        return self._loaded
+
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path,
-                                                            local_files_only=self._is_local())
-        return self._tokenizer
-
-    def _is_local(self) -> bool:
-        return os.path.isdir(self.model_name_or_path)
+        return self._model_and_tokenizer()[1]
 
     def generate(self, prompt: str, seed: int) -> str:
         """The model's continuation of `prompt` (special tokens kept, stopped at end-of-sequence)."""
-        if self.backend == "vllm":
-            return self._generate_vllm(prompt, seed)
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        tok = self.tokenizer
-        if self._model is None:
-            self._model = AutoModelForCausalLM.from_pretrained(
-                self.model_name_or_path, local_files_only=self._is_local()).to(self.device).eval()
-        enc = tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
-        stop_ids = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
-        gen_eos = self._model.generation_config.eos_token_id
-        stop_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        sample = self.temperature > 0
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            out = self._model.generate(
-                **enc, max_new_tokens=self.max_new_tokens, do_sample=sample,
-                temperature=self.temperature if sample else None, top_p=None, top_k=None,
-                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else next(iter(stop_ids), 0))
-        new = out[0, enc["input_ids"].shape[1]:].tolist()
-        for i, t in enumerate(new):
-            if t in stop_ids:
-                new = new[:i]
-                break
-        return tok.decode(new, skip_special_tokens=False)
-
-    def _vllm(self):
-        if self._engine is None:
-            try:
-                import vllm
-            except ImportError as e:
-                raise ImportError(
-                    "LLMTeacher(backend='vllm') needs vLLM, a GPU dependency that is not installed here. "
-                    "On a GPU machine run `pip install .[gpu]`; on a CPU use backend='transformers'."
-                ) from e
-            self._engine = (vllm, vllm.LLM(model=self.model_name_or_path, seed=0,
-                                                 tensor_parallel_size=self.tensor_parallel_size))
-        return self._engine
-
-    def _sampling_params(self, vllm, seed: int):
-        # spaces_between_special_tokens=False: the 14 tokens come back exactly as the parser reads them
-        return vllm.SamplingParams(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=seed,
-                                   skip_special_tokens=False, spaces_between_special_tokens=False)
-
-    def _generate_vllm(self, prompt: str, seed: int) -> str:
-        vllm, engine = self._vllm()
-        return engine.generate([prompt], self._sampling_params(vllm, seed), use_tqdm=False)[0].outputs[0].text
+        return self.generate_many([prompt], [seed])[0]
 
     def generate_many(self, prompts: list[str], seeds: list[int]) -> list[str]:
-        """`generate` for many prompts: one vLLM call (each request seeded as alone), or one by one."""
-        if self.backend != "vllm":
-            return [self.generate(p, s) for p, s in zip(prompts, seeds)]
-        vllm, engine = self._vllm()
-        outputs = engine.generate(list(prompts), [self._sampling_params(vllm, s) for s in seeds], use_tqdm=False)
-        return [o.outputs[0].text for o in outputs]
+        """`generate` for many prompts in one backends.generate call, each request seeded as if alone."""
+        from steiner_lib import backends
+
+        model, tok = self._model_and_tokenizer()
+        outputs = backends.generate(model, tok, list(prompts), max_new_tokens=self.max_new_tokens,
+                                    temperature=self.temperature, seed=list(seeds), progress=False,
+                                    backend=self.backend, stop_token_ids=end_of_text_ids(model, tok),
+                                    reasoning_tokens=False)
+        return [samples[0] for samples in outputs]
 
     # -- the two phases; each is a request (prompt, seed, pre-fill) and an absorb, so that
     # synthesis.synthesize_batched can send many drafts' requests in one generate_many call --

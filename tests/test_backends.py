@@ -90,6 +90,46 @@ def test_generate_on_transformers_equals_inference_generate(tiny):
         backends.generate(model, tok, PROMPTS[0], max_new_tokens=6, temperature=0.0)
 
 
+def test_a_prompt_with_its_own_seed_draws_the_same_in_any_batch(tiny):
+    _, model, tok = tiny
+    draw = dict(max_new_tokens=6, temperature=1.0, n_samples=2, progress=False, backend="transformers")
+    together = backends.generate(model, tok, PROMPTS, seed=[5, 9], **draw)
+    swapped = backends.generate(model, tok, PROMPTS[::-1], seed=[9, 5], **draw)
+    assert together == swapped[::-1]
+    assert together[1] == backends.generate(model, tok, PROMPTS[1:], seed=[9], **draw)[0]
+    assert together[0] != backends.generate(model, tok, PROMPTS[:1], seed=[6], **draw)[0]  # the seed matters
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        backends.generate(model, tok, PROMPTS, seed=[5], **draw)
+
+
+def test_extra_stop_tokens_end_the_completion_early(tiny):
+    _, model, tok = tiny
+    greedy = dict(temperature=0.0, progress=False)
+    first = backends.generate(model, tok, PROMPTS[:1], max_new_tokens=1, **greedy)[0][0]
+    [stop] = tok(first, add_special_tokens=False)["input_ids"]  # the first token the model writes
+    assert backends.generate(model, tok, PROMPTS[:1], max_new_tokens=8, **greedy)[0][0].startswith(first)
+    assert backends.generate(model, tok, PROMPTS[:1], max_new_tokens=8, stop_token_ids=[stop], **greedy) == [[""]]
+
+
+def test_a_foreign_model_keeps_its_own_tokenizer(tiny, tmp_path):
+    """foreign=True (the LLM teacher's model): the tokenizer as saved, without the chat template
+    checkpoints.load_tokenizer would set, and generation without the 14-token check."""
+    path, model, tok = tiny
+    plain = tmp_path / "plain"
+    from transformers import PreTrainedTokenizerFast
+
+    bare = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token=tok.eos_token,
+                                   pad_token=tok.pad_token)
+    model.save_pretrained(plain)
+    bare.save_pretrained(plain)
+    own_model, own_tok = backends.load_model(plain, "transformers", foreign=True)
+    assert own_tok.chat_template is None
+    assert backends.load_model(plain, "transformers")[1].chat_template is not None
+    greedy = dict(max_new_tokens=4, temperature=0.0, progress=False, backend="transformers")
+    assert backends.generate(own_model, own_tok, PROMPTS, reasoning_tokens=False, **greedy) == \
+        backends.generate(model, tok, PROMPTS, **greedy)
+
+
 def test_step_constraints_drive_the_transformers_processor(tiny):
     """An untrained model writes no reasoning tokens; with the constraints, it must start with one."""
     _, model, tok = tiny

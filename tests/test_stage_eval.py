@@ -208,6 +208,27 @@ def test_evaluate_stages_loads_each_checkpoint_once_and_forces_the_lp_row():
     assert se.reproduction_paragraph(table, "x", sampled.describe()).startswith("On x (3 questions, 3 sampled")
 
 
+def test_the_stage_table_and_the_heldout_checks_sample_and_score_alike():
+    """sample_and_score is evaluation.generate_and_score without the step replay: for a seed it draws
+    and scores the very outputs heldout_report does."""
+    from helpers import make_questions
+
+    from steiner_lib import evaluation, modeling
+
+    questions = make_questions(3, seed=1)
+    tok = modeling.train_bpe_tokenizer([evaluation.heldout_prompts(questions, 0)[0][0]] * 3, 300)
+    model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
+    staged = se.sample_and_score(model, tok, questions, se.Decoding(max_new_tokens=8, temperature=1.0, seed=4,
+                                                                   progress=False, samples=2, batch_size=4))
+    report = evaluation.heldout_report(model, tok, questions, seed=4, n_samples=2, max_new_tokens=8,
+                                       temperature=1.0, batch_size=4, n_boot=10, progress=False)
+    assert staged["completion"].nunique() > 1  # sampled outputs, not one repeated text
+    shared = [c for c in staged.columns if c != "letter_rule"]
+    pd.testing.assert_frame_equal(staged[shared], report.scores[shared])
+    assert set(report.scores.columns) - set(shared) == {"steps_valid", "n_valid_steps", "n_hallucinated_steps",
+                                                        "n_unreadable_steps", "n_lost_steps", "reached_target"}
+
+
 def test_decoding_refuses_identical_greedy_samples():
     with pytest.raises(ValueError, match="identical"):
         se.Decoding(max_new_tokens=8, temperature=0.0, samples=2)

@@ -363,6 +363,25 @@ def test_llm_teacher_with_a_tiny_local_model_runs_end_to_end(tiny_model):
     assert teacher.generate("Numbers left: 3", 7) == teacher.generate("Numbers left: 3", 7)
 
 
+def test_llm_teacher_generates_through_backends_generate(tiny_model, monkeypatch):
+    from steiner_lib import backends
+
+    calls = []
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        calls.append((model, prompts, kwargs))
+        return [[f"continuation {s}"] for s in kwargs["seed"]]
+
+    monkeypatch.setattr(backends, "generate", fake_generate)
+    teacher = LLMTeacher(str(tiny_model), max_new_tokens=9, temperature=0.5)
+    assert teacher.generate_many(["a", "b"], [3, 4]) == ["continuation 3", "continuation 4"]
+    assert teacher.generate("c", 7) == "continuation 7"
+    (model, prompts, kwargs), _ = calls
+    assert prompts == ["a", "b"] and kwargs["seed"] == [3, 4] and model is calls[1][0]  # loaded once
+    assert (kwargs["max_new_tokens"], kwargs["temperature"], kwargs["backend"]) == (9, 0.5, "transformers")
+    assert kwargs["reasoning_tokens"] is False and teacher.tokenizer.pad_token_id in kwargs["stop_token_ids"]
+
+
 def test_llm_teacher_prompt_uses_the_chat_template_when_there_is_one(tiny_model):
     teacher = LLMTeacher(str(tiny_model))
     plain = teacher.build_prompt("QUESTION TEXT", "PREFILL")
