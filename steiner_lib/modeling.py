@@ -201,6 +201,13 @@ class ModelConfig:
             raise ValueError(f"dtype={self.dtype!r}: use 'float32' or 'bfloat16' ('float16' only on a GPU)")
 
 
+def hide_log_printer(trainer) -> None:
+    """Without a progress bar a transformers Trainer prints every log dict instead: remove that printer."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 def _torch_dtype(name: str):
     import torch
 

@@ -350,7 +350,7 @@ def train_lm(model, tokenizer, train_texts: list[str], heldout_texts, cfg: LMTra
 def _train_lm(model, tokenizer, train_texts, heldout_texts, cfg: LMTrainConfig, progress: bool, callbacks,
               start: float) -> LMTrainResult:
     import torch
-    from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and cfg.seq_len > max_pos:
@@ -385,7 +385,7 @@ def _train_lm(model, tokenizer, train_texts, heldout_texts, cfg: LMTrainConfig, 
             data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=callbacks,
         )
         if not progress:
-            trainer.remove_callback(PrinterCallback)  # it prints every log dict when the bar is off
+            modeling.hide_log_printer(trainer)
         output = trainer.train()
         log_history = list(trainer.state.log_history)
     model.eval()

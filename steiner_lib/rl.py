@@ -493,6 +493,8 @@ def train_rl(model, tokenizer, questions, graphs: dict, weights: RewardWeights, 
                                       train_dataset=data, processing_class=tokenizer, credit=cfg.credit,
                                       keep_scored=cfg.keep_scored,
                                       lean_rollouts=resolve_backend(cfg.backend, "RL rollouts") == "lean")
+            if not cfg.progress:
+                modeling.hide_log_printer(trainer)
         trainer.train()
     finally:
         if scratch:

@@ -282,10 +282,8 @@ def make_trainer(model, tokenizer, train_ds, eval_ds, cfg: SFTStageConfig, outpu
     args = trl_config(cfg, len(train_ds), eval_ds is not None, output_dir)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, callbacks=callbacks)
-    if not cfg.progress:  # without a progress bar the Trainer prints every log dict instead
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    if not cfg.progress:
+        modeling.hide_log_printer(trainer)
     return trainer
 
 

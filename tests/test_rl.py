@@ -259,13 +259,14 @@ def pipeline():
     return qs, graphs, modeling.train_bpe_tokenizer(corpus, vocab_size=400)
 
 
-def test_train_rl_end_to_end_logs_the_metrics(pipeline, tmp_path):
+def test_train_rl_end_to_end_logs_the_metrics(pipeline, tmp_path, capsys):
     qs, graphs, tok = pipeline
     path = tmp_path / "tiny"
     tiny_model(tok).save_pretrained(path)  # built and saved locally; TRL loads policy and reference from it
     cfg = rl_config(steps=2, batch_size=4, num_generations=2, max_completion_length=24, beta=0.04,
                     logging_steps=1, progress=False, seed=3)
     res = rl.train_rl(str(path), tok, qs, graphs, RewardWeights(), cfg)
+    assert "{'loss'" not in capsys.readouterr().out  # progress=False: no log dict printed per step either
     assert res.steps == 2 and len(res.log) == 2
     assert list(res.log.columns[:len(rl.LOG_COLUMNS)]) == list(rl.LOG_COLUMNS.values())
     first = res.log.iloc[0]
