@@ -27,8 +27,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from steiner_lib.backends import BACKEND_CHOICES, CPU_DEFAULT
 from steiner_lib.format import MAX_CLOSING_TOKENS
+from steiner_lib.generation.backends import BACKEND_CHOICES, CPU_DEFAULT
 
 
 def knob(default, doc: str, lo=None, hi=None):

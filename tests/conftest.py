@@ -8,7 +8,7 @@ from helpers import CORPUS, preset, tiny_qwen2
 @pytest.fixture(scope="module")
 def tok():
     """A BPE tokenizer with the 14 reasoning tokens, trained on helpers.CORPUS (files may define their own)."""
-    from steiner_lib import modeling
+    from steiner_lib.training import modeling
 
     return modeling.train_bpe_tokenizer(CORPUS, vocab_size=300)
 

@@ -13,8 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access, ever
 
 import pytest  # noqa: E402
 
-from steiner_lib import backends, modeling, params as P  # noqa: E402
+from steiner_lib import params as P  # noqa: E402
 from steiner_lib.format import REASONING_START, SPECIAL_TOKENS  # noqa: E402
+from steiner_lib.generation import backends  # noqa: E402
+from steiner_lib.training import modeling  # noqa: E402
 
 TINY = modeling.ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
                             max_position_embeddings=256)
@@ -26,7 +28,7 @@ def tiny(tmp_path_factory):
     tok = modeling.train_bpe_tokenizer(modeling.regular_text()[:20], 300)
     model = modeling.build_model(tok, TINY, seed=0)
     path = tmp_path_factory.mktemp("ckpt") / "model"
-    from steiner_lib.checkpoints import save_checkpoint
+    from steiner_lib.training.checkpoints import save_checkpoint
 
     save_checkpoint(model, tok, path)
     return path, model, tok
@@ -46,13 +48,13 @@ def test_lean_and_transformers_are_always_themselves(monkeypatch):
 
 def test_auto_falls_back_to_the_lean_loop_with_a_log_line(monkeypatch, caplog):
     monkeypatch.setattr(backends, "vllm_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="steiner_lib.backends"):
+    with caplog.at_level(logging.WARNING, logger="steiner_lib.generation.backends"):
         assert backends.resolve_backend("auto", "evaluation") == "lean"
     assert "evaluation: backend auto -> lean" in caplog.text and "pip install .[gpu]" in caplog.text
     caplog.clear()
     monkeypatch.setattr(backends, "vllm_available", lambda: True)
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="steiner_lib.backends"):
+    with caplog.at_level(logging.WARNING, logger="steiner_lib.generation.backends"):
         assert backends.resolve_backend("auto") == "lean"
     assert "no CUDA GPU" in caplog.text
     monkeypatch.setattr(backends, "cuda_available", lambda: True)
@@ -80,7 +82,7 @@ def test_vllm_available_matches_the_import():
 
 
 def test_generate_on_transformers_equals_inference_generate(tiny):
-    from steiner_lib import inference
+    from steiner_lib.generation import inference
 
     _, model, tok = tiny
     ours = backends.generate(model, tok, PROMPTS, max_new_tokens=6, temperature=0.0, progress=False)
@@ -141,10 +143,10 @@ def test_step_constraints_drive_the_transformers_processor(tiny):
 
 
 def test_stage_eval_constraints_are_step_constraints(tiny):
-    from steiner_lib import stage_eval
+    from steiner_lib.evaluation import stage_table
 
     _, _, tok = tiny
-    c = stage_eval.constraints_factory(tok, 2, 6)
+    c = stage_table.constraints_factory(tok, 2, 6)
     assert isinstance(c, backends.StepConstraints) and (c.min_steps, c.max_steps) == (2, 6)
     processors = c(17)
     assert len(processors) == 1 and processors[0].prompt_length == 17
@@ -173,7 +175,7 @@ def test_load_model_with_vllm_gives_a_lazy_handle(tiny, monkeypatch):
 
 
 def test_the_vllm_path_refuses_transformers_processors(tiny):
-    from steiner_lib.constraints import ReasoningConstraints
+    from steiner_lib.generation.constraints import ReasoningConstraints
 
     path, _, tok = tiny
     handle = backends.VLLMModel(str(path))
@@ -192,7 +194,7 @@ def test_stage_loader_checks_the_stage(tmp_path):
 
 
 def test_rl_config_switches_trl_to_colocated_vllm(monkeypatch, tmp_path):
-    from steiner_lib import rl
+    from steiner_lib.training import rl
 
     def rl_config(**overrides):  # the schema's rl defaults with the test's overrides
         return rl.stage_config(P.RlParams(), seed=0, **overrides)
@@ -212,7 +214,7 @@ def test_rl_config_switches_trl_to_colocated_vllm(monkeypatch, tmp_path):
 def test_teacher_tensor_parallel_reaches_the_llm_teacher():
     import dataclasses as dc
 
-    from steiner_lib.teachers import make_teacher
+    from steiner_lib.data.teachers import make_teacher
 
     teacher = make_teacher(dc.replace(P.TeacherParams(), kind="llm", model="m", backend="vllm", tensor_parallel=4))
     assert teacher.tensor_parallel_size == 4

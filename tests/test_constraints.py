@@ -27,9 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from helpers import ONE_LAYER, one_thread, tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
-from steiner_lib import constraints as C  # noqa: E402
 from steiner_lib import format as fmt  # noqa: E402
-from steiner_lib import inference, lean_decode, modeling  # noqa: E402
+from steiner_lib.generation import constraints as C  # noqa: E402
+from steiner_lib.generation import inference, lean_decode  # noqa: E402
+from steiner_lib.training import modeling  # noqa: E402
 
 CORPUS = ["Using the numbers 3, 5, 7 and 25, which value can be made?", "25 × 3 = 75, then 75 + 7 = 82.",
           "Answer: B"]
@@ -551,12 +552,12 @@ def fake_vllm(monkeypatch):
 
 def test_vllm_spec_picks_the_runner_and_names_an_importable_class(tok, fake_vllm, monkeypatch):
     spec = C.vllm_reasoning_constraints(tok, 1, 4)
-    assert spec.runner == "v2" and spec.logits_processor == "steiner_lib.constraints:VLLMReasoningConstraints"
+    assert spec.runner == "v2" and spec.logits_processor == "steiner_lib.generation.constraints:VLLMReasoningConstraints"
     assert C.config_from_extra_args(spec.extra_args) == C.RequestConfig(C.ReasoningTokenIds.from_tokenizer(tok), 1, 4)
     module, name = spec.logits_processor.split(":")
     cls = getattr(importlib.import_module(module), name)  # as vLLM's loader resolves it
     assert issubclass(cls, sys.modules["vllm.v1.worker.gpu.sample.logits_processor.interface"].LogitsProcessor)
-    assert (cls.__module__, cls.__qualname__) == ("steiner_lib.constraints", "VLLMReasoningConstraints")
+    assert (cls.__module__, cls.__qualname__) == ("steiner_lib.generation.constraints", "VLLMReasoningConstraints")
     monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "0")
     assert C.vllm_reasoning_constraints(tok, 1, 4).logits_processor.endswith(":VLLMReasoningConstraintsV1")
     with pytest.raises(ValueError, match="runner='v3'"):
@@ -751,7 +752,7 @@ class Writer(LogitsProcessor):
 def test_every_budget_forced_output_parses(tiny, tok, ids, engine):
     """With a writer that never ends by itself, budget forcing (as scaling.budget_factory combines it) ends
     every output, at every budget and grace, and every output parses: the forcing adds no format error."""
-    from steiner_lib import scaling
+    from steiner_lib.evaluation import scaling
 
     enc = tok([modeling.chat_text(p) for p in PROMPTS], return_tensors="pt", padding=True, padding_side="left",
               add_special_tokens=False)

@@ -1,4 +1,4 @@
-"""Tests for steiner_lib.dag: clustering, DAG building, node features, path sampling."""
+"""Tests for steiner_lib.data.dag: clustering, DAG building, node features, path sampling."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steiner_lib import dag
 from steiner_lib import format as fmt
+from steiner_lib.data import dag
+from steiner_lib.data.traces import StepRecord, Trajectory
 from steiner_lib.format import QUESTION, Backtrack, Step
 from steiner_lib.tasks.countdown import apply, canonical, legal_operations, make_operation
-from steiner_lib.traces import StepRecord, Trajectory
 
 # ---------------------------------------------------------------------------- fixtures
 

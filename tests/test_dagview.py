@@ -11,11 +11,11 @@ import matplotlib
 matplotlib.use("Agg")  # tests only
 import pytest
 
-from steiner_lib import dag
-from steiner_lib.dagview import DagView, dag_view_html
+from steiner_lib.data import dag
+from steiner_lib.data.dagview import DagView, dag_view_html
+from steiner_lib.data.traces import StepRecord, Trajectory
 from steiner_lib.format import Backtrack, Step
 from steiner_lib.tasks.countdown import apply, make_operation
-from steiner_lib.traces import StepRecord, Trajectory
 
 START, TARGET = (2, 3, 4, 5), 26
 

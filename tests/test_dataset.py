@@ -5,9 +5,11 @@ import re
 import networkx as nx
 import pytest
 
-from steiner_lib import dataset, modeling, params as P, synthesis, teachers
+from steiner_lib import params as P
+from steiner_lib.data import dataset, synthesis, teachers
 from steiner_lib.format import parse
 from steiner_lib.tasks import choice
+from steiner_lib.training import modeling
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from helpers import ONE_LAYER, tiny_qwen2
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from steiner_lib import evaluation as ev  # noqa: E402
 from steiner_lib import format as fmt  # noqa: E402
-from steiner_lib import modeling  # noqa: E402
+from steiner_lib.evaluation import scoring as ev  # noqa: E402
 from steiner_lib.tasks import choice, text  # noqa: E402
 from steiner_lib.tasks.countdown import Problem, make_operation  # noqa: E402
+from steiner_lib.training import modeling  # noqa: E402
 
 # 82 = 25 × 3 + 7, from 3, 5, 7, 25.
 QUESTION = choice.make_countdown_question(Problem((3, 5, 7, 25), 82), random.Random(0), "q-test")

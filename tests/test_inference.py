@@ -13,7 +13,8 @@ from helpers import USERS, tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
-from steiner_lib import inference, modeling  # noqa: E402
+from steiner_lib.generation import inference  # noqa: E402
+from steiner_lib.training import modeling  # noqa: E402
 
 @pytest.fixture(scope="module")
 def prompts():

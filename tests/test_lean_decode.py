@@ -19,9 +19,10 @@ import helpers  # noqa: E402
 from helpers import ONE_LAYER, one_thread, tiny_qwen2  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
-from steiner_lib import checkpoints, inference, lean_decode, modeling  # noqa: E402
-from steiner_lib import constraints as C  # noqa: E402
 from steiner_lib import params as P  # noqa: E402
+from steiner_lib.generation import inference, lean_decode  # noqa: E402
+from steiner_lib.generation import constraints as C  # noqa: E402
+from steiner_lib.training import checkpoints, modeling  # noqa: E402
 
 USERS = [*helpers.USERS, "A", "then 75 + 7 = 82."]  # six prompts of several widths
 
@@ -180,14 +181,14 @@ def test_a_model_the_loop_does_not_cover_falls_back_to_transformers_with_a_warni
     assert "eager" in lean_decode.unsupported_reason(eager)
     with pytest.raises(ValueError, match="use backend 'transformers'"):
         lean_decode.Qwen2Stepper(eager, 1, 8)
-    with caplog.at_level(logging.WARNING, logger="steiner_lib.inference"), one_thread():
+    with caplog.at_level(logging.WARNING, logger="steiner_lib.generation.inference"), one_thread():
         texts = inference.generate(eager, tok, [modeling.chat_text(USERS[0])], max_new_tokens=4, temperature=0.0,
                                    progress=False, backend="lean")
     assert len(texts) == 1 and "generating with model.generate instead" in caplog.text
 
 
 def test_bad_backends_are_refused_with_the_fix(model, tok):
-    from steiner_lib import backends
+    from steiner_lib.generation import backends
 
     with pytest.raises(ValueError, match="backends.load_model"):
         inference.generate(model, tok, ["x"], max_new_tokens=2, temperature=0.0, backend="vllm")

@@ -1,4 +1,4 @@
-"""Tests for steiner_lib.modeling's models: build, load a 'hub' base and add Steiner's tokens, LoRA, FLOPs.
+"""Tests for steiner_lib.training.modeling's models: build, load a 'hub' base and add Steiner's tokens, LoRA, FLOPs.
 
 Every model is built here and saved to tmp_path; nothing is ever fetched from a hub.
 """
@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access, ever
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from steiner_lib import modeling  # noqa: E402
 from steiner_lib.format import SPECIAL_TOKENS  # noqa: E402
+from steiner_lib.training import modeling  # noqa: E402
 
 TINY = modeling.ModelConfig(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
                             max_position_embeddings=128)
@@ -142,7 +142,7 @@ def test_save_and_reload_round_trips(tmp_path):
 
 
 def test_the_dtype_is_chosen_by_the_params_and_carried_by_every_checkpoint(tmp_path):
-    from steiner_lib import checkpoints
+    from steiner_lib.training import checkpoints
 
     save_base(tmp_path / "base", plain_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "<|im_end|>"))
     fp32, _, _ = modeling.load_pretrained_model(str(tmp_path / "base"))

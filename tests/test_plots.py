@@ -1,4 +1,4 @@
-"""Tests for steiner_lib.plots: each function returns a Figure whose artists match its input."""
+"""Tests for steiner_lib.report.plots: each function returns a Figure whose artists match its input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
-from steiner_lib import dag, plots
+from steiner_lib.data import dag
+from steiner_lib.report import plots
 from test_dag import hand_dag, hand_trajectories, random_question  # noqa: F401 (hand_trajectories: a fixture)
 
 

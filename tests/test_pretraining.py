@@ -1,4 +1,4 @@
-"""Tests for steiner_lib.pretraining: corpora, packing, train_lm, the CPT mix, the embedding report.
+"""Tests for steiner_lib.training.pretraining: corpora, packing, train_lm, the CPT mix, the embedding report.
 
 Data are tiny versions of what notebooks 01 and 02 leave on disk, made with the library
 (12 questions); models are tiny Qwen2s built here. No hub access.
@@ -15,12 +15,13 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from steiner_lib import dataset, modeling, synthesis  # noqa: E402
-from steiner_lib import pretraining as P  # noqa: E402
+from steiner_lib.data import dataset, synthesis  # noqa: E402
+from steiner_lib.data.teachers import SearchTeacher  # noqa: E402
 from steiner_lib.format import SPECIAL_TOKENS, parse  # noqa: E402
 from steiner_lib.tasks import choice  # noqa: E402
 from steiner_lib.tasks.countdown import solve, verify_expression  # noqa: E402
-from steiner_lib.teachers import SearchTeacher  # noqa: E402
+from steiner_lib.training import modeling  # noqa: E402
+from steiner_lib.training import pretraining as P  # noqa: E402
 
 TINY = modeling.ModelConfig(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
                             max_position_embeddings=256)
@@ -277,7 +278,7 @@ def test_embedding_report_shows_cpt_moving_the_reasoning_tokens(tokenizer, paths
 def test_cpt_pools_hold_out_whole_questions_and_documents():
     import datasets
 
-    from steiner_lib import pretraining
+    from steiner_lib.training import pretraining
 
     paths = datasets.Dataset.from_dict({
         "question_id": [f"q{i // 3}" for i in range(30)], "prompt": [f"question {i // 3}" for i in range(30)],

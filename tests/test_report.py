@@ -24,8 +24,8 @@ import nbformat
 import pytest
 import yaml
 
-from steiner_lib import report
-from steiner_lib.report import (NO_QUARTO_MESSAGE, ReportError, book_chapters, cell_options,
+from steiner_lib.report import book
+from steiner_lib.report.book import (NO_QUARTO_MESSAGE, ReportError, book_chapters, cell_options,
                                 check_quarto_project, collect_notebooks, prepare_report, render_report)
 
 REAL_REPORT = Path(__file__).resolve().parents[1] / "report"
@@ -109,7 +109,7 @@ def make_report_dir(tmp_path: Path, index: str = INDEX_QMD) -> Path:
 
 
 @pytest.fixture
-def book(tmp_path):
+def prepared(tmp_path):
     run = make_run(tmp_path)
     rd = make_report_dir(tmp_path)
     prepare_report(run, rd)
@@ -130,22 +130,22 @@ def test_collect_notebooks_names_the_fix_when_nothing_ran(tmp_path):
         collect_notebooks(tmp_path / "never-ran")
 
 
-def test_prepare_then_check_passes(book):
-    assert check_quarto_project(book) == []
-    assert book_chapters(book) == ["index.qmd", "notebooks/01_alpha.ipynb", "notebooks/02_beta.ipynb"]
-    assert sorted(p.name for p in (book / "notebooks").iterdir()) == ["01_alpha.ipynb", "02_beta.ipynb",
+def test_prepare_then_check_passes(prepared):
+    assert check_quarto_project(prepared) == []
+    assert book_chapters(prepared) == ["index.qmd", "notebooks/01_alpha.ipynb", "notebooks/02_beta.ipynb"]
+    assert sorted(p.name for p in (prepared / "notebooks").iterdir()) == ["01_alpha.ipynb", "02_beta.ipynb",
                                                                       "_chapters.yml"]
-    assert not [p for p in book.iterdir() if p.name.startswith(".notebooks")]  # no temp dirs left
+    assert not [p for p in prepared.iterdir() if p.name.startswith(".notebooks")]  # no temp dirs left
 
 
-def test_prepare_replaces_the_previous_copy(tmp_path, book):
+def test_prepare_replaces_the_previous_copy(tmp_path, prepared):
     run = tmp_path / "run"
     (run / "executed" / "02_beta.ipynb").unlink()
     # index.qmd refers to fig-c of 02_beta: with it gone the check must say so, naming the file and the label.
-    prepare_report(run, book)
-    assert not (book / "notebooks" / "02_beta.ipynb").exists()
-    assert book_chapters(book) == ["index.qmd", "notebooks/01_alpha.ipynb"]
-    problems = check_quarto_project(book)
+    prepare_report(run, prepared)
+    assert not (prepared / "notebooks" / "02_beta.ipynb").exists()
+    assert book_chapters(prepared) == ["index.qmd", "notebooks/01_alpha.ipynb"]
+    problems = check_quarto_project(prepared)
     assert any(p.startswith("index.qmd") and "@fig-c" in p for p in problems), problems
 
 
@@ -212,17 +212,17 @@ def test_check_reports_a_broken_config(tmp_path):
     assert len(problems) == 1 and "notebooks/_chapters.yml" in problems[0] and "prepare_report" in problems[0]
 
 
-def test_check_leaves_to_quarto_what_quarto_stops_on(book):
+def test_check_leaves_to_quarto_what_quarto_stops_on(prepared):
     """An embed of a missing cell, a missing chapter and `#|` lines that are not YAML make
     `quarto render` fail naming them (measured with Quarto 1.7.34), so the check stays quiet."""
-    (book / "index.qmd").write_text(INDEX_QMD + "\n{{< embed notebooks/01_alpha.ipynb#fig-zzz >}}\n")
-    config = yaml.safe_load((book / "_quarto.yml").read_text())
+    (prepared / "index.qmd").write_text(INDEX_QMD + "\n{{< embed notebooks/01_alpha.ipynb#fig-zzz >}}\n")
+    config = yaml.safe_load((prepared / "_quarto.yml").read_text())
     config["book"]["chapters"].append("notebooks/09_missing.ipynb")
-    (book / "_quarto.yml").write_text(yaml.safe_dump(config))
-    nb = nbformat.read(str(book / "notebooks" / "01_alpha.ipynb"), as_version=4)
+    (prepared / "_quarto.yml").write_text(yaml.safe_dump(config))
+    nb = nbformat.read(str(prepared / "notebooks" / "01_alpha.ipynb"), as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell('#| label: fig-bad\n#| fig-cap: "unclosed\nplot()'))
-    nbformat.write(nb, str(book / "notebooks" / "01_alpha.ipynb"))
-    assert check_quarto_project(book) == []
+    nbformat.write(nb, str(prepared / "notebooks" / "01_alpha.ipynb"))
+    assert check_quarto_project(prepared) == []
 
 
 # ---------------------------------------------------------------- the real report project
@@ -242,11 +242,11 @@ def test_real_report_project_is_a_book_that_renders_without_executing():
     assert config["project"]["output-dir"] == "_build/quarto"
     assert config["book"]["title"] == "Steiner, re-executed: an executable reproducibility report"
     assert config["book"]["chapters"][0] == "index.qmd"
-    assert report.CHAPTERS_FILE in config["metadata-files"]
+    assert book.CHAPTERS_FILE in config["metadata-files"]
     assert config["execute"]["enabled"] is False
     assert config["format"]["html"]["code-fold"] is True
     assert "typst" not in config["format"]  # Quarto 1.7 books skip it (with a warning); the PDF has its own file
-    assert "typst" in yaml.safe_load((REAL_REPORT / report.PDF_OPTIONS_FILE).read_text())["format"]
+    assert "typst" in yaml.safe_load((REAL_REPORT / book.PDF_OPTIONS_FILE).read_text())["format"]
 
 
 def test_real_index_resolves_against_the_planned_labels(tmp_path):
@@ -272,12 +272,12 @@ def test_real_index_resolves_against_the_planned_labels(tmp_path):
 
 # ---------------------------------------------------------------- the nbconvert fallback
 
-def test_render_without_quarto_writes_plain_pages(book, monkeypatch, caplog):
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
-    out = book / "_build"
+def test_render_without_quarto_writes_plain_pages(prepared, monkeypatch, caplog):
+    monkeypatch.setattr(book.shutil, "which", lambda name: None)
+    out = prepared / "_build"
     (out / "stale").mkdir(parents=True)  # replaced as a whole
-    with caplog.at_level(logging.INFO, logger="steiner_lib.report"):
-        assert render_report(book, out) == out
+    with caplog.at_level(logging.INFO, logger="steiner_lib.report.book"):
+        assert render_report(prepared, out) == out
     assert [r.getMessage() for r in caplog.records].count(NO_QUARTO_MESSAGE) == 1
     assert "pip install quarto-cli" in NO_QUARTO_MESSAGE
     assert not (out / "stale").exists()
@@ -293,7 +293,7 @@ def test_render_without_quarto_writes_plain_pages(book, monkeypatch, caplog):
     assert "{{{&lt; not a shortcode &gt;}}}" in index and "@fig-nothing-in-code" in index  # code stays code
 
     for rel in ["notebooks/01_alpha.ipynb", "notebooks/02_beta.ipynb"]:
-        nb = nbformat.read(str(book / rel), as_version=4)
+        nb = nbformat.read(str(prepared / rel), as_version=4)
         pngs = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
         tables = sum("<table" in "".join(o.get("data", {}).get("text/html", ""))
                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
@@ -306,7 +306,7 @@ def test_render_without_quarto_writes_plain_pages(book, monkeypatch, caplog):
 
 
 def test_render_without_quarto_needs_prepared_notebooks(tmp_path, monkeypatch):
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    monkeypatch.setattr(book.shutil, "which", lambda name: None)
     rd = make_report_dir(tmp_path)
     with pytest.raises(ReportError, match="prepare_report"):
         render_report(rd, tmp_path / "out")
@@ -333,29 +333,29 @@ echo "WARN: Unable to resolve crossref @fig-zz" >&2
     return fake, calls
 
 
-def test_render_with_quarto_renders_the_book_then_the_pdf(book, tmp_path, monkeypatch, caplog):
+def test_render_with_quarto_renders_the_book_then_the_pdf(prepared, tmp_path, monkeypatch, caplog):
     fake, calls = fake_quarto(tmp_path)
-    monkeypatch.setattr(report.shutil, "which", lambda name: str(fake) if name == "quarto" else None)
-    with caplog.at_level(logging.INFO, logger="steiner_lib.report"):
-        out = render_report(book, book / "_build")
+    monkeypatch.setattr(book.shutil, "which", lambda name: str(fake) if name == "quarto" else None)
+    with caplog.at_level(logging.INFO, logger="steiner_lib.report.book"):
+        out = render_report(prepared, prepared / "_build")
     lines = calls.read_text().splitlines()
     assert len(lines) == 2 and lines[0].startswith("render ") and "--to html" in lines[0]
     source = Path(lines[1].split()[1])
     assert lines[1].endswith("--to typst") and source.suffix == ".ipynb"
-    assert report.PDF_NAME.startswith(source.stem) and book not in source.parents  # a single document
+    assert book.PDF_NAME.startswith(source.stem) and prepared not in source.parents  # a single document
     assert (out / "index.html").read_text().strip() == "<html>book</html>"
-    assert (out / report.PDF_NAME).read_text().startswith("%PDF")
+    assert (out / book.PDF_NAME).read_text().startswith("%PDF")
     assert any("Unable to resolve crossref" in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)  # Quarto's warnings reach the build log
     assert NO_QUARTO_MESSAGE not in caplog.text
 
 
-def test_a_failed_pdf_is_said_in_the_log_and_the_html_book_stays(book, tmp_path, monkeypatch, caplog):
+def test_a_failed_pdf_is_said_in_the_log_and_the_html_book_stays(prepared, tmp_path, monkeypatch, caplog):
     fake, _ = fake_quarto(tmp_path, typst_fails=True)
-    monkeypatch.setattr(report.shutil, "which", lambda name: str(fake) if name == "quarto" else None)
-    with caplog.at_level(logging.INFO, logger="steiner_lib.report"):
-        out = render_report(book, book / "_build")
-    assert (out / "index.html").is_file() and not (out / report.PDF_NAME).exists()
+    monkeypatch.setattr(book.shutil, "which", lambda name: str(fake) if name == "quarto" else None)
+    with caplog.at_level(logging.INFO, logger="steiner_lib.report.book"):
+        out = render_report(prepared, prepared / "_build")
+    assert (out / "index.html").is_file() and not (out / book.PDF_NAME).exists()
     assert any("no PDF" in r.getMessage() and "typst broke" in r.getMessage() and r.levelno == logging.ERROR
                for r in caplog.records)
 
@@ -363,11 +363,11 @@ def test_a_failed_pdf_is_said_in_the_log_and_the_html_book_stays(book, tmp_path,
 def test_command_line_prepares_checks_and_reports_problems(tmp_path, capsys):
     run = make_run(tmp_path)
     rd = make_report_dir(tmp_path)
-    assert report.main([str(run), "--report-dir", str(rd), "--check-only"]) == 0
+    assert book.main([str(run), "--report-dir", str(rd), "--check-only"]) == 0
     (rd / "index.qmd").write_text(INDEX_QMD + "\nSee @tbl-nope.\n")
-    assert report.main([str(run), "--report-dir", str(rd), "--check-only"]) == 1
+    assert book.main([str(run), "--report-dir", str(rd), "--check-only"]) == 1
     assert "tbl-nope" in capsys.readouterr().err
-    assert report.main([str(tmp_path / "no-run"), "--report-dir", str(rd)]) == 2
+    assert book.main([str(tmp_path / "no-run"), "--report-dir", str(rd)]) == 2
 
 
 def test_real_notebook_sources_pass_the_check_with_the_real_index(tmp_path):
@@ -397,10 +397,10 @@ def test_tidy_stream_keeps_what_a_reader_needs():
             "/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found\n  from .autonotebook import tqdm\n"
             + "accelerate: the used dataset had no length\n" * 3
             + f"wrote {root}/runs/cpu/01_synthesis in 3.7 s\n\x1b[A\rDone 40%\rDone 100%\n")
-    out = report.tidy_stream(text, root=root)
+    out = book.tidy_stream(text, root=root)
     assert out.splitlines() == ["3000 trajectories", "accelerate: the used dataset had no length  [repeated 3 times]",
                                 "wrote runs/cpu/01_synthesis in 3.7 s", "Done 100%"]
-    assert report.tidy_stream("\r 10%|#    | 1/10\r100%|#####| 10/10\n") == ""
+    assert book.tidy_stream("\r 10%|#    | 1/10\r100%|#####| 10/10\n") == ""
 
 
 def test_prepare_tidies_the_book_copies_and_leaves_the_run_alone(tmp_path):
@@ -447,9 +447,9 @@ def test_pdf_notebook_is_the_whole_book_in_order_with_each_label_once(tmp_path):
     rd = make_report_dir(tmp_path, INDEX_QMD.replace("Some prose", "## What it found\n\nSome prose")
                          + "\n{{< embed notebooks/08_summary.ipynb#tbl-claims >}}\n")
     (rd / "limitations.qmd").write_text("# Limitations\n\nSee @tbl-claims.\n")
-    (rd / report.PDF_OPTIONS_FILE).write_text("format:\n  typst:\n    papersize: a4\n")
+    (rd / book.PDF_OPTIONS_FILE).write_text("format:\n  typst:\n    papersize: a4\n")
     prepare_report(run, rd)
-    nb = report.pdf_notebook(rd)
+    nb = book.pdf_notebook(rd)
     front = yaml.safe_load(nb.cells[0].source.strip("-\n"))
     assert front["title"] == "Steiner, re-executed: an executable reproducibility report"
     assert front["format"] == {"typst": {"papersize": "a4"}} and front["execute"] == {"enabled": False}
@@ -467,7 +467,7 @@ def test_pdf_notebook_is_the_whole_book_in_order_with_each_label_once(tmp_path):
     assert "image/png" in nb.cells[fig].outputs[0].data and "@fig-c" in nb.cells[fig + 1].source
     assert "@tbl-claims" in nb.cells[tbl - 1].source and "The claims." in nb.cells[tbl - 1].source
     assert len({c["id"] for c in nb.cells}) == len(nb.cells)
-    assert report._read_notebook(rd / "notebooks" / "01_alpha.ipynb").cells[0].source.startswith("# Alpha")
+    assert book._read_notebook(rd / "notebooks" / "01_alpha.ipynb").cells[0].source.startswith("# Alpha")
 
 
 def test_embedded_floats_get_the_numbers_of_their_chapter_pages(tmp_path):
@@ -476,7 +476,7 @@ def test_embedded_floats_get_the_numbers_of_their_chapter_pages(tmp_path):
     (tmp_path / "notebooks" / "08_summary.html").write_text(caption.format("tbl-claims", "Table", "A.1"))
     (tmp_path / "index.html").write_text(caption.format("tbl-claims", "Table", "1")
                                          + caption.format("fig-gone", "Figure", "2"))
-    report._number_embeds_as_in_the_book(tmp_path)
+    book._number_embeds_as_in_the_book(tmp_path)
     index = (tmp_path / "index.html").read_text()
     assert "Table&nbsp;A.1: The claims." in index and "Figure&nbsp;2:" in index  # unknown: left as Quarto wrote it
 
@@ -490,7 +490,7 @@ def test_html_bundles_show_their_html_in_the_plain_pages(tmp_path, monkeypatch):
     write_nb(run / "executed" / "03_gamma.ipynb", "Gamma", [cell])
     rd = make_report_dir(tmp_path)
     prepare_report(run, rd)
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    monkeypatch.setattr(book.shutil, "which", lambda name: None)
     page = (render_report(rd, tmp_path / "html") / "03_gamma.html").read_text()
     assert 'class="steiner-dagview"' in page
 
@@ -504,7 +504,7 @@ def test_book_copies_spell_out_table_headers():
     cell = nbformat.v4.new_code_cell("display(frame)")
     cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/html": frame._repr_html_()}, execution_count=1)]
     nb.cells = [cell]
-    shown = report.tidy_notebook(nb).cells[0].outputs[0].data["text/html"]
+    shown = book.tidy_notebook(nb).cells[0].outputs[0].data["text/html"]
     headers = re.findall(r"<th[^>]*>([^<]*)</th>", shown)
     assert {"accuracy", "95% CI low", "inverse purity", "min_steps", "n &lt;b&gt;", "stage name"} <= set(headers)
     assert "acc_ci_low" not in shown and "RL" in shown
@@ -518,6 +518,6 @@ def test_book_copy_shows_the_injected_parameters_not_the_defaults():
     injected = nbformat.v4.new_code_cell("# Parameters\nrun_name = 'ex'")
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells = [defaults, injected, nbformat.v4.new_code_cell("x = 1")]
-    assert [c.source for c in report.tidy_notebook(nb).cells] == [injected.source, "x = 1"]
+    assert [c.source for c in book.tidy_notebook(nb).cells] == [injected.source, "x = 1"]
     nb.cells = [defaults, nbformat.v4.new_code_cell("x = 1")]  # not run by Papermill: keep the defaults
-    assert len(report.tidy_notebook(nb).cells) == 2
+    assert len(book.tidy_notebook(nb).cells) == 2

@@ -20,7 +20,7 @@ import nbformat
 import pytest
 
 from steiner_lib import params as P
-from steiner_lib import report
+from steiner_lib.report import book
 from steiner_lib.runner import notebook_sources
 
 pytestmark = pytest.mark.notebooks
@@ -44,7 +44,7 @@ def prepared_report(smoke_run, where: Path) -> Path:
     _, path, _ = smoke_run
     report_dir = where / "report"
     shutil.copytree(ROOT / "report", report_dir, ignore=shutil.ignore_patterns("notebooks", "_build", ".quarto"))
-    report.prepare_report(P.run_dir(P.load_preset(path)), report_dir)
+    book.prepare_report(P.run_dir(P.load_preset(path)), report_dir)
     return report_dir
 
 
@@ -53,8 +53,8 @@ def quarto_book(smoke_run, tmp_path_factory):
     """(report dir, rendered book) of the smoke run, rendered once by real Quarto."""
     require_quarto()
     report_dir = prepared_report(smoke_run, tmp_path_factory.mktemp("quarto"))
-    assert report.check_quarto_project(report_dir) == []
-    return report_dir, report.render_report(report_dir, report_dir / "_build")
+    assert book.check_quarto_project(report_dir) == []
+    return report_dir, book.render_report(report_dir, report_dir / "_build")
 
 
 def page_of(chapter: str) -> str:
@@ -81,7 +81,7 @@ def labelled_cells(nb) -> list[tuple[str, dict, object]]:
     out = []
     for cell in nb.cells:
         if cell.cell_type == "code":
-            options = report.cell_options(cell)
+            options = book.cell_options(cell)
             if str(options.get("label", "")).startswith(("fig-", "tbl-")):
                 out.append((options["label"], options, cell))
     return out
@@ -89,7 +89,7 @@ def labelled_cells(nb) -> list[tuple[str, dict, object]]:
 
 def test_quarto_renders_every_chapter_figure_and_caption(quarto_book):
     report_dir, out = quarto_book
-    chapters = report.book_chapters(report_dir)
+    chapters = book.book_chapters(report_dir)
     assert [c for c in chapters if c.startswith("notebooks/")] == [f"notebooks/{s}.ipynb" for s in notebook_sources()]
     for chapter in chapters:
         assert (out / page_of(chapter)).is_file(), chapter
@@ -103,7 +103,7 @@ def test_quarto_renders_every_chapter_figure_and_caption(quarto_book):
         for label, options, cell in labelled_cells(nb):
             shown = float_html(page, label)
             kind = label.split("-", 1)[0]
-            assert words(options[report.CAPTION_KEY[kind]]) in words(shown), (stage, label)
+            assert words(options[book.CAPTION_KEY[kind]]) in words(shown), (stage, label)
             if kind == "fig":
                 html_bundle = any("text/html" in o.get("data", {}) for o in cell.outputs)
                 assert ("steiner-dagview" if html_bundle else "<img") in shown, (stage, label)
@@ -127,7 +127,7 @@ def test_quarto_resolves_every_cross_reference(quarto_book):
 def test_the_opening_page_embeds_the_appendix_tables_with_their_book_numbers(quarto_book):
     report_dir, out = quarto_book
     index = (out / "index.html").read_text(encoding="utf-8")
-    embeds = [t.partition("#") for t in report.EMBED.findall((report_dir / "index.qmd").read_text())]
+    embeds = [t.partition("#") for t in book.EMBED.findall((report_dir / "index.qmd").read_text())]
     from_summary = [label for file, _, label in embeds if file == "notebooks/08_summary.ipynb"]
     assert from_summary, "index.qmd embeds no table of 08_summary"
     for file, _, label in embeds:
@@ -144,7 +144,7 @@ def test_the_book_reads_cleanly(quarto_book):
     for page in sorted((out / "notebooks").glob("*.html")):
         text = page.read_text(encoding="utf-8")
         headers = [html_lib.unescape(h).strip() for h in re.findall(r"<th\b[^>]*>([^<]*)</th>", text)]
-        raw = [h for h in headers if report.SNAKE_CASE.fullmatch(h) and h not in report.KEPT_NAMES]
+        raw = [h for h in headers if book.SNAKE_CASE.fullmatch(h) and h not in book.KEPT_NAMES]
         assert not raw, (page.name, raw)
         outputs = " ".join(re.findall(r"<pre><code>(.*?)</code></pre>", text, re.S))
         assert not re.search(r"steiner_lib\.\w+: |\d+%\|.*\|\s*\d+/\d+|\{'loss': ", outputs), page.name
@@ -152,7 +152,7 @@ def test_the_book_reads_cleanly(quarto_book):
 
 def test_the_pdf_holds_the_whole_book(quarto_book, tmp_path):
     report_dir, out = quarto_book
-    pdf = out / report.PDF_NAME
+    pdf = out / book.PDF_NAME
     assert pdf.is_file(), "no PDF (see the build log for why)"
     if not (shutil.which("pdftoppm") and shutil.which("pdftotext") and shutil.which("pdfimages")):
         pytest.skip("poppler-utils (pdftoppm, pdftotext, pdfimages) not installed: the PDF is not inspected")
@@ -166,14 +166,14 @@ def test_the_pdf_holds_the_whole_book(quarto_book, tmp_path):
         assert hi - lo > 100, png.name
     text = words(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout,
                  html=False)
-    config = report.load_quarto_config(report_dir)
+    config = book.load_quarto_config(report_dir)
     assert words(config["book"]["title"]) in text
     figures = 0
     for stage in notebook_sources():
         nb = nbformat.read(report_dir / "notebooks" / f"{stage}.ipynb", as_version=4)
-        assert words(report.notebook_title(nb, stage)) in text, stage
+        assert words(book.notebook_title(nb, stage)) in text, stage
         for label, options, _ in labelled_cells(nb):
-            caption = words(options[report.CAPTION_KEY[label.split("-", 1)[0]]])
+            caption = words(options[book.CAPTION_KEY[label.split("-", 1)[0]]])
             assert caption[:60] in text, (stage, label)
         figures += sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                        for o in c.get("outputs", []))
@@ -183,9 +183,9 @@ def test_the_pdf_holds_the_whole_book(quarto_book, tmp_path):
 
 def test_the_static_check_and_the_plain_fallback_on_the_smoke_run(smoke_run, tmp_path, monkeypatch):
     report_dir = prepared_report(smoke_run, tmp_path)
-    assert report.check_quarto_project(report_dir) == []
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
-    out = report.render_report(report_dir, tmp_path / "html")
+    assert book.check_quarto_project(report_dir) == []
+    monkeypatch.setattr(book.shutil, "which", lambda name: None)
+    out = book.render_report(report_dir, tmp_path / "html")
     index = (out / "index.html").read_text()
     for stage in notebook_sources():
         nb = nbformat.read(report_dir / "notebooks" / f"{stage}.ipynb", as_version=4)

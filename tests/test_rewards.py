@@ -1,4 +1,4 @@
-"""Tests for steiner_lib.rewards: step rewards on a hand-built DAG, checked against the formula by hand."""
+"""Tests for steiner_lib.training.rewards: step rewards on a hand-built DAG, checked against the formula by hand."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steiner_lib import dag, modeling, rewards
 from steiner_lib import format as fmt
+from steiner_lib.data import dag
+from steiner_lib.data.traces import StepRecord, Trajectory
 from steiner_lib.format import QUESTION, Backtrack, Trace
-from steiner_lib.rewards import RewardWeights, step_rewards
 from steiner_lib.tasks import text as task_text
 from steiner_lib.tasks.choice import CountdownQuestion
 from steiner_lib.tasks.countdown import Problem, apply, distance_to_value, make_operation
-from steiner_lib.traces import StepRecord, Trajectory
+from steiner_lib.training import modeling, rewards
+from steiner_lib.training.rewards import RewardWeights, step_rewards
 
 START, TARGET = (2, 3, 4, 5), 26
 OPTIONS = (26, 25, 27, 28)  # the reward never reads the distractors
@@ -191,7 +192,7 @@ def test_graph_none_takes_every_feature_from_the_solver():
 
 
 def test_graph_without_features_and_after_a_json_round_trip(graph, tmp_path):
-    from steiner_lib import dataset
+    from steiner_lib.data import dataset
 
     dataset.save_dags({"q1": graph}, tmp_path / "dags.jsonl")
     loaded = dataset.load_dags(tmp_path / "dags.jsonl")["q1"]  # states come back as lists
@@ -354,7 +355,7 @@ def test_any_text_scores_without_raising(graph, pieces):
 def test_status_paragraph_counts_each_status_and_says_when_one_penalty_dominates():
     import pandas as pd
 
-    from steiner_lib.rewards import status_paragraph
+    from steiner_lib.training.rewards import status_paragraph
 
     table = pd.DataFrame({"status": ["unreadable"] * 19 + ["ok"], "reward": [-1.0] * 19 + [0.4]})
     text = status_paragraph(table)
@@ -364,7 +365,7 @@ def test_status_paragraph_counts_each_status_and_says_when_one_penalty_dominates
     mixed = status_paragraph(pd.DataFrame({"status": ["ok", "ok", "hallucinated"], "reward": [0.5, 0.1, -1.0]}))
     assert "constant" not in mixed and "applied to 66.7% of the steps." in mixed
     assert status_paragraph(table.iloc[:0]) == "No rollout step was scored."
-    from steiner_lib.rewards import ok_step_share
+    from steiner_lib.training.rewards import ok_step_share
 
     assert ok_step_share(table) == 0.05 and ok_step_share(pd.DataFrame({"status": ["ok", "ok", "lost", "ok"]})) == 0.75
     assert ok_step_share(table.iloc[:0]) != ok_step_share(table.iloc[:0])  # NaN without a step
@@ -373,7 +374,7 @@ def test_status_paragraph_counts_each_status_and_says_when_one_penalty_dominates
 def test_term_contributions_show_which_term_moves_the_reward():
     import pandas as pd
 
-    from steiner_lib.rewards import term_contributions
+    from steiner_lib.training.rewards import term_contributions
 
     t = pd.DataFrame({"term_in_degree": [0.1, 0.2, None], "term_out_degree": [0.1, 0.1, None],
                       "term_dist_question": [-0.1, -0.2, None], "term_dist_answer": [0.5, 1.0, None],

@@ -1,4 +1,4 @@
-"""Tests for steiner_lib.rl: per-token GRPO advantages (the credit-assignment test), the trainer, the stage."""
+"""Tests for steiner_lib.training.rl: per-token GRPO advantages (the credit-assignment test), the trainer, the stage."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func (used to 
 
 
 from helpers import tiny_qwen2  # noqa: E402
-from steiner_lib import dag, modeling, rl  # noqa: E402
 from steiner_lib import format as fmt  # noqa: E402
+from steiner_lib.data import dag  # noqa: E402
+from steiner_lib.data.traces import StepRecord, Trajectory  # noqa: E402
 from steiner_lib.format import Backtrack, Trace  # noqa: E402
 from steiner_lib.params import RlParams  # noqa: E402
-from steiner_lib.rewards import RewardWeights  # noqa: E402
 from steiner_lib.tasks import choice  # noqa: E402
 from steiner_lib.tasks import text as task_text  # noqa: E402
 from steiner_lib.tasks.choice import CountdownQuestion  # noqa: E402
 from steiner_lib.tasks.countdown import Problem, apply, make_operation  # noqa: E402
-from steiner_lib.traces import StepRecord, Trajectory  # noqa: E402
+from steiner_lib.training import modeling, rl  # noqa: E402
+from steiner_lib.training.rewards import RewardWeights  # noqa: E402
 
 START, TARGET = (2, 3, 4, 5), 26
 OPTIONS = (26, 25, 27, 28)
@@ -126,7 +127,7 @@ def make_trainer(tokenizer, graph, tmp_path, texts, credit="step", beta=0.0, bat
 
 def token_starts(tokenizer, text):
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    from steiner_lib.rewards import completion_token_offsets
+    from steiner_lib.training.rewards import completion_token_offsets
 
     decoded, offsets = completion_token_offsets(tokenizer, ids)
     assert decoded == text
@@ -246,7 +247,7 @@ def test_identical_completions_learn_only_with_step_credit(tokenizer, graph, tmp
 @pytest.fixture(scope="module")
 def pipeline():
     """A tiny real data set: 12 questions -> synthesis -> DAGs (the library's own pipeline)."""
-    from steiner_lib import dataset, synthesis, teachers
+    from steiner_lib.data import dataset, synthesis, teachers
 
     splits = choice.make_splits(rng_seed=0, n_train=12, n_validation=0, n_diamond=0, n_hard=0, n_control=0, n_numbers=4,
                                 max_number=25, min_steps=2, max_steps=3, diamond_max_backtracks=20, hard_min_backtracks=100)
@@ -342,7 +343,7 @@ def test_log_frame_keeps_its_columns_without_kl():
 def test_hacking_watch_flags_inflation_and_collapse():
     import pandas as pd
 
-    from steiner_lib.rl import hacking_watch
+    from steiner_lib.training.rl import hacking_watch
 
     steps = [1, 2, 3, 4, 5, 6]
     inflating = pd.DataFrame({"step": steps, "mean_reward": [0, 0, 1, 1, 2, 2],

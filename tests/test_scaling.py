@@ -1,4 +1,4 @@
-"""Inference scaling (steiner_lib/scaling.py) and its plots: votes, curves, bins, the four causes."""
+"""Inference scaling (steiner_lib/evaluation/scaling.py) and its plots: votes, curves, bins, the four causes."""
 
 import math
 import os
@@ -13,10 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from helpers import ONE_LAYER, make_questions, tiny_qwen2  # noqa: E402
 
 from steiner_lib import format as fmt  # noqa: E402
-from steiner_lib import evaluation, modeling, plots, scaling, stage_eval  # noqa: E402
-from steiner_lib.rewards import RewardWeights  # noqa: E402
+from steiner_lib.evaluation import scoring, scaling, stage_table  # noqa: E402
+from steiner_lib.report import plots  # noqa: E402
 from steiner_lib.tasks import text  # noqa: E402
 from steiner_lib.tasks.countdown import apply, legal_operations, reachable_values  # noqa: E402
+from steiner_lib.training import modeling  # noqa: E402
+from steiner_lib.training.rewards import RewardWeights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +114,9 @@ def test_measure_runs_every_setting_and_the_pool_on_a_tiny_model(tok):
     model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
     plan = scaling.Plan(min_steps=(0, 1), budgets=(3,), samples=2, ks=(1, 2), draws=4, grace_tokens=1)
-    greedy = stage_eval.Decoding(max_new_tokens=8, seed=0, progress=False)
+    greedy = stage_table.Decoding(max_new_tokens=8, seed=0, progress=False)
     # room for the budget, its grace and the tokens that close a step and the reasoning
-    sampled = stage_eval.Decoding(max_new_tokens=3 + 1 + fmt.MAX_CLOSING_TOKENS, temperature=1.0, seed=0, progress=False)
+    sampled = stage_table.Decoding(max_new_tokens=3 + 1 + fmt.MAX_CLOSING_TOKENS, temperature=1.0, seed=0, progress=False)
     outputs, curve = scaling.measure(model, tok, "tiny", questions, plan, sampled, pool=True, soft=True, n_boot=50)
     counts = outputs.groupby("method").size().to_dict()
     assert counts == {"min_steps": 4, "budget": 2, "soft_bias": 2, "pool": 4}
@@ -152,7 +154,7 @@ def measured(tok):
 
     model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     questions = [ChoiceQuestion(f"Which value {i}?", "12", ("13", "14", "15"), f"r{i}") for i in range(2)]
-    decoding = stage_eval.Decoding(max_new_tokens=3 + 1 + fmt.MAX_CLOSING_TOKENS, temperature=1.0, seed=0,
+    decoding = stage_table.Decoding(max_new_tokens=3 + 1 + fmt.MAX_CLOSING_TOKENS, temperature=1.0, seed=0,
                                    progress=False)
     loads, lines = [], []
 
@@ -371,7 +373,7 @@ def test_paired_by_setting_pairs_question_and_setting():
 
 
 def test_step_end_nudges_raise_proceed_by_the_bias_at_each_step_end_below_min_steps(tok, model):
-    from steiner_lib.constraints import ReasoningTokenIds
+    from steiner_lib.generation.constraints import ReasoningTokenIds
 
     ids = ReasoningTokenIds.from_tokenizer(tok)
     step = fmt.render_step(fmt.Step("n", "t", "s", "r"))
@@ -461,7 +463,7 @@ def test_sample_sizes_take_each_curves_end_points_and_their_paired_change():
     table = scaling.sample_sizes(outputs, ks=(1, 2), draws=4)
     assert table.loc["RL, min_steps 6 - 0", "kind"] == "paired difference"
     assert table.loc["RL, min_steps 6 - 0", "questions needed"] == \
-        evaluation.questions_needed([-1.0, 0.0, 0.0, 1.0])["needed"]
+        scoring.questions_needed([-1.0, 0.0, 0.0, 1.0])["needed"]
 
 
 # --------------------------------------------------------------------------- the four causes, as tests

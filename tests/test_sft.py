@@ -12,10 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from helpers import tiny_qwen2  # noqa: E402
-from steiner_lib import dataset, evaluation, inference, modeling, sft, synthesis  # noqa: E402
+from steiner_lib.data import dataset, synthesis  # noqa: E402
+from steiner_lib.data.teachers import SearchTeacher  # noqa: E402
+from steiner_lib.evaluation import scoring  # noqa: E402
+from steiner_lib.generation import inference  # noqa: E402
 from steiner_lib.params import SftParams  # noqa: E402
 from steiner_lib.tasks import choice  # noqa: E402
-from steiner_lib.teachers import SearchTeacher  # noqa: E402
+from steiner_lib.training import modeling, sft  # noqa: E402
 
 
 def sft_config(seed=0, **overrides) -> sft.SFTStageConfig:
@@ -182,8 +185,8 @@ def test_tiny_sft_memorizes_a_trace_and_greedy_decoding_reproduces_it(run):
     out = inference.generate(model, tok, [row["prompt"]], max_new_tokens=n_tokens + 20, temperature=0.0,
                              progress=False)[0][0]
     assert out == completion[:-len("<|im_end|>")]  # stopped at <|im_end|>, which is not returned
-    letter = evaluation.extract_answer_letter(completion)
-    score = evaluation.score_output(out, letter, questions[row["question_id"]], tok)
+    letter = scoring.extract_answer_letter(completion)
+    score = scoring.score_output(out, letter, questions[row["question_id"]], tok)
     assert score["format_ok"] and score["correct"] and score["n_backtracks"] >= (len(with_backtrack) > 0)
 
 

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import pytest
 
 from steiner_lib import params as P
-from steiner_lib import rl, scaling, sft, stages
-from steiner_lib.rewards import RewardWeights
+from steiner_lib import stages
+from steiner_lib.evaluation import scaling
+from steiner_lib.training import rl, sft
+from steiner_lib.training.rewards import RewardWeights
 
 ROOT = Path(__file__).resolve().parents[1]
 

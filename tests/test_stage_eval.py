@@ -6,7 +6,7 @@ import pytest
 from helpers import ONE_LAYER, tiny_qwen2
 
 from steiner_lib import format as fmt
-from steiner_lib import stage_eval as se
+from steiner_lib.evaluation import stage_table as se
 
 
 def frame(correct, ids=None, format_ok=True, tokens=10):
@@ -170,8 +170,8 @@ def test_plot_has_one_bar_per_stage_and_split():
 
 
 def test_evaluate_stages_loads_each_checkpoint_once_and_forces_the_lp_row():
-    from steiner_lib import modeling
     from steiner_lib.tasks.choice import ChoiceQuestion
+    from steiner_lib.training import modeling
 
     tok = modeling.train_bpe_tokenizer(["Which value can be made? A) 12 B) 13 C) 14 D) 15 Answer: B"] * 3, 300)
     model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
@@ -209,18 +209,19 @@ def test_evaluate_stages_loads_each_checkpoint_once_and_forces_the_lp_row():
 
 
 def test_the_stage_table_and_the_heldout_checks_sample_and_score_alike():
-    """sample_and_score is evaluation.generate_and_score without the step replay: for a seed it draws
+    """sample_and_score is scoring.generate_and_score without the step replay: for a seed it draws
     and scores the very outputs heldout_report does."""
     from helpers import make_questions
 
-    from steiner_lib import evaluation, modeling
+    from steiner_lib.evaluation import scoring
+    from steiner_lib.training import modeling
 
     questions = make_questions(3, seed=1)
-    tok = modeling.train_bpe_tokenizer([evaluation.heldout_prompts(questions, 0)[0][0]] * 3, 300)
+    tok = modeling.train_bpe_tokenizer([scoring.heldout_prompts(questions, 0)[0][0]] * 3, 300)
     model = tiny_qwen2(tok, **ONE_LAYER, max_position_embeddings=256)
     staged = se.sample_and_score(model, tok, questions, se.Decoding(max_new_tokens=8, temperature=1.0, seed=4,
                                                                    progress=False, samples=2, batch_size=4))
-    report = evaluation.heldout_report(model, tok, questions, seed=4, n_samples=2, max_new_tokens=8,
+    report = scoring.heldout_report(model, tok, questions, seed=4, n_samples=2, max_new_tokens=8,
                                        temperature=1.0, batch_size=4, n_boot=10, progress=False)
     assert staged["completion"].nunique() > 1  # sampled outputs, not one repeated text
     shared = [c for c in staged.columns if c != "letter_rule"]
@@ -241,8 +242,8 @@ def test_decoding_refuses_identical_greedy_samples():
 
 
 def test_references_score_the_same_questions_with_the_guess_rule():
+    from steiner_lib.data.teachers import SearchTeacher
     from steiner_lib.tasks.choice import make_splits
-    from steiner_lib.teachers import SearchTeacher
 
     splits = make_splits(0, n_train=0, n_validation=0, n_diamond=6, n_hard=0, n_control=6, n_numbers=4,
                          max_number=25, min_steps=2, max_steps=3, diamond_max_backtracks=5,

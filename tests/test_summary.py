@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steiner_lib import summary
-from steiner_lib.summary import NOT_RUN, claims_table, load_run
+from steiner_lib.report import summary
+from steiner_lib.report.summary import NOT_RUN, claims_table, load_run
 
 VERSIONS = {"python": "3.11.7", "torch": "2.13.0+cpu", "numpy": "2.4.6"}
 

@@ -8,14 +8,14 @@ import random
 import pytest
 
 from steiner_lib import format as fmt
-from steiner_lib.format import Backtrack
-from steiner_lib.synthesis import (
+from steiner_lib.data.synthesis import (
     augment, load_trajectories, save_trajectories, shortcut_trajectory, shortest_records, synthesize,
     teacher_error_table,
 )
+from steiner_lib.data.teachers import LLMTeacher, SearchTeacher
+from steiner_lib.format import Backtrack
 from steiner_lib.tasks.choice import format_prompt
 from steiner_lib.tasks.countdown import apply, solve, verify_expression
-from steiner_lib.teachers import LLMTeacher, SearchTeacher
 from helpers import make_questions
 
 

@@ -10,10 +10,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access, ever
 import pytest  # noqa: E402
 from helpers import make_questions  # noqa: E402
 
-from steiner_lib import format as fmt, synthesis  # noqa: E402
+from steiner_lib import format as fmt  # noqa: E402
+from steiner_lib.data import synthesis  # noqa: E402
+from steiner_lib.data.teachers import LLMTeacher  # noqa: E402
 from steiner_lib.tasks import choice, text  # noqa: E402
 from steiner_lib.tasks.countdown import make_operation  # noqa: E402
-from steiner_lib.teachers import LLMTeacher  # noqa: E402
 
 QUESTIONS = make_questions(5, seed=3)
 LETTERS = [choice.format_prompt(q.to_choice(), seed=0)[1] for q in QUESTIONS]

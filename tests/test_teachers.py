@@ -8,12 +8,12 @@ from collections import Counter
 import pytest
 
 from steiner_lib import format as fmt
+from steiner_lib.data.synthesis import augment, shortest_records
+from steiner_lib.data.teachers import QUESTION_NODE, Draft, LLMTeacher, SearchTeacher, make_record, recover
 from steiner_lib.format import Backtrack
-from steiner_lib.synthesis import augment, shortest_records
 from steiner_lib.tasks.countdown import (
     apply, distance_to_value, make_operation, successors,
 )
-from steiner_lib.teachers import QUESTION_NODE, Draft, LLMTeacher, SearchTeacher, make_record, recover
 from helpers import ONE_LAYER, make_questions, tiny_qwen2
 
 
@@ -364,7 +364,7 @@ def test_llm_teacher_with_a_tiny_local_model_runs_end_to_end(tiny_model):
 
 
 def test_llm_teacher_generates_through_backends_generate(tiny_model, monkeypatch):
-    from steiner_lib import backends
+    from steiner_lib.generation import backends
 
     calls = []
 
@@ -409,8 +409,8 @@ def test_vllm_backend_without_vllm_says_how_to_install():
 def test_make_teacher_follows_the_params():
     import dataclasses as dc
 
+    from steiner_lib.data.teachers import make_teacher
     from steiner_lib.params import TeacherParams
-    from steiner_lib.teachers import make_teacher
 
     search = make_teacher(TeacherParams(error_rate=0.2, branching=4))
     assert isinstance(search, SearchTeacher) and search.error_rate == 0.2 and search.branching == 4

@@ -1,11 +1,13 @@
-"""The one verdict rule (steiner_lib/verdicts.py): every category of every expectation, the edge cases
+"""The one verdict rule (steiner_lib/evaluation/verdicts.py): every category of every expectation, the edge cases
 at the interval bounds, and bad input named."""
 
 from __future__ import annotations
 
 import pytest
 
-from steiner_lib.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_RUN, REPRODUCED, reason, settled_sign, verdict
+from steiner_lib.evaluation.verdicts import (
+    CONTRADICTED, INCONCLUSIVE, NOT_RUN, REPRODUCED, reason, settled_sign, verdict,
+)
 
 NAN = float("nan")
 

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from steiner_lib import distributed, modeling
+from steiner_lib import distributed
 from steiner_lib.format import SPECIAL_TOKENS
 from steiner_lib.tasks import choice
 from steiner_lib.tasks import text as task_text
 from steiner_lib.tasks.countdown import OP_SYMBOL, Operation, solve
+from steiner_lib.training import modeling
 
 # ---------------------------------------------------------------------------- corpora
 
@@ -89,7 +90,7 @@ def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0
 
     `known` is tasks.knowledge.KnowledgeCorpus; at most `n_probes` items per row (seeded sample).
     """
-    from steiner_lib import evaluation
+    from steiner_lib.evaluation import scoring
     from steiner_lib.tasks import knowledge
 
     rng = random.Random(f"{seed}-knowledge-probe")
@@ -104,7 +105,7 @@ def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0
         if not prompts:
             continue
         correct = knowledge.probe_accuracy(model, tokenizer, prompts, answers)
-        mean, lo, hi = evaluation.bootstrap_ci([float(c) for c in correct], n_boot=n_boot, seed=seed)
+        mean, lo, hi = scoring.bootstrap_ci([float(c) for c in correct], n_boot=n_boot, seed=seed)
         out[label] = {"items": len(correct), "accuracy": mean, "ci_low": lo, "ci_high": hi}
     table = pd.DataFrame.from_dict(out, orient="index")
     table.index.name = "probe (greedy, exact answer)"

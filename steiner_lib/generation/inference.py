@@ -37,10 +37,10 @@ from typing import Sequence
 
 import torch
 
-from steiner_lib.backends import CPU_DEFAULT
 from steiner_lib.format import SPECIAL_TOKENS
+from steiner_lib.generation.backends import CPU_DEFAULT
 
-log = logging.getLogger("steiner_lib.inference")
+log = logging.getLogger("steiner_lib.generation.inference")
 
 IN_PROCESS_BACKENDS = ("lean", "transformers")  # what runs a model held in this process
 
@@ -189,7 +189,7 @@ def _batch_seed(seed: int, index: int) -> int:
 
 def _engine(model, backend: str, use_cache: bool):
     """The function that generates one batch: lean_decode's loop, or model.generate."""
-    from steiner_lib import lean_decode
+    from steiner_lib.generation import lean_decode
 
     if backend == "lean":
         reason = lean_decode.unsupported_reason(model) if use_cache else "use_cache=False"
@@ -207,7 +207,7 @@ def _generate_transformers(model, enc, gen_kwargs: dict, processors):
 
 
 def _generate_lean(model, enc, gen_kwargs: dict, processors):
-    from steiner_lib import lean_decode
+    from steiner_lib.generation import lean_decode
 
     return lean_decode.generate_ids(
         model, enc["input_ids"], enc["attention_mask"], gen_kwargs["max_new_tokens"], gen_kwargs["eos_token_id"],

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from steiner_lib import format as fmt
+from steiner_lib.data.traces import StepRecord, Trajectory, claimed_result
 from steiner_lib.format import Backtrack
 from steiner_lib.tasks import text
 from steiner_lib.tasks.countdown import Operation, State, distance_to_value
-from steiner_lib.traces import StepRecord, Trajectory, claimed_result
 
 QUESTION_NODE = 0
 STEP_FIELDS = tuple(attr for attr, _, _ in fmt.STEP_FIELDS)  # name, thought, summary, reflection

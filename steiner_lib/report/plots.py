@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
-from steiner_lib import dag as dag_lib
+from steiner_lib.data import dag as dag_lib
 
 # Node categories, in order of precedence (a node is drawn as the first that applies).
 NODE_STYLES: dict[str, dict] = {

@@ -24,7 +24,7 @@ from typing import Iterable, NamedTuple
 from steiner_lib import format as fmt
 from steiner_lib.format import SPECIAL_TOKENS
 
-log = logging.getLogger("steiner_lib.modeling")
+log = logging.getLogger("steiner_lib.training.modeling")
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 CHAT_TOKENS = (ENDOFTEXT, IM_START, IM_END)

@@ -11,11 +11,11 @@ import json
 import logging
 from pathlib import Path
 
-from steiner_lib import modeling
 from steiner_lib.params import Params
 from steiner_lib.stages import require
+from steiner_lib.training import modeling
 
-log = logging.getLogger("steiner_lib.checkpoints")
+log = logging.getLogger("steiner_lib.training.checkpoints")
 
 
 def load_tokenizer(path) -> object:

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from steiner_lib import modeling
-from steiner_lib.backends import CPU_DEFAULT
+from steiner_lib.generation.backends import CPU_DEFAULT
+from steiner_lib.training import modeling
 
-log = logging.getLogger("steiner_lib.sft")
+log = logging.getLogger("steiner_lib.training.sft")
 
 
 @dataclass
@@ -124,7 +124,7 @@ def sampling_curve(questions, seed: int, at_steps, max_new_tokens: int, temperat
     skills, not only of the loss. Its `.rows` (one dict per step) become a frame with `.frame()`."""
     from transformers import TrainerCallback
 
-    from steiner_lib import evaluation
+    from steiner_lib.evaluation import scoring
 
     steps = sorted({int(s) for s in at_steps if int(s) > 0})
 
@@ -137,7 +137,7 @@ def sampling_curve(questions, seed: int, at_steps, max_new_tokens: int, temperat
                 return
             was_training = model.training
             model.eval()
-            report = evaluation.heldout_report(model, processing_class, questions, seed=seed, n_samples=1,
+            report = scoring.heldout_report(model, processing_class, questions, seed=seed, n_samples=1,
                                                max_new_tokens=max_new_tokens, temperature=temperature,
                                                batch_size=batch_size, n_boot=200, progress=False,
                                                backend=backend)

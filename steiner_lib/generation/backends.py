@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-log = logging.getLogger("steiner_lib.backends")
+log = logging.getLogger("steiner_lib.generation.backends")
 
 BACKEND_CHOICES = ("lean", "transformers", "vllm", "auto")
 CPU_DEFAULT = "lean"  # the params' default for every generation backend key (params.py reads it)
@@ -56,7 +56,7 @@ def resolve_backend(requested: str, purpose: str = "generation") -> str:
         return requested
     if requested == "vllm":
         if not vllm_available():
-            from steiner_lib.constraints import VLLM_INSTALL_HINT
+            from steiner_lib.generation.constraints import VLLM_INSTALL_HINT
 
             raise ImportError(f"{purpose}: backend 'vllm' was asked for. {VLLM_INSTALL_HINT} "
                               f"Or set the backend to 'auto' (falls back to {CPU_DEFAULT}) or {CPU_DEFAULT!r}.")
@@ -92,7 +92,7 @@ class StepConstraints:
     max_steps: int | None = 10
 
     def __call__(self, prompt_width: int):
-        from steiner_lib.constraints import ReasoningConstraints
+        from steiner_lib.generation.constraints import ReasoningConstraints
 
         return [ReasoningConstraints(self.tokenizer, self.min_steps, self.max_steps, prompt_length=prompt_width)]
 
@@ -135,7 +135,7 @@ class VLLMModel:
 
             processors = []
             if self.reasoning_tokens:
-                from steiner_lib.constraints import vllm_reasoning_constraints
+                from steiner_lib.generation.constraints import vllm_reasoning_constraints
 
                 # a no-op for requests without extra_args
                 processors.append(vllm_reasoning_constraints(tokenizer).logits_processor)
@@ -157,7 +157,7 @@ def sampling_params(tokenizer, max_new_tokens: int, temperature: float, top_p: f
     tokens kept verbatim."""
     from vllm import SamplingParams
 
-    from steiner_lib.constraints import request_extra_args
+    from steiner_lib.generation.constraints import request_extra_args
 
     extra = None if constraints is None else request_extra_args(tokenizer, constraints.min_steps,
                                                                   constraints.max_steps)
@@ -211,7 +211,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temp
         seeds = list(seed) if per_prompt else [seed + i for i in range(len(prompts))]
         return _generate_vllm(model, tokenizer, prompts, max_new_tokens, temperature, top_p, n_samples, seeds,
                               logits_processor, progress, stop_token_ids)
-    from steiner_lib import inference
+    from steiner_lib.generation import inference
 
     def run(group: Sequence[str], group_seed: int) -> list[list[str]]:
         return inference.generate(model, tokenizer, group, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -246,7 +246,7 @@ def load_model(path, backend: str = CPU_DEFAULT, tensor_parallel_size: int = 1, 
 
     foreign=True: a model this project did not train (the LLM teacher's): a hub name or a local
     path, loaded with its own tokenizer unchanged; generate it with reasoning_tokens=False."""
-    from steiner_lib import checkpoints
+    from steiner_lib.training import checkpoints
 
     name = str(path)
     load_tokenizer, load_checkpoint = ((_load_foreign_tokenizer, _load_foreign_checkpoint) if foreign

@@ -3,9 +3,9 @@
 Rows, in training order: base, CPT, SFT, RL, RL + logits processor (Steiner's
 reasoning_constraints(min_steps, max_steps), its setting chosen on the validation split).
 Each row is scored on the same questions with the same greedy decoding, so two adjacent rows
-are compared question by question (evaluation.paired_bootstrap_diff).
+are compared question by question (scoring.paired_bootstrap_diff).
 
-Scoring: the rule of evaluation.score_output, except for the base model, which never learned
+Scoring: the rule of scoring.score_output, except for the base model, which never learned
 the 14 reasoning tokens and so never writes <|reasoning_end|>: its letter is read from the last
 "Answer: X" anywhere in the completion (`letter_anywhere=True`). All other metrics (format
 errors, reasoning tokens: the whole completion when <|reasoning_end|> is missing) are the same.
@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from steiner_lib import evaluation, verdicts
-from steiner_lib.backends import CPU_DEFAULT
+from steiner_lib.evaluation import scoring, verdicts
+from steiner_lib.generation.backends import CPU_DEFAULT
 
 ROWS = ("base", "CPT", "SFT", "RL", "RL + logits processor")
 # Which saved checkpoint each row samples: (stage, name).
@@ -61,7 +61,7 @@ def lp_settings(min_steps_grid: str, max_steps_grid: str) -> list[tuple[int, int
 def constraints_factory(tokenizer, min_steps: int, max_steps: int) -> Callable:
     """inference.generate's factory form: a fresh ReasoningConstraints per batch, told the prompt width.
     It is a backends.StepConstraints, so the vLLM backend reads the same setting."""
-    from steiner_lib.backends import StepConstraints
+    from steiner_lib.generation.backends import StepConstraints
 
     return StepConstraints(tokenizer, min_steps, max_steps)
 
@@ -71,17 +71,17 @@ def constraints_factory(tokenizer, min_steps: int, max_steps: int) -> Callable:
 
 def extract_letter_anywhere(completion: str) -> str | None:
     """The last "Answer: X" letter anywhere in the text (reasoning tokens or not), or None."""
-    matches = evaluation.ANSWER_RE.findall(completion)
+    matches = scoring.ANSWER_RE.findall(completion)
     return matches[-1] if matches else None
 
 
-question_id = evaluation.question_id  # notebook 06 reads the ids through stage_eval
+question_id = scoring.question_id  # notebook 06 reads the ids through stage_table
 
 
 def score_completions(completions, letters: Sequence[str], question_ids: Sequence[str], tokenizer=None,
                       letter_anywhere: bool = False) -> pd.DataFrame:
-    """evaluation.score_outputs, optionally reading the letter anywhere (the base model's rule)."""
-    return with_letter_rule(evaluation.score_outputs(completions, letters, tokenizer=tokenizer,
+    """scoring.score_outputs, optionally reading the letter anywhere (the base model's rule)."""
+    return with_letter_rule(scoring.score_outputs(completions, letters, tokenizer=tokenizer,
                                                      question_ids=question_ids), letter_anywhere)
 
 
@@ -123,9 +123,9 @@ class Decoding:
 def sample_and_score(model, tokenizer, questions, decoding: Decoding, logits_processor=None,
                      letter_anywhere: bool = False) -> pd.DataFrame:
     """decoding.samples completions per question (batched), scored under the letter rule; questions
-    are Choice- or CountdownQuestions (evaluation.generate_and_score without the step replay). model:
+    are Choice- or CountdownQuestions (scoring.generate_and_score without the step replay). model:
     a Hugging Face model, or a backends.VLLMModel (backends.stage_loader decides)."""
-    scores = evaluation.generate_and_score(
+    scores = scoring.generate_and_score(
         model, tokenizer, questions, decoding.seed, n_samples=decoding.samples,
         max_new_tokens=decoding.max_new_tokens, temperature=decoding.temperature, batch_size=decoding.batch_size,
         logits_processor=logits_processor, progress=decoding.progress, backend=decoding.backend, replay=False)
@@ -156,7 +156,7 @@ def choose_setting(grid: pd.DataFrame) -> tuple[int, int]:
 
 
 def _accuracy(scores: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    mean, lo, hi = evaluation.bootstrap_ci(scores["correct"].astype(float), n_boot=n_boot, seed=seed,
+    mean, lo, hi = scoring.bootstrap_ci(scores["correct"].astype(float), n_boot=n_boot, seed=seed,
                                            groups=scores["question_id"])
     return {"accuracy": 100 * mean, "acc_ci_low": 100 * lo, "acc_ci_high": 100 * hi}
 
@@ -173,7 +173,7 @@ def paired_delta(current: pd.DataFrame, previous: pd.DataFrame, n_boot: int = 20
         raise ValueError(f"the two rows were scored on different questions (e.g. {only}): "
                          f"a paired test needs the same questions for both")
     b = b.reindex(a.index)
-    diff, lo, hi, p = evaluation.paired_bootstrap_diff(a.to_numpy(), b.to_numpy(), n_boot=n_boot, seed=seed)
+    diff, lo, hi, p = scoring.paired_bootstrap_diff(a.to_numpy(), b.to_numpy(), n_boot=n_boot, seed=seed)
     return {"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p}
 
 
@@ -219,7 +219,7 @@ def stage_metrics(tables: dict[str, pd.DataFrame], references: dict[str, pd.Data
     """Notebook 06's manifest metrics: the chosen logits-processor setting, the power of the sample-size
     table, and per split (split_tables) each row's accuracy, its delta and p against the row above (no
     delta for the first row), and each reference's accuracy."""
-    metrics = {"lp_min_steps": lp_setting[0], "lp_max_steps": lp_setting[1], **evaluation.power_metrics(sizes)}
+    metrics = {"lp_min_steps": lp_setting[0], "lp_max_steps": lp_setting[1], **scoring.power_metrics(sizes)}
     for split, table in tables.items():
         for row, values in table.iterrows():
             key = f"{split}_{metric_key(row)}"
@@ -233,7 +233,7 @@ def stage_metrics(tables: dict[str, pd.DataFrame], references: dict[str, pd.Data
 
 
 def headline_comparisons(rows: dict[str, pd.DataFrame], prefix: str = "") -> dict:
-    """The comparisons the stage table reads, for evaluation.sample_size_table: each row's accuracy
+    """The comparisons the stage table reads, for scoring.sample_size_table: each row's accuracy
     (against chance, a constant: the accuracy's own interval), each row minus the first (base) and
     minus the row above (paired), in the order of `rows` ({row name: score frame}); the last row's
     change from the row above is, in notebook 06, the logits processor's."""
@@ -247,9 +247,9 @@ def headline_comparisons(rows: dict[str, pd.DataFrame], prefix: str = "") -> dic
     return out
 
 
-def sample_sizes(scores: dict[str, dict[str, pd.DataFrame]], target: float = evaluation.PRECISION_TARGET,
+def sample_sizes(scores: dict[str, dict[str, pd.DataFrame]], target: float = scoring.PRECISION_TARGET,
                  control_row: str = "RL") -> pd.DataFrame:
-    """Notebook 06's sample-size table (evaluation.sample_size_table): every headline comparison of the
+    """Notebook 06's sample-size table (scoring.sample_size_table): every headline comparison of the
     diamond split (headline_comparisons), and on the control split `control_row` minus the row above it
     (the "control unchanged" claim). scores: evaluate_stages' {split: {row: score frame}}."""
     comparisons = headline_comparisons(scores["diamond"], "diamond: ")
@@ -258,7 +258,7 @@ def sample_sizes(scores: dict[str, dict[str, pd.DataFrame]], target: float = eva
     if control_row in names and names.index(control_row) > 0:
         above = names[names.index(control_row) - 1]
         comparisons[f"control: {control_row} - {above} (row above)"] = (control[control_row], control[above])
-    return evaluation.sample_size_table(comparisons, target)
+    return scoring.sample_size_table(comparisons, target)
 
 
 def _interval(mean, lo, hi, signed=False) -> str:
@@ -277,7 +277,7 @@ def readable_table(table: pd.DataFrame, references: pd.DataFrame | None = None) 
     out["accuracy % [95% CI]"] = [_interval(r.accuracy, r.acc_ci_low, r.acc_ci_high) for r in table.itertuples()]
     out["delta to row above [95% CI]"] = [_interval(r.delta, r.delta_ci_low, r.delta_ci_high, signed=True)
                                           for r in table.itertuples()]
-    out["paired p"] = [evaluation.format_p(p) for p in table["p_value"]]
+    out["paired p"] = [scoring.format_p(p) for p in table["p_value"]]
     if "base_delta" in table.columns:
         out[f"delta to {table.index[0]} [95% CI]"] = [
             _interval(r.base_delta, r.base_delta_ci_low, r.base_delta_ci_high, signed=True) for r in table.itertuples()]
@@ -314,7 +314,7 @@ def chance_sentence(table: pd.DataFrame, chance: float = CHANCE) -> str:
 
 
 def _change_text(delta, lo, hi, p) -> str:
-    return f"{delta:+.1f} points (95% CI {lo:+.1f} to {hi:+.1f}, p {evaluation.p_phrase(p)})"
+    return f"{delta:+.1f} points (95% CI {lo:+.1f} to {hi:+.1f}, p {scoring.p_phrase(p)})"
 
 
 def reproduction_paragraph(table: pd.DataFrame, benchmark: str = "the benchmark",
@@ -436,7 +436,7 @@ def reference_scores(questions, teacher, max_steps: int, seed: int = 0) -> pd.Da
     chance: 1/4; greedy shortcut: countdown.greedy_solve; search teacher, no answer:
     teachers.solve_unaided within `max_steps` steps (the models' step budget); exact solver: 1.
     """
-    from steiner_lib import teachers
+    from steiner_lib.data import teachers
     from steiner_lib.tasks.countdown import greedy_solve
 
     rows = []
@@ -454,7 +454,7 @@ def references_for(questions, teacher_params, paths, max_new_tokens: int, seed: 
     """reference_table on `questions` (CountdownQuestions), the teacher searching within the step
     budget of `max_new_tokens` (step_budget over notebook 02's paths); its `step_budget` attribute
     records that budget. teacher_params: the params section 01 ran with (StageWriter.input_params)."""
-    from steiner_lib import teachers
+    from steiner_lib.data import teachers
 
     budget = step_budget(paths, max_new_tokens)
     table = reference_table(reference_scores(questions, teachers.search_teacher(teacher_params), budget, seed),

@@ -20,9 +20,9 @@ import math
 
 import networkx as nx
 
-from steiner_lib import dag as dag_lib
-from steiner_lib import plots
-from steiner_lib.dag import BacktrackTo, SampledPath
+from steiner_lib.data import dag as dag_lib
+from steiner_lib.data.dag import BacktrackTo, SampledPath
+from steiner_lib.report import plots
 
 X_STEP, Y_STEP, MARGIN = 190, 64, 48  # pixels between layers, between rows, around the drawing
 MARKERS = {"question": "square", "answer": "star", "hallucinated": "cross", "dead end": "circle", "step": "circle"}

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-log = logging.getLogger("steiner_lib.report")
+log = logging.getLogger("steiner_lib.report.book")
 
 CHAPTERS_FILE = "notebooks/_chapters.yml"  # relative to the report dir; written by prepare_report
 PDF_OPTIONS_FILE = "_pdf.yml"              # the PDF's front matter, relative to the report dir
@@ -350,7 +350,7 @@ def prepare_report(run_dir: str | Path, report_dir: str | Path | None = None) ->
                 + [q for q in BACK_CHAPTERS if (report_dir / q).is_file()]}
         if appendix:
             book["appendices"] = [f"notebooks/{nb.name}" for nb in appendix]
-        header = ("# Written by steiner_lib.report.prepare_report: the executed notebooks in stage order, "
+        header = ("# Written by steiner_lib.report.book.prepare_report: the executed notebooks in stage order, "
                   "then the back chapters; the summary notebook as an appendix.\n")
         (tmp / Path(CHAPTERS_FILE).name).write_text(header + yaml.safe_dump({"book": book}, sort_keys=False))
     log.info("%d chapters copied into %s and listed in %s", len(notebooks), report_dir / "notebooks",
@@ -651,7 +651,7 @@ def _render_with_nbconvert(report_dir: Path, out_dir: Path) -> Path:
     pages = _label_pages(report_dir, chapters)
     markdown = MarkdownIt("commonmark", {"html": True}).enable("table")
     exporter = HTMLExporter(template_name="lab", embed_images=True)
-    exporter.log = logging.getLogger("steiner_lib.report.nbconvert")  # nbconvert warns once per page about alt text
+    exporter.log = logging.getLogger("steiner_lib.report.book.nbconvert")  # nbconvert warns once per page about alt text
     exporter.log.setLevel(logging.ERROR)
     book_title = str((load_quarto_config(report_dir).get("book") or {}).get("title", "Report"))
     contents = []
@@ -684,8 +684,8 @@ def _render_with_nbconvert(report_dir: Path, out_dir: Path) -> Path:
 # ---------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m steiner_lib.report RUN_DIR [--report-dir report] [--out DIR] [--check-only]"""
-    parser = argparse.ArgumentParser(prog="python -m steiner_lib.report", description=__doc__.splitlines()[0])
+    """python -m steiner_lib.report.book RUN_DIR [--report-dir report] [--out DIR] [--check-only]"""
+    parser = argparse.ArgumentParser(prog="python -m steiner_lib.report.book", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a run directory, e.g. runs/cpu (holds executed/NN_name.ipynb)")
     parser.add_argument("--report-dir", type=Path, default=None, help="the Quarto project (default: report/)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <report-dir>/_build)")

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steiner_lib import evaluation, verdicts
+from steiner_lib.evaluation import scoring, verdicts
 from steiner_lib.params import STAGES, run_dir
 from steiner_lib.stages import MANIFEST, StageWriter, read_manifest
 
-log = logging.getLogger("steiner_lib.summary")
+log = logging.getLogger("steiner_lib.report.summary")
 
 SUMMARY_STAGE = "08_summary"
 NOT_RUN = verdicts.NOT_RUN
@@ -112,7 +112,7 @@ def _points(x: float) -> str:
 def _delta_text(row: pd.Series, questions: int | None = None) -> str:
     q = f"; {questions} questions" if questions else ""
     return (f"{_points(row['delta'])} points (95% CI {_points(row['delta_ci_low'])} to "
-            f"{_points(row['delta_ci_high'])}, p {evaluation.p_phrase(row['p_value'])}{q})")
+            f"{_points(row['delta_ci_high'])}, p {scoring.p_phrase(row['p_value'])}{q})")
 
 
 def _not_run(claim: str, paper: str, stage: str, what: str = "") -> dict:
@@ -180,17 +180,17 @@ def _cpt_claim(run: RunRecord, no_cpt_run: RunRecord | None) -> dict:
                 "this run": f"{NOT_RUN}: needs a second run with cpt_enabled: false (run_name: "
                             f"{run.path.name}_no_cpt), compared at the RL row",
                 "verdict": NOT_RUN, "where": CHAPTER["03_cpt"]}
-    from steiner_lib import evaluation, stage_eval
+    from steiner_lib.evaluation import scoring, stage_table
 
     a = pd.read_parquet(no_cpt_run.path / "06_evaluation" / "scores.parquet")
     b = pd.read_parquet(run.path / "06_evaluation" / "scores.parquet")
-    pick = lambda s: stage_eval.per_question_correct(s[(s["split"] == "diamond") & (s["stage"] == "RL")])
+    pick = lambda s: stage_table.per_question_correct(s[(s["split"] == "diamond") & (s["stage"] == "RL")])
     without, with_ = pick(a), pick(b)
     shared = without.index.intersection(with_.index)
     if not len(shared):
         return {"claim": claim, "paper": paper, "this run": f"{NOT_RUN}: the two runs share no diamond question",
                 "verdict": NOT_RUN, "where": CHAPTER["03_cpt"]}
-    diff, lo, hi, p = evaluation.paired_bootstrap_diff(without[shared].to_numpy(), with_[shared].to_numpy())
+    diff, lo, hi, p = scoring.paired_bootstrap_diff(without[shared].to_numpy(), with_[shared].to_numpy())
     row = pd.Series({"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p})
     # redundant: dropping CPT loses no accuracy beyond the margin
     return _judged(claim, paper, f"RL accuracy without CPT minus with CPT: {_delta_text(row, len(shared))}; "
@@ -209,7 +209,7 @@ def _scaling_claim(run: RunRecord, model: str = "RL") -> dict:
     if outputs is None or not {"model", "method", "value", "question_id", "correct"} <= set(outputs.columns):
         return {"claim": claim, "paper": paper, "this run": f"{NOT_RUN}: 07 wrote no outputs.parquet with the "
                 f"scored outputs", "verdict": NOT_RUN, "where": where}
-    from steiner_lib import scaling
+    from steiner_lib.evaluation import scaling
 
     forced = outputs[outputs["method"] == "min_steps"]
     models = list(dict.fromkeys(forced["model"]))
@@ -229,7 +229,7 @@ def claims_table(run: RunRecord, no_cpt_run: RunRecord | None = None) -> pd.Data
     verdicts.verdict (reproduced, contradicted, inconclusive, not run): changes against the paper's
     figure, claims of no change (or no loss, no gain) against the margin MARGIN. Data-set sizes are
     scaled down by the preset and say by how much."""
-    from steiner_lib.stage_eval import PAPER_DELTAS
+    from steiner_lib.evaluation.stage_table import PAPER_DELTAS
 
     rows = _data_claims(run)
     rows.append(_cpt_claim(run, no_cpt_run))
@@ -245,7 +245,7 @@ def claims_table(run: RunRecord, no_cpt_run: RunRecord | None = None) -> pd.Data
 def claims_paragraph(claims: pd.DataFrame, stage_table: pd.DataFrame | None = None) -> str:
     """Markdown: how many claims reproduce, which are contradicted or inconclusive, which were not run
     (from the table); given 06's stage table, whether any stage is above chance, said plainly."""
-    from steiner_lib.stage_eval import chance_sentence
+    from steiner_lib.evaluation.stage_table import chance_sentence
 
     v = claims["verdict"]
     tested = v[~v.isin(UNTESTED)]

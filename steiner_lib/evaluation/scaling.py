@@ -27,8 +27,8 @@ Then each cause becomes a test that could come out either way (`cause_tests`, `c
 prediction with a sign, an estimate with a 95% interval over questions, and the verdict of
 `cause_verdict` (supported, not supported, inconclusive, not run).
 
-Confidence intervals are evaluation.bootstrap_ci over questions (a question's samples or vote
-draws are averaged first); paired differences use evaluation.paired_bootstrap_diff.
+Confidence intervals are scoring.bootstrap_ci over questions (a question's samples or vote
+draws are averaged first); paired differences use scoring.paired_bootstrap_diff.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from steiner_lib import evaluation, stage_eval, verdicts
 from steiner_lib import format as fmt
-from steiner_lib.rewards import RewardWeights
+from steiner_lib.evaluation import scoring, stage_table, verdicts
 from steiner_lib.tasks.countdown import reachable_values
+from steiner_lib.training.rewards import RewardWeights
 
 METHODS = ("min_steps", "budget", "vote", "soft_bias")
 METHOD_LABELS = {"min_steps": "sequential: forced steps (min_steps)", "budget": "sequential: budget forcing",
@@ -68,13 +68,13 @@ def parse_names(text_: str, allowed: Sequence[str], name: str) -> list[str]:
 
 def step_factory(tokenizer, min_steps: int) -> Callable:
     """Hard step forcing: reasoning_constraints(min_steps, max_steps=None) (either backend)."""
-    return stage_eval.constraints_factory(tokenizer, min_steps, None)
+    return stage_table.constraints_factory(tokenizer, min_steps, None)
 
 
 def budget_factory(tokenizer, budget: int, grace_tokens: int = 64) -> Callable:
     """s1-style budget forcing at `budget` reasoning tokens, on top of the structural rules: the
     reasoning ends on a complete step, within budget + grace + format.MAX_CLOSING_TOKENS tokens."""
-    from steiner_lib.constraints import BudgetForcing, ReasoningConstraints
+    from steiner_lib.generation.constraints import BudgetForcing, ReasoningConstraints
 
     if budget < 1:
         raise ValueError(f"budget={budget}: need >= 1 reasoning token")
@@ -88,7 +88,7 @@ def budget_factory(tokenizer, budget: int, grace_tokens: int = 64) -> Callable:
 
 def soft_factory(tokenizer, min_steps: int, bias: float) -> Callable:
     """The rule of reasoning_constraints(min_steps, None) as a logit bias instead of a mask."""
-    from steiner_lib.constraints import SoftReasoningBias
+    from steiner_lib.generation.constraints import SoftReasoningBias
 
     def make(prompt_width: int):
         return [SoftReasoningBias(tokenizer, min_steps, None, bias=bias, prompt_length=prompt_width)]
@@ -110,21 +110,21 @@ def processor_for(tokenizer, method: str, value, grace_tokens: int = 64, soft_bi
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_pool(model, tokenizer, questions, decoding: stage_eval.Decoding, n_samples: int,
+def sample_pool(model, tokenizer, questions, decoding: stage_table.Decoding, n_samples: int,
                 logits_processor=None) -> pd.DataFrame:
-    """n_samples completions per question (one batched call), scored: stage_eval.sample_and_score with
+    """n_samples completions per question (one batched call), scored: stage_table.sample_and_score with
     `decoding` drawing n_samples per question (Decoding refuses several greedy samples)."""
-    return stage_eval.sample_and_score(model, tokenizer, questions, replace(decoding, samples=n_samples),
+    return stage_table.sample_and_score(model, tokenizer, questions, replace(decoding, samples=n_samples),
                                        logits_processor)
 
 
-def sequential_runs(model, tokenizer, questions, decoding: stage_eval.Decoding, settings: Sequence[tuple[str, int]],
+def sequential_runs(model, tokenizer, questions, decoding: stage_table.Decoding, settings: Sequence[tuple[str, int]],
                     grace_tokens: int = 64, soft_bias: float = 4.0) -> pd.DataFrame:
     """Greedy scores for each (method, value) setting, one long frame with method and value columns."""
     frames = []
     for method, value in settings:
         processor = processor_for(tokenizer, method, value, grace_tokens, soft_bias)
-        scores = stage_eval.sample_and_score(model, tokenizer, questions, decoding, processor)
+        scores = stage_table.sample_and_score(model, tokenizer, questions, decoding, processor)
         frames.append(scores.assign(method=method, value=value))
     return pd.concat(frames, ignore_index=True)
 
@@ -178,7 +178,7 @@ def curve_point(per_question: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -
 
     per_question: rows with question_id, correct and tokens (several rows per question are averaged
     per question first), and optionally format_ok."""
-    acc, lo, hi = evaluation.bootstrap_ci(per_question["correct"].astype(float), n_boot=n_boot, seed=seed,
+    acc, lo, hi = scoring.bootstrap_ci(per_question["correct"].astype(float), n_boot=n_boot, seed=seed,
                                           groups=per_question["question_id"])
     tokens = per_question.groupby("question_id")["tokens"].mean()
     out = {"accuracy": 100 * acc, "ci_low": 100 * lo, "ci_high": 100 * hi, "tokens": float(tokens.mean()),
@@ -255,7 +255,7 @@ def forcing_change_per_question(outputs: pd.DataFrame, model: str, method: str =
     if len(values) < 2:
         return None
     low, high = (rows[rows["value"] == v] for v in (values[0], values[-1]))
-    a, b = stage_eval.per_question_correct(high), stage_eval.per_question_correct(low)
+    a, b = stage_table.per_question_correct(high), stage_table.per_question_correct(low)
     shared = a.index.intersection(b.index)
     if not len(shared):
         raise ValueError(f"{model}, {method}: settings {values[0]} and {values[-1]} share no question")
@@ -271,7 +271,7 @@ def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps",
     if found is None:
         return None
     d, (v_low, v_high), (low, high) = found
-    diff, lo, hi, p = evaluation.paired_bootstrap_diff(d.to_numpy(), np.zeros(len(d)), n_boot=n_boot, seed=seed)
+    diff, lo, hi, p = scoring.paired_bootstrap_diff(d.to_numpy(), np.zeros(len(d)), n_boot=n_boot, seed=seed)
     tokens = lambda f: float(pd.to_numeric(f["reasoning_tokens"], errors="coerce").mean())  # noqa: E731
     return {"delta": 100 * diff, "delta_ci_low": 100 * lo, "delta_ci_high": 100 * hi, "p_value": p,
             "questions": len(d), "low": v_low, "high": v_high, "tokens_low": tokens(low),
@@ -279,7 +279,7 @@ def forcing_change(outputs: pd.DataFrame, model: str, method: str = "min_steps",
 
 
 def curve_end_comparisons(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: int = 32, seed: int = 0) -> dict:
-    """The end points of every scaling curve, for evaluation.sample_size_table: per model and method, the
+    """The end points of every scaling curve, for scoring.sample_size_table: per model and method, the
     accuracy at the least and at the most tokens spent (the lowest and highest setting) and the paired
     change between them (most minus least), as per-question values (Series by question id).
 
@@ -296,7 +296,7 @@ def curve_end_comparisons(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: 
         else:
             values = sorted(rows["value"].unique())
             low, high = values[0], values[-1]
-            ends = {v: stage_eval.per_question_correct(rows[rows["value"] == v]) for v in (low, high)}
+            ends = {v: stage_table.per_question_correct(rows[rows["value"] == v]) for v in (low, high)}
         name, lo_, hi_ = f"{model}, {method}", f"{low:g}", f"{high:g}"
         out[f"{name} {lo_}: accuracy"] = ends[low]
         if high != low:
@@ -306,9 +306,9 @@ def curve_end_comparisons(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: 
 
 
 def sample_sizes(outputs: pd.DataFrame, ks: Sequence[int] = (), draws: int = 32, seed: int = 0,
-                 target: float = evaluation.PRECISION_TARGET) -> pd.DataFrame:
-    """Notebook 07's sample-size table (evaluation.sample_size_table) over curve_end_comparisons."""
-    return evaluation.sample_size_table(curve_end_comparisons(outputs, ks, draws, seed), target)
+                 target: float = scoring.PRECISION_TARGET) -> pd.DataFrame:
+    """Notebook 07's sample-size table (scoring.sample_size_table) over curve_end_comparisons."""
+    return scoring.sample_size_table(curve_end_comparisons(outputs, ks, draws, seed), target)
 
 
 @dataclass(frozen=True)
@@ -336,14 +336,14 @@ class Plan:
 def plan_from_params(s) -> Plan:
     """The Plan of notebook 07's scaling section (params.ScalingParams), a bad grid named by its knob."""
     def grid(text: str, knob: str) -> tuple[int, ...]:
-        return tuple(stage_eval.parse_int_grid(text, f"scaling_{knob}"))
+        return tuple(stage_table.parse_int_grid(text, f"scaling_{knob}"))
 
     return Plan(min_steps=grid(s.min_steps_grid, "min_steps_grid"), budgets=grid(s.budgets, "budgets"),
                 samples=s.samples, ks=grid(s.vote_ks, "vote_ks"), draws=s.vote_draws, grace_tokens=s.budget_grace,
                 soft_bias=s.soft_bias)
 
 
-def measure(model, tokenizer, name: str, questions, plan: Plan, decoding: stage_eval.Decoding,
+def measure(model, tokenizer, name: str, questions, plan: Plan, decoding: stage_table.Decoding,
             pool: bool = False, soft: bool = False, n_boot: int = 2000):
     """(outputs, curve) of one model: every scored output (model, method, value columns; the vote pool
     has method "pool") and its scaling-curve rows (sequential settings, then votes over the pool).
@@ -368,20 +368,20 @@ def stacked(*measured: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[pd.DataFrame,
             pd.concat([c for _, c in measured], ignore_index=True))
 
 
-def measure_models(load: Callable, names: Sequence[str], questions, plan: Plan, decoding: stage_eval.Decoding,
+def measure_models(load: Callable, names: Sequence[str], questions, plan: Plan, decoding: stage_table.Decoding,
                    log: Callable[[str], None] = print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(outputs, curves) of the checkpoints `names` (rows of stage_eval.ROW_CHECKPOINTS, loaded by
+    """(outputs, curves) of the checkpoints `names` (rows of stage_table.ROW_CHECKPOINTS, loaded by
     load(stage, name)), each with its vote pool; the last also runs the soft bias, as cause 4 asks of it."""
     measured, t0 = [], time.time()
     for name in names:
-        model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[name])
+        model, tokenizer = load(*stage_table.ROW_CHECKPOINTS[name])
         measured.append(measure(model, tokenizer, name, questions, plan, decoding, pool=True, soft=name == names[-1]))
         log(f"{name}: {len(measured[-1][0])} outputs, {time.time() - t0:.0f} s so far")
     return stacked(*measured)
 
 
 def measure_reward_variants(load: Callable, variants: dict[str, RewardWeights], train_questions, graphs, rl_params,
-                            steps: int, questions, plan: Plan, decoding: stage_eval.Decoding,
+                            steps: int, questions, plan: Plan, decoding: stage_table.Decoding,
                             seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(outputs, curves) of each reward-weight variant ({model name: weights}), each RL-trained for `steps`
     steps from a fresh load of the SFT checkpoint (train_reward_variant) and run on the sequential grid."""
@@ -394,19 +394,19 @@ def measure_reward_variants(load: Callable, variants: dict[str, RewardWeights], 
 
 
 def budget_errors(outputs: pd.DataFrame) -> pd.DataFrame:
-    """The format errors left in the budget-forcing outputs, by cause (evaluation.error_causes): one
+    """The format errors left in the budget-forcing outputs, by cause (scoring.error_causes): one
     row per (model, budget), the outputs, the share with any format error, and how many outputs show
     each cause. Budget forcing ends the reasoning only where a step is complete, so "ended mid-step"
     stays 0; what remains is the model's own."""
     rows = []
     budget = outputs[outputs["method"] == "budget"]
     for (model, value), group in budget.groupby(["model", "value"], sort=False):
-        causes = [evaluation.error_causes(c) for c in group["completion"]]
+        causes = [scoring.error_causes(c) for c in group["completion"]]
         row = {"model": model, "budget": int(value), "outputs": len(group),
                "with a format error %": 100 * float(np.mean([bool(c) for c in causes]))}
-        row.update({cause: sum(cause in c for c in causes) for cause in evaluation.ERROR_CAUSES})
+        row.update({cause: sum(cause in c for c in causes) for cause in scoring.ERROR_CAUSES})
         rows.append(row)
-    columns = ["model", "budget", "outputs", "with a format error %", *evaluation.ERROR_CAUSES]
+    columns = ["model", "budget", "outputs", "with a format error %", *scoring.ERROR_CAUSES]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -416,7 +416,7 @@ def budget_errors_paragraph(table: pd.DataFrame) -> str:
         return "No budget-forcing output to check."
     n = int(table["outputs"].sum())
     with_error = int(round((table["outputs"] * table["with a format error %"] / 100).sum()))
-    counts = {cause: int(table[cause].sum()) for cause in evaluation.ERROR_CAUSES}
+    counts = {cause: int(table[cause].sum()) for cause in scoring.ERROR_CAUSES}
     present = [f"{k} in {v}" for k, v in counts.items() if v]
     text_ = (f"Of {n} budget-forcing outputs, {with_error} keep a format error"
              + (f" (outputs per cause: {'; '.join(present)})" if present else "") + ". ")
@@ -455,7 +455,7 @@ def _binned_percent_ci(frame: pd.DataFrame, by: str, value: str, edges: np.ndarr
         part = frame[index == b]
         if part.empty:
             continue
-        mean, lo, hi = evaluation.bootstrap_ci(part[value].astype(float), n_boot=n_boot, seed=seed,
+        mean, lo, hi = scoring.bootstrap_ci(part[value].astype(float), n_boot=n_boot, seed=seed,
                                                groups=part["question_id"])
         yield edges[b], edges[b + 1], part, 100 * mean, 100 * lo, 100 * hi
 
@@ -538,7 +538,7 @@ def train_reward_variant(model, tokenizer, train_questions, graphs, weights: Rew
     """RL from `model` (trained in place) for `steps` steps with other reward weights and notebook 05's
     other settings (rl_params: the rl section 05 ran with, StageWriter.input_params("05_rl").rl); returns
     the model."""
-    from steiner_lib import rl
+    from steiner_lib.training import rl
 
     cfg = rl.stage_config(rl_params, seed, steps=steps, progress=False, logging_steps=max(1, min(5, steps)))
     return rl.train_rl(model, tokenizer, train_questions, graphs, weights, cfg).model
@@ -549,7 +549,7 @@ def train_long_path_variant(model, tokenizer, paths_dataset, share: float, steps
     """SFT `model` (the CPT checkpoint; trained in place) on the longest `share` of the paths for `steps`
     steps, with notebook 04's other settings but no held-out loss (sft_params: the sft section 04 ran
     with, StageWriter.input_params("04_sft").sft)."""
-    from steiner_lib import sft
+    from steiner_lib.training import sft
 
     long_ds, cut = long_paths(paths_dataset, share)
     cfg = sft.stage_config(sft_params, seed, max_steps=steps, eval_share=0.0, progress=False,
@@ -599,8 +599,8 @@ def backtrack_events(scores: pd.DataFrame, questions: dict, tokenizer) -> pd.Dat
     confirms nothing and is left out of the rates). `position` is the
     number of tokens generated before the event (the context the decision was made in).
     """
-    from steiner_lib import modeling
-    from steiner_lib.rewards import step_spans
+    from steiner_lib.training import modeling
+    from steiner_lib.training.rewards import step_spans
 
     rows, prefixes = [], []
     for r in scores.itertuples(index=False):
@@ -608,7 +608,7 @@ def backtrack_events(scores: pd.DataFrame, questions: dict, tokenizer) -> pd.Dat
         parsed = fmt.parse(r.completion)
         trace = parsed.trace
         spans = step_spans(r.completion, trace.steps)
-        states = evaluation.replay_states(trace, problem.numbers, problem.max_result)[1]
+        states = scoring.replay_states(trace, problem.numbers, problem.max_result)[1]
         for i, move in enumerate(trace.moves):
             if not isinstance(move, fmt.Backtrack) or spans[i] is None:
                 continue
@@ -695,7 +695,7 @@ def _paired_on_settings(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame,
 def paired_by_setting(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
     """a - b accuracy (points), paired on (question, setting value), CI over questions, pooled over settings."""
     per_q, settings = _paired_on_settings(a, b)
-    diff, lo, hi, p = evaluation.paired_bootstrap_diff(per_q["correct_a"].to_numpy(float),
+    diff, lo, hi, p = scoring.paired_bootstrap_diff(per_q["correct_a"].to_numpy(float),
                                                        per_q["correct_b"].to_numpy(float), n_boot=n_boot, seed=seed)
     return {"delta": 100 * diff, "ci_low": 100 * lo, "ci_high": 100 * hi, "p_value": p,
             "questions": len(per_q), "settings": settings}
@@ -735,7 +735,7 @@ def step_end_nudges(model, tokenizer, prompt: str, completion: str, min_steps: i
     token the output wrote there), flipped (the bias made proceed the most likely token)."""
     import torch
 
-    from steiner_lib.constraints import ReasoningTokenIds, SoftReasoningBias, scan
+    from steiner_lib.generation.constraints import ReasoningTokenIds, SoftReasoningBias, scan
 
     if temperature <= 0:
         raise ValueError(f"temperature={temperature}: need > 0 (the sampling temperature of the outputs)")
@@ -770,12 +770,12 @@ def soft_decisions(model, tokenizer, outputs: pd.DataFrame, questions, seed: int
                    temperature: float) -> pd.DataFrame:
     """Per min_steps of the soft-bias outputs of `model_name`: how often the bias changed the choice at
     a step end. Every output is replayed (step_end_nudges; prompts from `questions` and `seed` as
-    stage_eval.sample_and_score made them). Columns: outputs; step ends (nudged: fewer than min_steps
+    stage_table.sample_and_score made them). Columns: outputs; step ends (nudged: fewer than min_steps
     done); p_free, p_soft (mean P(proceed) where the move is chosen, the last nudged position of each
     step end); changed (expected), the sum over nudged positions of p_soft - p_free, the chance the
     bias moved the draw there onto proceed; flipped, positions where the bias made proceed the most
     likely token; proceed written; and mean steps of the free (min_steps 0, hard), soft and hard outputs."""
-    prompts = dict(zip((stage_eval.question_id(q) for q in questions), evaluation.heldout_prompts(questions, seed)[0]))
+    prompts = dict(zip((stage_table.question_id(q) for q in questions), scoring.heldout_prompts(questions, seed)[0]))
     mine = outputs[outputs["model"] == model_name]
     free = mine[(mine["method"] == "min_steps") & (mine["value"] == 0)]
     rows = []
@@ -809,7 +809,7 @@ def soft_paragraph(curves: pd.DataFrame, comparison: dict, model: str, bias: flo
     c = comparison
     head = (f"With min_steps > 0 ({c['settings']} settings, {c['questions']} questions), a soft bias of {bias:g} "
             f"logits changes {model}'s accuracy by {c['delta']:+.1f} points against hard forcing (paired 95% CI "
-            f"{c['ci_low']:+.1f} to {c['ci_high']:+.1f}, p {evaluation.p_phrase(c['p_value'])}), spending {soft['tokens'].mean():.0f} "
+            f"{c['ci_low']:+.1f} to {c['ci_high']:+.1f}, p {scoring.p_phrase(c['p_value'])}), spending {soft['tokens'].mean():.0f} "
             f"tokens per question on average against {hard['tokens'].mean():.0f}. ")
     if c["ci_low"] > 0:
         verdict = "Softer steering helps: forcing was too blunt, as the paper suspects."
@@ -960,9 +960,9 @@ def abandoned_answers(completion: str, problem) -> tuple[bool, bool]:
     """(reached, abandoned) for one output: reached, some step's state holds the correct option's value
     (the target: the other options cannot be made); abandoned, after that a backtrack left a state holding
     it for one that does not (the question, an earlier step, or an unknown target, which holds nothing
-    known). States as evaluation.replay_states replays them."""
+    known). States as scoring.replay_states replays them."""
     trace = fmt.parse(completion).trace
-    states = evaluation.replay_states(trace, problem.numbers, problem.max_result)[1]
+    states = scoring.replay_states(trace, problem.numbers, problem.max_result)[1]
     holds = [s is not None and problem.target in s for s in states]
     start = tuple(sorted(int(n) for n in problem.numbers))
     reached = any(holds)
@@ -1033,21 +1033,21 @@ def cause_tests(outputs: pd.DataFrame, questions: dict, train_tokens: Sequence[f
 
 
 def cause_table(tests: Sequence[CauseTest], margin: float = verdicts.MARGIN, n_boot: int = 2000, seed: int = 0,
-                target: float = evaluation.PRECISION_TARGET) -> pd.DataFrame:
+                target: float = scoring.PRECISION_TARGET) -> pd.DataFrame:
     """One row per test: cause, prediction, measurement, estimate (points), its 95% bootstrap interval over
     questions, the verdict of cause_verdict (against `margin`), and the sample-size columns of
-    evaluation.sample_size_table (questions, half-width now, questions needed for `target`, target met).
+    scoring.sample_size_table (questions, half-width now, questions needed for `target`, target met).
     A test with fewer than 2 questions has no interval: not run. When every question gives the same
     value, a bootstrap interval has zero width whatever the number of questions; the interval is then
-    the estimate +- the rule of three's half-width (evaluation.questions_needed), within +-100 points,
+    the estimate +- the rule of three's half-width (scoring.questions_needed), within +-100 points,
     so that a few questions alike cannot decide a verdict."""
     rows = []
     for t in tests:
         q = pd.to_numeric(t.per_question, errors="coerce").dropna()
-        size = evaluation.sample_size_table({t.key: q}, target).iloc[0]
+        size = scoring.sample_size_table({t.key: q}, target).iloc[0]
         est = lo = hi = float("nan")
         if len(q) >= 2:
-            mean, lo, hi = evaluation.bootstrap_ci(q.to_numpy(float), n_boot=n_boot, seed=seed)
+            mean, lo, hi = scoring.bootstrap_ci(q.to_numpy(float), n_boot=n_boot, seed=seed)
             est, lo, hi = 100 * mean, 100 * lo, 100 * hi
             if size["note"].endswith("rule of three"):
                 hw = size["half-width now (points)"]
@@ -1068,7 +1068,7 @@ def _cause_ci(r) -> str:
         return ""
     text_ = f" ({r['estimate']:+.1f} points, 95% CI {r['ci_low']:+.1f} to {r['ci_high']:+.1f}"
     if not r["target met"] and pd.notna(r["questions needed"]):
-        text_ += f"; +-{100 * evaluation.PRECISION_TARGET:g} points needs {r['questions needed']:.0f} questions"
+        text_ += f"; +-{100 * scoring.PRECISION_TARGET:g} points needs {r['questions needed']:.0f} questions"
     return text_ + ")"
 
 
@@ -1103,7 +1103,7 @@ def stage_metrics(curves: pd.DataFrame, events: pd.DataFrame, comparison: dict |
     metrics.update({f"soft_changed_choices_min_steps_{int(r['min_steps'])}": float(r["changed (expected)"])
                     for _, r in decisions.iterrows()})
     metrics.update({f"cause_{k}_{c}": r[c] for k, r in causes.iterrows() for c in ("verdict", "estimate", "ci_low", "ci_high")})
-    metrics.update(evaluation.power_metrics(pd.concat([sizes, causes])))
+    metrics.update(scoring.power_metrics(pd.concat([sizes, causes])))
     return metrics
 
 

@@ -245,7 +245,7 @@ class DagIndex:
         if graph is None:
             return
         if any("dist_to_answer" not in d for _, d in graph.nodes(data=True)):
-            from steiner_lib import dag
+            from steiner_lib.data import dag
 
             dag.node_features(graph)  # fills the node attributes in place, as notebook 02 does
         best: dict[State, tuple] = {}

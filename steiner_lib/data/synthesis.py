@@ -4,7 +4,7 @@ Forward-only "shortcut" chain-of-thought data has no backtracking in it. Steiner
 shortcut path at a random step, hid the answer and let a strong LLM continue from the prefix
 (it explores and makes mistakes), then gave it the correct answer so it backtracked to where it
 went wrong and reached the answer. Here the shortcut is the exact solver's shortest solution
-and the continuation comes from a teacher (steiner_lib.teachers).
+and the continuation comes from a teacher (steiner_lib.data.teachers).
 
 Per question, `synthesize` writes one shortcut trajectory and N augmented ones, each from a
 random.Random seeded by (seed, question_id): the output does not depend on question order or
@@ -25,12 +25,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from steiner_lib.data.teachers import Draft, LLMTeacher, Teacher, make_record
+from steiner_lib.data.traces import StepRecord, Trajectory
 from steiner_lib.format import Backtrack, Step
 from steiner_lib.tasks import text
 from steiner_lib.tasks.choice import CountdownQuestion
 from steiner_lib.tasks.countdown import Operation, solve
-from steiner_lib.teachers import Draft, LLMTeacher, Teacher, make_record
-from steiner_lib.traces import StepRecord, Trajectory
 
 
 @lru_cache(maxsize=1024)  # a question's shortcut and all its augmentations start from it
@@ -60,7 +60,7 @@ def augment(q: CountdownQuestion, letter: str, teacher: Teacher, rng: random.Ran
             cut_at: int | None = None) -> Trajectory:
     """Truncation augmentation: keep the first k steps of the shortest solution (k uniform in
     [0, len - 1] unless `cut_at` is given; 0 = start from the question), let the teacher
-    explore without the answer, then give it the answer. meta: see steiner_lib.teachers."""
+    explore without the answer, then give it the answer. meta: see steiner_lib.data.teachers."""
     draft = _cut(q, rng, cut_at)
     teacher.continue_without_answer(q, draft, rng)
     draft.tell_answer()

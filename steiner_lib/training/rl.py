@@ -1,7 +1,7 @@
 """Stage 3 of Steiner: RL with step-level rewards, on TRL's GRPO trainer.
 
 GRPO (TRL 1.16) scores each completion with one scalar and gives every token of it the same
-advantage: (reward - group mean) / group std. Steiner rewards *steps* (steiner_lib.rewards),
+advantage: (reward - group mean) / group std. Steiner rewards *steps* (steiner_lib.training.rewards),
 so `StepGRPOTrainer` hands the loss a per-token advantage instead:
 
     credit="step" (default). Let S be the rewards of all segments (steps, and each completion's
@@ -55,14 +55,14 @@ from typing import Sequence
 import pandas as pd
 from trl import GRPOTrainer
 
-from steiner_lib import modeling
-from steiner_lib.backends import BACKEND_CHOICES, CPU_DEFAULT, resolve_backend
-from steiner_lib.rewards import (
+from steiner_lib.generation.backends import BACKEND_CHOICES, CPU_DEFAULT, resolve_backend
+from steiner_lib.tasks import choice
+from steiner_lib.training import modeling
+from steiner_lib.training.rewards import (
     RewardWeights, StepRewards, completion_token_offsets, reward_table, step_rewards, token_segments,
 )
-from steiner_lib.tasks import choice
 
-log = logging.getLogger("steiner_lib.rl")
+log = logging.getLogger("steiner_lib.training.rl")
 
 CREDITS = ("step", "return_to_go", "sequence")
 SCALES = ("group", "batch", "none")
@@ -278,7 +278,7 @@ class StepGRPOTrainer(GRPOTrainer):
         self.lean_rollouts = lean_rollouts
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        from steiner_lib import lean_decode
+        from steiner_lib.generation import lean_decode
 
         if (not self.lean_rollouts or self.use_vllm or self.use_transformers_continuous_batching or multimodal_fields
                 or has_tool_images or (images is not None and any(i is not None for i in images))

@@ -49,13 +49,13 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from steiner_lib import format as fmt
+from steiner_lib.data.traces import StepRecord, Trajectory, claimed_result
 from steiner_lib.format import Backtrack, Move
 from steiner_lib.tasks import text
 from steiner_lib.tasks.choice import CountdownQuestion
 from steiner_lib.tasks.countdown import (
     Operation, Problem, State, combine, distance_to_value, solve, successors,
 )
-from steiner_lib.traces import StepRecord, Trajectory, claimed_result
 
 QUESTION_NODE = -1  # the node index of the question (the state before any step)
 
@@ -505,7 +505,7 @@ class LLMTeacher:
 
     def _model_and_tokenizer(self):
         if self._loaded is None:
-            from steiner_lib import backends
+            from steiner_lib.generation import backends
 
             self._loaded = backends.load_model(self.model_name_or_path, self.backend, self.tensor_parallel_size,
                                                foreign=True)
@@ -521,7 +521,7 @@ class LLMTeacher:
 
     def generate_many(self, prompts: list[str], seeds: list[int]) -> list[str]:
         """`generate` for many prompts in one backends.generate call, each request seeded as if alone."""
-        from steiner_lib import backends
+        from steiner_lib.generation import backends
 
         model, tok = self._model_and_tokenizer()
         outputs = backends.generate(model, tok, list(prompts), max_new_tokens=self.max_new_tokens,

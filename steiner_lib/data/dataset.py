@@ -18,14 +18,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from steiner_lib import dag, modeling
+from steiner_lib.data import dag
+from steiner_lib.data.traces import Trajectory
 from steiner_lib.format import render, render_reasoning
 from steiner_lib.stages import atomic_write_text
 from steiner_lib.tasks import choice, text
 from steiner_lib.tasks.countdown import Problem
-from steiner_lib.traces import Trajectory
+from steiner_lib.training import modeling
 
-log = logging.getLogger("steiner_lib.dataset")
+log = logging.getLogger("steiner_lib.data.dataset")
 
 # The paper's data set (Ji 2024), for the comparison table.
 PAPER = {"DAGs": 10_000, "paths": 50_000, "mean reasoning tokens": 1_600,

@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 
 from steiner_lib import format as fmt
-from steiner_lib import modeling
-from steiner_lib.backends import CPU_DEFAULT
+from steiner_lib.generation.backends import CPU_DEFAULT
 from steiner_lib.tasks import choice, text
 from steiner_lib.tasks.countdown import apply, combine
+from steiner_lib.training import modeling
 
 ANSWER_RE = re.compile(r"(?i:answer)\s*:\s*\(?([ABCD])\)?(?![A-Za-z0-9])")
 
@@ -194,7 +194,7 @@ STEP_STATUSES = {"valid": "n_valid_steps", "wrong result": "n_hallucinated_steps
 
 
 def step_status_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """How the steps of scored outputs replay (evaluation.replay_states): count and share of each
+    """How the steps of scored outputs replay (scoring.replay_states): count and share of each
     status. valid: a legal operation on the numbers held, right result; wrong result: the claimed
     result is not the operation's (or breaks the rules); unreadable: no operation on the numbers
     held can be read; lost: the step starts from an unknown state (after an unreadable step, or a
@@ -584,7 +584,7 @@ def generate_and_score(model, tokenizer, questions, seed: int, n_samples: int = 
                        temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16, logits_processor=None,
                        progress: bool = True, backend: str = CPU_DEFAULT, replay: bool = True) -> pd.DataFrame:
     """n_samples outputs per question, one score_outputs row each: the one sampling-and-scoring path of
-    the held-out checks (heldout_report) and the stage table (stage_eval.sample_and_score).
+    the held-out checks (heldout_report) and the stage table (stage_table.sample_and_score).
 
     questions: a list, or a dict by question id as dataset.load_countdown_questions returns. Prompts
     are shuffled with `seed`, and sampling is seeded with it too. model: a Hugging Face model or a
@@ -592,7 +592,7 @@ def generate_and_score(model, tokenizer, questions, seed: int, n_samples: int = 
     vllm or auto mean lean). replay: replay each output's steps on the question (CountdownQuestions
     only; the stage table also scores ChoiceQuestions, which hold no numbers to replay).
     """
-    from steiner_lib import backends
+    from steiner_lib.generation import backends
 
     questions = list(questions.values()) if isinstance(questions, dict) else list(questions)
     if not questions:

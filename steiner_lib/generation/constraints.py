@@ -644,7 +644,7 @@ _VLLM_CLASSES = {"VLLMReasoningConstraints": _build_vllm_v2_class,
 
 def __getattr__(name: str):
     # The vLLM classes subclass vLLM's own base classes, so they are built on first access (vLLM
-    # imports "steiner_lib.constraints:VLLMReasoningConstraints" by name); importing this module
+    # imports "steiner_lib.generation.constraints:VLLMReasoningConstraints" by name); importing this module
     # never imports vLLM.
     if name in _VLLM_CLASSES:
         cls = _VLLM_CLASSES[name]()
