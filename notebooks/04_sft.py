@@ -19,7 +19,7 @@
 #
 # **Here.** The same template in Qwen2.5's ChatML layout, TRL's `SFTTrainer` on
 # prompt-completion pairs so that the loss falls on the assistant turn only (a test in
-# `tests/test_sft.py` proves the mask). Paths of one question stay on one side of the
+# `tests/training/test_sft.py` proves the mask). Paths of one question stay on one side of the
 # train / eval split. Afterwards the model is sampled on held-out *validation* questions
 # (start states it never saw): how many outputs follow the format, how many steps and
 # backtracks they take, and how often they pick the right option.

@@ -29,7 +29,7 @@
 #
 # and each step's reward is credited to **that step's tokens**: TRL's GRPO trainer is
 # subclassed (`rl.StepGRPOTrainer`) to hand its loss per-token advantages, normalised within
-# each group of completions of the same prompt; `tests/test_rl.py` proves that two steps of
+# each group of completions of the same prompt; `tests/training/test_rl.py` proves that two steps of
 # different reward give their tokens different advantages.
 
 # %% tags=["parameters"]

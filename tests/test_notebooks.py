@@ -2,7 +2,7 @@
 
 One session-scoped run is shared (the smoke_run fixture, tests/conftest.py): the first test that
 asks for it runs the whole pipeline into a temporary run root; later tests check reuse, partial
-reruns, failures and the artifacts, and tests/test_report_book.py renders its book.
+reruns, failures and the artifacts, and tests/report/test_book_smoke.py renders its book.
 """
 
 import json
@@ -57,7 +57,7 @@ def test_artifacts_of_the_data_half(smoke_run):
 
 
 def test_the_lean_loop_writes_what_transformers_writes_on_the_smoke_sft_checkpoint(smoke_run):
-    """Greedy, with Steiner's processor, on the trained smoke checkpoint (tests/test_lean_decode.py covers
+    """Greedy, with Steiner's processor, on the trained smoke checkpoint (tests/generation/test_lean_decode.py covers
     random models): the default backend changes no output of 04-07."""
     from steiner_lib.evaluation import scoring
     from steiner_lib.generation import backends, inference

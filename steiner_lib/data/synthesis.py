@@ -105,7 +105,7 @@ def synthesize_batched(questions: list[CountdownQuestion], letters: list[str], t
     Round r writes every question's r-th augmentation: all cuts, then the exploration requests in
     batches of `batch_size`, then the recovery requests. Each question keeps its own
     random.Random(seed:question_id), drawn in the order `augment` draws it, so the output is
-    exactly that of `question_trajectories` one question at a time (tests/test_synthesis_batched.py).
+    exactly that of `question_trajectories` one question at a time (tests/data/test_synthesis_batched.py).
     """
     rngs = [random.Random(f"{seed}:{q.question_id}") for q in questions]
     out = [[shortcut_trajectory(q, letter)] for q, letter in zip(questions, letters)]

@@ -257,7 +257,7 @@ def budget_rule(state: ReasoningState, ids: ReasoningTokenIds, min_reasoning_tok
     for `grace_tokens` tokens. At the maximum plus `grace_tokens`, the step is closed for it
     (`closing_token`: the open field's end, the missing fields empty, step_end) and the reasoning
     ended; then the model writes the answer freely. The forcing thus adds no format error to any
-    output (tests/test_constraints.py), and ends the reasoning within max + grace +
+    output (tests/generation/test_constraints.py), and ends the reasoning within max + grace +
     format.MAX_CLOSING_TOKENS tokens (plus the rest of a backtrack target being written).
     """
     if state.ended:

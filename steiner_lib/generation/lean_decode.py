@@ -12,7 +12,7 @@ What it does: the prompt is run through the model's own forward (one call, trans
 its keys and values go into buffers preallocated for prompt + max_new_tokens positions; each
 new token then runs through `Qwen2Stepper.step`, which performs the operations of transformers'
 Qwen2 decoder (the same ops on the same weights in the same order, so greedy outputs are
-exactly transformers' own: tests/test_lean_decode.py) without its modules and masks. Logits
+exactly transformers' own: tests/generation/test_lean_decode.py) without its modules and masks. Logits
 processors are the caller's transformers LogitsProcessor objects, applied to the same input_ids
 model.generate would pass, followed by transformers' own warpers (temperature, top-k, top-p,
 min-p), then softmax and torch.multinomial as in generate's sampling: a seeded sampled run draws

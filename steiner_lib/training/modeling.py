@@ -135,7 +135,7 @@ def count_tokens(tokenizer, texts: list[str], batch_size: int = 1000) -> list[in
     special tokens first and encodes the pieces between them independently, so a text's count
     is the number of special tokens in it plus the counts of its pieces, and each distinct piece
     (a step's thought, say, shared by many sampled paths) is encoded once.
-    tests/test_dataset.py checks this against encoding whole texts.
+    tests/data/test_dataset.py checks this against encoding whole texts.
     """
     import re
 

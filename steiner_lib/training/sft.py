@@ -13,7 +13,7 @@ included (the model must learn to stop). We chose this form over the conversatio
 with `assistant_only_loss`: that option needs `{% generation %}` markers in the chat
 template, which a tokenizer trained here does not have, while the prompt-completion form
 works with any tokenizer. The prompt ends in "\\n" and the completion starts with a special
-token, so no BPE merge crosses the boundary (tests/test_sft.py checks the mask token by token).
+token, so no BPE merge crosses the boundary (tests/training/test_sft.py checks the mask token by token).
 """
 
 from __future__ import annotations

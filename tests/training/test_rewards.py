@@ -42,7 +42,7 @@ def record(parent, a, op, b):
 
 @pytest.fixture(scope="module")
 def graph():
-    """The DAG of tests/test_dag.py's hand trajectories, with node features.
+    """The DAG of tests/data/test_dag.py's hand trajectories, with node features.
 
     0 Q (2,3,4,5) -> 1 (4,5,6) -> 2 (6,20) -> 3 (26,) answer
     0 -> 4 (2,3,20) -> 5 (5,20) dead end;  4 -> 2

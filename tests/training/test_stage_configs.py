@@ -4,10 +4,10 @@ holds every default, and notebook 05's path and 07's variant paths give the same
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import ROOT
 
 from steiner_lib import params as P
 from steiner_lib import stages
@@ -15,7 +15,6 @@ from steiner_lib.evaluation import scaling
 from steiner_lib.training import rl, sft
 from steiner_lib.training.rewards import RewardWeights
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # stage -> (config class, stage_config, params section, config field -> schema key, fields set from run_seed)
 STAGES = {

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from helpers import ROOT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -135,7 +136,7 @@ def test_offline_mode_is_reported_as_unavailable_without_a_network_call(tmp_path
     """)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                         cwd=ROOT)
     assert out.stdout.startswith("UNAVAILABLE"), out.stdout + out.stderr
     assert "ConnectionError" in out.stdout and "huggingface-cli login" in out.stdout
 

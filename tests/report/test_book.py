@@ -2,7 +2,7 @@
 
 Executed notebooks are built here with nbformat (real PNG figures from matplotlib, HTML tables),
 so these tests need neither a run of the pipeline nor Quarto; the real book, rendered by real
-Quarto from the smoke run, is checked in tests/test_report_book.py.
+Quarto from the smoke run, is checked in tests/report/test_book_smoke.py.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import matplotlib.pyplot as plt
 import nbformat
 import pytest
 import yaml
+from helpers import ROOT
 
 from steiner_lib.report import book
 from steiner_lib.report.book import (NO_QUARTO_MESSAGE, ReportError, book_chapters, cell_options,
-                                check_quarto_project, collect_notebooks, prepare_report, render_report)
+                                     check_quarto_project, collect_notebooks, prepare_report, render_report)
 
-REAL_REPORT = Path(__file__).resolve().parents[1] / "report"
+REAL_REPORT = ROOT / "report"
 
 
 def tiny_png(seed: int = 0) -> str:

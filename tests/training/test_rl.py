@@ -52,7 +52,7 @@ def record(parent, a, op, b):
 
 @pytest.fixture(scope="module")
 def graph():
-    """The hand DAG of tests/test_rewards.py (degrees and distances are listed there)."""
+    """The hand DAG of tests/training/test_rewards.py (degrees and distances are listed there)."""
     a1, b1 = record(START, 2, "*", 3), record(START, 4, "*", 5)
     a2 = record(a1.state, 4, "*", 5)
     a3 = record(a2.state, 6, "+", 20)
@@ -78,7 +78,7 @@ DETOUR = completion_text(DETOUR_STEPS, ["proceed", Backtrack(DETOUR_STEPS[0].nam
 
 
 def r(in_deg, out_deg, dq, da):
-    """The reward formula with the default weights, D = 3 (as in tests/test_rewards.py)."""
+    """The reward formula with the default weights, D = 3 (as in tests/training/test_rewards.py)."""
     progress = -0.5 if da is None else 1 - da / 3
     return 0.1 * math.log(1 + in_deg) + 0.1 * math.log(1 + out_deg) - 0.2 * dq / 3 + progress
 
