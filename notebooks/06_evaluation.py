@@ -120,7 +120,7 @@ if e.benchmark is None:
     teacher_params = stage.input_params("01_synthesis").teacher
     for split, questions in splits.items():
         problems = dataset.load_countdown_questions(synthesis / f"{split}.csv")
-        references[split] = stage_table.references_for([problems[stage_table.question_id(q)] for q in questions],
+        references[split] = stage_table.references_for([problems[scoring.question_id(q)] for q in questions],
                                                       teacher_params, paths, e.max_new_tokens, seed=cfg.run.seed)
         references[split].to_csv(stage.path(f"references_{split}.csv"))
     print(f"step budget of the teacher: {references[split].attrs['step_budget']} steps ({e.max_new_tokens} tokens)")

@@ -775,7 +775,7 @@ def soft_decisions(model, tokenizer, outputs: pd.DataFrame, questions, seed: int
     step end); changed (expected), the sum over nudged positions of p_soft - p_free, the chance the
     bias moved the draw there onto proceed; flipped, positions where the bias made proceed the most
     likely token; proceed written; and mean steps of the free (min_steps 0, hard), soft and hard outputs."""
-    prompts = dict(zip((stage_table.question_id(q) for q in questions), scoring.heldout_prompts(questions, seed)[0]))
+    prompts = dict(zip((scoring.question_id(q) for q in questions), scoring.heldout_prompts(questions, seed)[0]))
     mine = outputs[outputs["model"] == model_name]
     free = mine[(mine["method"] == "min_steps") & (mine["value"] == 0)]
     rows = []

@@ -75,8 +75,6 @@ def extract_letter_anywhere(completion: str) -> str | None:
     return matches[-1] if matches else None
 
 
-question_id = scoring.question_id  # notebook 06 reads the ids through stage_table
-
 
 def score_completions(completions, letters: Sequence[str], question_ids: Sequence[str], tokenizer=None,
                       letter_anywhere: bool = False) -> pd.DataFrame:
