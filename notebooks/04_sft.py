@@ -132,7 +132,7 @@ display(summary_table.round(3))
 
 # %%
 #| label: tbl-step-status
-#| tbl-cap: "Every step of the held-out outputs, by how it replays: valid (legal operation on the numbers held, right result), wrong result, unreadable (no operation on the numbers held), lost (starts from an unknown state)."
+#| tbl-cap: "Every step of the held-out outputs, by how it replays: valid (legal operation on the numbers held, right result), wrong result, numbers not held (an operation is written, but a number it uses is not held), unreadable (no operation written), lost (starts from an unknown state)."
 display(scoring.step_status_table(report.scores).round(3))
 
 # %% [markdown]

@@ -14,7 +14,8 @@ question's numbers. Each step's operation is read back from its text
 (`tasks.text.read_step_operation`) against the numbers of the state the path has reached;
 a step is valid when it reads and its arithmetic is right. A backtrack returns to the state
 after the named step (or to the question). After a wrong result the path goes on from the
-state the text claims (as the teacher's hallucinated steps do); after an unreadable step, or
+state the text claims (as the teacher's hallucinated steps do); after a step that writes no
+operation, or one on numbers the state does not hold, or
 a backtrack to an unknown name, the state is lost and the steps that follow are not valid
 until a backtrack to a known state.
 
@@ -63,9 +64,11 @@ def extract_answer_letter(answer_text: str) -> str | None:
 
 
 def replay_states(trace: fmt.Trace, start_numbers, max_result: int | None = None) -> tuple[list[str], list[tuple | None]]:
-    """Each step's status ("valid", "wrong_result", "unreadable", "lost") and the state after it.
+    """Each step's status ("valid", "wrong_result", "not_held", "unreadable", "lost") and the state after it.
 
-    unreadable: no operation on the current state's numbers could be read from the step;
+    not_held: the step writes an operation, but not one on the current state's numbers (a number it
+    uses is not held, or it is written in an illegal order such as "16 - 17"); unreadable: the step
+    writes no operation at all. Both leave the state unknown;
     lost: the state the step starts from is unknown (see the module docstring). A result above
     `max_result` (the question's cap) is not legal: wrong_result. A state reached
     by wrong arithmetic is the one the step claims; None means unknown.
@@ -88,7 +91,7 @@ def replay_states(trace: fmt.Trace, start_numbers, max_result: int | None = None
         else:
             op = text.read_step_operation(step, state)
             if op is None:
-                statuses.append("unreadable")
+                statuses.append("not_held" if text.writes_operation(step) else "unreadable")
                 state = None
             elif combine(op.a, op.op, op.b, max_result) != op.result:
                 statuses.append("wrong_result")
@@ -122,7 +125,8 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
     to and including <|reasoning_end|>, or all of it without one, re-tokenized; None without a
     tokenizer), letter, correct; with the question (CountdownQuestion or Problem):
     steps_valid (share of steps; None when there is no step), n_valid_steps,
-    n_hallucinated_steps (wrong_result), n_unreadable_steps, n_lost_steps (replay_states' statuses)
+    n_hallucinated_steps (wrong_result), n_not_held_steps, n_unreadable_steps, n_lost_steps (replay_states'
+    statuses)
     and reached_target (the final state holds the target).
     """
     if correct_letter not in choice.LETTERS:
@@ -152,6 +156,7 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
             steps_valid=statuses.count("valid") / n if n else None,
             n_valid_steps=statuses.count("valid"),
             n_hallucinated_steps=statuses.count("wrong_result"),
+            n_not_held_steps=statuses.count("not_held"),
             n_unreadable_steps=statuses.count("unreadable"),
             n_lost_steps=statuses.count("lost"),
             reached_target=bool(n) and final is not None and problem.target in final,
@@ -190,15 +195,15 @@ def score_outputs(completions, correct_letters: Sequence[str], questions=None, t
 
 
 STEP_STATUSES = {"valid": "n_valid_steps", "wrong result": "n_hallucinated_steps",
-                 "unreadable": "n_unreadable_steps", "lost": "n_lost_steps"}
+                 "numbers not held": "n_not_held_steps", "unreadable": "n_unreadable_steps", "lost": "n_lost_steps"}
 
 
 def step_status_table(scores: pd.DataFrame) -> pd.DataFrame:
     """How the steps of scored outputs replay (scoring.replay_states): count and share of each
     status. valid: a legal operation on the numbers held, right result; wrong result: the claimed
-    result is not the operation's (or breaks the rules); unreadable: no operation on the numbers
-    held can be read; lost: the step starts from an unknown state (after an unreadable step, or a
-    backtrack to a step that does not exist)."""
+    result is not the operation's (or breaks the rules); numbers not held: an operation is written,
+    but not on the numbers held; unreadable: no operation is written; lost: the step starts from an
+    unknown state (after either of those two, or a backtrack to a step that does not exist)."""
     counts = {status: int(pd.to_numeric(scores[col], errors="coerce").fillna(0).sum())
               for status, col in STEP_STATUSES.items() if col in scores}
     total = max(sum(counts.values()), 1)

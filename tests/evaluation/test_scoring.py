@@ -133,7 +133,7 @@ def test_backtracks_replay_to_the_named_state():
     # Without the backtrack to b, step d would use numbers (75, 7) the state after c does not hold.
     s = ev.score_output(completion([a, b, c, d], [fmt.Backtrack(fmt.QUESTION), "proceed", "proceed"],
                                    f"82\n\nAnswer: {LETTER}"), LETTER, QUESTION)
-    assert s["n_valid_steps"] == 3 and s["n_unreadable_steps"] == 1 and s["reached_target"] is False
+    assert s["n_valid_steps"] == 3 and s["n_not_held_steps"] == 1 and s["reached_target"] is False
 
 
 def test_backtracks_replay_to_the_latest_step_with_the_cited_label():
@@ -193,8 +193,26 @@ def test_unreadable_step():
     assert s["n_unreadable_steps"] == 1 and s["n_lost_steps"] == 1 and s["steps_valid"] == 0.0
     table = ev.step_status_table(ev.score_outputs([[completion([vague, s1], ["proceed"], f"Answer: {LETTER}")]],
                                                   [LETTER], [QUESTION]))
-    assert table["steps"].to_dict() == {"valid": 0, "wrong result": 0, "unreadable": 1, "lost": 1}
+    assert table["steps"].to_dict() == {"valid": 0, "wrong result": 0, "numbers not held": 0, "unreadable": 1,
+                                        "lost": 1}
     assert table["share"].sum() == 1.0
+
+
+def test_step_on_numbers_not_held_is_told_from_one_without_an_operation():
+    held = max(QUESTION.problem.numbers)
+    stranger = held + 1000  # a number the question does not hold
+    invented = fmt.Step(f"{stranger} + {held}", f"Combine {stranger} and {held}: {stranger} + {held} = "
+                        f"{stranger + held}.", "Numbers left: 1.", "Keep going.")
+    s1, _ = step(QUESTION.problem.numbers, 25, "*", 3)
+    s = ev.score_output(completion([invented, s1], ["proceed"], f"Answer: {LETTER}"), LETTER, QUESTION)
+    assert s["n_not_held_steps"] == 1 and s["n_unreadable_steps"] == 0 and s["n_lost_steps"] == 1
+    assert s["steps_valid"] == 0.0
+    # An illegal order on numbers that are held ("3 - 25") writes an operation too, but no legal one.
+    small, big = sorted(QUESTION.problem.numbers)[:2][0], max(QUESTION.problem.numbers)
+    reversed_ = fmt.Step(f"{small} - {big}", f"Combine: {small} - {big} = 1.", "Numbers left: 1.", "Hm.")
+    assert ev.replay_states(fmt.Trace((reversed_,), (), ""), QUESTION.problem.numbers)[0] == ["not_held"]
+    vague = fmt.Step("think", "Maybe something works.", "Not sure.", "Keep going.")
+    assert ev.replay_states(fmt.Trace((vague,), (), ""), QUESTION.problem.numbers)[0] == ["unreadable"]
 
 
 def test_reasoning_tokens_with_a_tokenizer():
