@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steiner_lib import checkpoints, modeling  # noqa: E402
-from steiner_lib import pretraining as P  # noqa: E402
 from steiner_lib.tasks import knowledge  # noqa: E402
+from steiner_lib.training import checkpoints, modeling  # noqa: E402
+from steiner_lib.training import pretraining as P  # noqa: E402
 
 COLUMNS = ("tokenizer", "config", "step", "tokens", "copy_accuracy", "n_scored", "seconds")
 

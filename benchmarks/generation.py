@@ -7,7 +7,7 @@ Candidates, each on the same prompts, model, batch size and settings, in one pro
                    enabled on CPU with _compile_all_devices; its compile time is spent in an untimed warm-up)
   ctranslate2      CTranslate2 (pip install ctranslate2; the checkpoint converted by its
                    TransformersConverter): no logits-processor hook, so only the settings without one
-  lean             inference.generate(backend="lean"): steiner_lib.lean_decode (the CPU default)
+  lean             inference.generate(backend="lean"): steiner_lib.generation.lean_decode (the CPU default)
   one-by-one       inference.generate_one_by_one (issue 4's baseline; --one-by-one, slow)
 Each setting (greedy / sampled x Steiner's logits processor off / on) is timed --repeats times with
 the candidates' order rotated between repeats, so that a change in load hits all; the table gives
@@ -49,8 +49,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from steiner_lib import checkpoints, evaluation, inference, modeling, params as P
-from steiner_lib.backends import StepConstraints
+from steiner_lib import params as P
+from steiner_lib.evaluation import scoring
+from steiner_lib.generation import inference
+from steiner_lib.generation.backends import StepConstraints
+from steiner_lib.training import checkpoints, modeling
 
 import training  # benchmarks/training.py: the matmul peak and the decode FLOPs
 
@@ -77,7 +80,7 @@ def load_prompts(cfg: P.Params, n: int, seed: int) -> tuple[list[str], str]:
     if len(questions) < n:
         raise SystemExit(f"{source} holds {len(questions)} questions, fewer than the {n} asked: "
                          f"lower --prompts / --sweep-prompts")
-    prompts, _ = evaluation.heldout_prompts(questions[:n], seed)
+    prompts, _ = scoring.heldout_prompts(questions[:n], seed)
     return prompts, source
 
 
@@ -277,7 +280,7 @@ def main() -> None:
     ap.add_argument("--params", default="params/cpu.yaml", help="preset whose run, model and task settings are used")
     ap.add_argument("--checkpoint", default=None, help="model directory (default: <run>/04_sft/sft)")
     ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=64, help="default: the evaluation's (stage_eval.Decoding)")
+    ap.add_argument("--batch-size", type=int, default=64, help="default: the evaluation's (stage_table.Decoding)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: the preset's eval_max_new_tokens")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--candidates", default="current,hf-static,hf-static+compile,ctranslate2,lean",

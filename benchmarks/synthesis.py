@@ -15,7 +15,8 @@ import logging
 import os
 import time
 
-from steiner_lib import dataset, params as P, synthesis, teachers
+from steiner_lib import params as P
+from steiner_lib.data import dataset, synthesis, teachers
 from steiner_lib.tasks import choice
 
 

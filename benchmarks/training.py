@@ -70,9 +70,9 @@ from unittest import mock
 import pandas as pd
 import torch
 
-from steiner_lib import modeling, pretraining
 from steiner_lib.params import load_preset, project_root
 from steiner_lib.stages import MANIFEST, read_manifest
+from steiner_lib.training import modeling, pretraining
 
 
 # ---------------------------------------------------------------------------- the peak
@@ -294,7 +294,7 @@ def bench_sft(run: Path, params, steps: int, skip: int, threads: int) -> pd.Data
     step timer and every batch's non-padding lengths are noted where it enters training_step."""
     import datasets
 
-    from steiner_lib import checkpoints, sft
+    from steiner_lib.training import checkpoints, sft
 
     torch.set_num_threads(threads)
     compare_with_run(run, "04_sft", params,
@@ -356,7 +356,8 @@ def bench_rl(run: Path, params, steps: int, skip: int, threads: int) -> pd.DataF
     is replaced, for the call, by a subclass that adds the step timer and times TRL's generation
     (_generate) and the whole rollout (_generate_and_score_completions), noting each rollout's prompt and
     completion lengths and whether a reference / old-policy forward pass ran. FLOPs: module docstring."""
-    from steiner_lib import checkpoints, dataset, rewards, rl
+    from steiner_lib.data import dataset
+    from steiner_lib.training import checkpoints, rewards, rl
 
     torch.set_num_threads(threads)
     compare_with_run(run, "05_rl", params, ("run_seed", *(f"rl_{k}" for k in rl.FROM_PARAMS if k != "steps")))

@@ -62,8 +62,10 @@ synthesis_workers = 2
 import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import plots, stages, synthesis, teachers
+from steiner_lib import stages
+from steiner_lib.data import synthesis, teachers
 from steiner_lib.format import pretty
+from steiner_lib.report import plots
 from steiner_lib.tasks import choice
 
 cfg, stage, figures = stages.open_notebook_stage("01_synthesis", globals())
@@ -204,7 +206,7 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 # 2. **Harder questions.** Run with `-p task_n_numbers 5 -p task_max_steps 4`. Does the share of
 #    traces with an error grow with the depth of the search? How many questions reach the
 #    diamond and hard splits (@tbl-split-sizes)?
-# 3. **Hallucinated steps, edited in the library.** `teachers.slip` decides how wrong a
-#    hallucinated result is (off by 1 or 2). Make it off by 10 to 20 instead, re-run with
-#    `-p teacher_arithmetic_error_rate 0.2`, and read one augmented trace above: would a model
-#    find such slips easier to catch in its reflection?
+# 3. **Hallucinated steps, edited in the library.** `steiner_lib.data.teachers.slip` decides
+#    how wrong a hallucinated result is (off by 1 or 2). Make it off by 10 to 20 instead, re-run
+#    with `-p teacher_arithmetic_error_rate 0.2`, and read one augmented trace above: would a
+#    model find such slips easier to catch in its reflection?

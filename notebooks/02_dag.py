@@ -50,8 +50,10 @@ tokenizer_numbers = "digits"
 # Setup: validate the params, open this stage, read notebook 01's traces and questions.
 from IPython.display import display
 
-from steiner_lib import dag, dataset, plots, stages, synthesis
+from steiner_lib import stages
+from steiner_lib.data import dag, dataset, synthesis
 from steiner_lib.format import pretty
+from steiner_lib.report import plots
 from steiner_lib.tasks import choice
 
 cfg, stage, figures = stages.open_notebook_stage("02_dag", globals(), inputs=("01_synthesis",))
@@ -194,7 +196,7 @@ fig.savefig(figures / "path-lengths.png", dpi=120, bbox_inches="tight")
 # %%
 #| label: fig-dag-interactive
 #| fig-cap: "One question's DAG with one sampled path (numbered purple steps; dashed: backtracks). x: steps from the question. Hover a node for its features, click it for the texts of its steps; the path's steps are listed below it."
-from steiner_lib.dagview import DagView
+from steiner_lib.data.dagview import DagView
 
 g, path = drawn[0]
 DagView(g, path, by_question[g.graph["question_id"]])
@@ -224,6 +226,6 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 #    `-p dag_explore_prob 0.8`. How do @fig-path-lengths and @tbl-dataset-vs-paper move? Which
 #    setting looks most like the paper's ~1,600-token paths, and why can none of them reach it
 #    in this domain?
-# 3. **Choose what to draw, in the library.** `dataset.pick_dags_to_draw` prefers DAGs of 8-40
-#    nodes. Change it to prefer the largest DAGs, re-run, and follow the biggest one in
-#    @fig-dag-interactive: how many of its nodes are dead ends?
+# 3. **Choose what to draw, in the library.** `steiner_lib.data.dataset.pick_dags_to_draw`
+#    prefers DAGs of 8-40 nodes. Change it to prefer the largest DAGs, re-run, and follow the
+#    biggest one in @fig-dag-interactive: how many of its nodes are dead ends?

@@ -63,9 +63,12 @@ cpt_heldout_share = 0.05
 import datasets
 from IPython.display import display
 
-from steiner_lib import checkpoints, dataset, modeling, plots, pretraining, stages
+from steiner_lib import stages
+from steiner_lib.data import dataset
 from steiner_lib.format import SPECIAL_TOKENS
+from steiner_lib.report import plots
 from steiner_lib.tasks import knowledge
+from steiner_lib.training import checkpoints, modeling, pretraining
 
 cfg, stage, figures = stages.open_notebook_stage("03_cpt", globals(), inputs=("01_synthesis", "02_dag"))
 train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesis"] / "train.csv")

@@ -19,7 +19,7 @@
 #
 # **Here.** The same template in Qwen2.5's ChatML layout, TRL's `SFTTrainer` on
 # prompt-completion pairs so that the loss falls on the assistant turn only (a test in
-# `tests/test_sft.py` proves the mask). Paths of one question stay on one side of the
+# `tests/training/test_sft.py` proves the mask). Paths of one question stay on one side of the
 # train / eval split. Afterwards the model is sampled on held-out *validation* questions
 # (start states it never saw): how many outputs follow the format, how many steps and
 # backtracks they take, and how often they pick the right option.
@@ -49,8 +49,12 @@ sft_curve_questions = 24
 import datasets
 from IPython.display import display
 
-from steiner_lib import checkpoints, dataset, evaluation, plots, sft, stage_eval, stages
+from steiner_lib import stages
+from steiner_lib.data import dataset
+from steiner_lib.evaluation import scoring, stage_table
 from steiner_lib.format import pretty
+from steiner_lib.report import plots
+from steiner_lib.training import checkpoints, sft
 
 cfg, stage, figures = stages.open_notebook_stage("04_sft", globals(), inputs=("01_synthesis", "02_dag", "03_cpt"))
 model, tokenizer = checkpoints.load_stage_model(cfg, "03_cpt", "cpt")
@@ -101,7 +105,7 @@ fig.savefig(figures / "sft-skills.png", dpi=120, bbox_inches="tight")
 # intervals over questions (a question's samples are averaged first).
 
 # %%
-report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=cfg.sft.eval_samples,
+report = scoring.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=cfg.sft.eval_samples,
                                    max_new_tokens=cfg.sft.max_new_tokens, temperature=cfg.sft.temperature,
                                    batch_size=cfg.sft.eval_batch_size, backend=cfg.sft.eval_backend)
 
@@ -112,7 +116,7 @@ report = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.se
 # tokens per step of the training paths); when it ends without reaching an option it guesses.
 
 # %%
-teacher_ref = stage_eval.references_for(validation, stage.input_params("01_synthesis").teacher, paths,
+teacher_ref = stage_table.references_for(validation, stage.input_params("01_synthesis").teacher, paths,
                                         cfg.sft.max_new_tokens, seed=cfg.run.seed)
 summary_table = report.summary.copy()
 summary_table.loc["search teacher, no answer: solve rate"] = (
@@ -128,8 +132,8 @@ display(summary_table.round(3))
 
 # %%
 #| label: tbl-step-status
-#| tbl-cap: "Every step of the held-out outputs, by how it replays: valid (legal operation on the numbers held, right result), wrong result, unreadable (no operation on the numbers held), lost (starts from an unknown state)."
-display(evaluation.step_status_table(report.scores).round(3))
+#| tbl-cap: "Every step of the held-out outputs, by how it replays: valid (legal operation on the numbers held, right result), wrong result, numbers not held (an operation is written, but a number it uses is not held), unreadable (no operation written), lost (starts from an unknown state)."
+display(scoring.step_status_table(report.scores).round(3))
 
 # %% [markdown]
 # Which format errors the invalid outputs show (@tbl-sft-errors; one output can show several), and
@@ -138,8 +142,8 @@ display(evaluation.step_status_table(report.scores).round(3))
 # %%
 #| label: tbl-sft-errors
 #| tbl-cap: "Format errors of the SFT model's held-out outputs: how many outputs show each kind (the parser's error kinds; an output with none parses)."
-display(evaluation.error_counts(report.scores).to_frame().T)
-print(evaluation.format_paragraph(report, cfg.sft.max_new_tokens))
+display(scoring.error_counts(report.scores).to_frame().T)
+print(scoring.format_paragraph(report, cfg.sft.max_new_tokens))
 
 # %% [markdown]
 # How the defaults of this preset were chosen, seed by seed: the rows that `benchmarks/learnability.py`
@@ -200,10 +204,10 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 # 2. **How much is one seed worth?** Run with `-p run_seed 1`, then `-p run_seed 2`, and write
 #    down the held-out solve rate each time. Is the spread across seeds smaller or larger than
 #    the 95% interval of one run? (The evaluation's intervals are over questions only.)
-# 3. **Forward-only training data, in the library.** In `sft.sft_dataset`, keep only the rows
-#    whose path has no backtrack (the paths data set has an `n_backtracks` column; filter on
-#    `n_backtracks == 0` next to the `kept` filter). Re-run: does the fine-tuned model still
-#    backtrack on held-out questions?
+# 3. **Forward-only training data, in the library.** In `steiner_lib.training.sft.sft_dataset`,
+#    keep only the rows whose path has no backtrack (the paths data set has an `n_backtracks`
+#    column; filter on `n_backtracks == 0` next to the `kept` filter). Re-run: does the
+#    fine-tuned model still backtrack on held-out questions?
 # 4. **Cite whole names.** Re-run 02 and this notebook with `-p dag_backtrack_by name` (the
 #    paper's wording: a backtrack copies the whole step name). How do the format-valid share and
 #    the backtrack citations in the paragraph above change?

@@ -18,7 +18,7 @@
 # question, distance to the answer), "to balance exploration breadth and depth". No formula
 # was published.
 #
-# **Here.** We write one down (the docstring of `steiner_lib/rewards.py`), with every weight
+# **Here.** We write one down (the docstring of `steiner_lib/training/rewards.py`), with every weight
 # a param. A generated step is mapped to a node by the exact state it reaches; a step whose
 # arithmetic is wrong is a hallucinated step and is penalised; a legal state missing from the
 # prebuilt DAG gets its features from the solver. A correct final letter adds an outcome
@@ -29,7 +29,7 @@
 #
 # and each step's reward is credited to **that step's tokens**: TRL's GRPO trainer is
 # subclassed (`rl.StepGRPOTrainer`) to hand its loss per-token advantages, normalised within
-# each group of completions of the same prompt; `tests/test_rl.py` proves that two steps of
+# each group of completions of the same prompt; `tests/training/test_rl.py` proves that two steps of
 # different reward give their tokens different advantages.
 
 # %% tags=["parameters"]
@@ -62,7 +62,11 @@ rl_vllm_tensor_parallel = 1
 # Setup: validate the params, open this stage, load the SFT model, the training questions and their DAGs.
 from IPython.display import Markdown, display
 
-from steiner_lib import checkpoints, dataset, evaluation, plots, rewards, rl, stages
+from steiner_lib import stages
+from steiner_lib.data import dataset
+from steiner_lib.evaluation import scoring
+from steiner_lib.report import plots
+from steiner_lib.training import checkpoints, rewards, rl
 
 cfg, stage, figures = stages.open_notebook_stage("05_rl", globals(), inputs=("01_synthesis", "02_dag", "04_sft"))
 model, tokenizer = checkpoints.load_stage_model(cfg, "04_sft", "sft")
@@ -79,7 +83,7 @@ validation = validation[:cfg.rl.eval_questions]
 
 # %%
 r = cfg.rl
-before = evaluation.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
+before = scoring.heldout_report(model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
                                    max_new_tokens=r.max_completion_length, temperature=0.7, backend=r.backend)
 weights, rl_cfg = rewards.RewardWeights.from_params(r), rl.stage_config(r, seed=cfg.run.seed)
 result = rl.train_rl(model, tokenizer, train_questions, graphs, weights, rl_cfg)
@@ -136,7 +140,7 @@ display(Markdown(rl.hacking_watch(result.log)))
 # ## Sampling held-out questions after RL
 
 # %%
-report = evaluation.heldout_report(result.model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
+report = scoring.heldout_report(result.model, tokenizer, validation, seed=cfg.run.seed, n_samples=1,
                                    max_new_tokens=r.max_completion_length, temperature=0.7, backend=r.backend)
 
 # %%
@@ -151,7 +155,7 @@ display(report.summary.round(3))
 # %%
 #| label: tbl-rl-change
 #| tbl-cap: "RL against SFT on the same validation questions and decoding: means before and after, the change with its paired-bootstrap 95% CI and two-sided p."
-rl_change = evaluation.paired_change(report.scores, before.scores, seed=cfg.run.seed)
+rl_change = scoring.paired_change(report.scores, before.scores, seed=cfg.run.seed)
 display(rl_change.round(3))
 
 # %% [markdown]
@@ -182,7 +186,7 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 # 2. **Breadth against depth.** The paper suspects its reward balances them badly. Run with
 #    `-p rl_w_out_degree 1.0 -p rl_w_in_degree 1.0` (breadth), then `-p rl_w_dist_question 1.0`
 #    (depth penalty). How do @fig-reward-distributions and the backtracks per episode change?
-# 3. **Your own reward, in the library.** `rewards.feature_reward` is the formula (its terms
-#    are summed). Drop the `dist_question` term or make the progress term quadratic, re-run,
-#    and re-run notebook 06 with `-p run_name ex` to see whether the change shows on the
-#    diamond split.
+# 3. **Your own reward, in the library.** `steiner_lib.training.rewards.feature_reward` is the
+#    formula (its terms are summed). Drop the `dist_question` term or make the progress term
+#    quadratic, re-run, and re-run notebook 06 with `-p run_name ex` to see whether the change
+#    shows on the diamond split.

@@ -29,7 +29,7 @@
 # 95% bootstrap interval over questions. Each row is set against chance (25%), and compared with the
 # base row and with the row above it **on the same questions** by a paired bootstrap (difference,
 # interval, two-sided p). Where the paper reports a change, the verdict follows one rule
-# (`steiner_lib/verdicts.py`): *reproduced* when the interval lies on the paper's side of zero,
+# (`steiner_lib/evaluation/verdicts.py`): *reproduced* when the interval lies on the paper's side of zero,
 # *contradicted* when it excludes the paper's effect, *inconclusive* when it holds both zero and
 # the paper's effect. The processor's setting is chosen on the
 # validation split and only then reported on the diamond split. The base model never learned the
@@ -64,7 +64,10 @@ eval_tensor_parallel = 1
 import datasets
 from IPython.display import Markdown, display
 
-from steiner_lib import backends, dataset, evaluation, stage_eval, stages
+from steiner_lib import stages
+from steiner_lib.data import dataset
+from steiner_lib.evaluation import scoring, stage_table
+from steiner_lib.generation import backends
 from steiner_lib.tasks import gpqa
 
 cfg, stage, figures = stages.open_notebook_stage("06_evaluation", globals(),
@@ -77,7 +80,7 @@ validation = gpqa.load_choice_questions(str(synthesis / "validation.csv"))[:e.ma
 control = gpqa.load_choice_questions(str(synthesis / "control.csv"))[:e.control_questions]
 hard = gpqa.load_choice_questions(str(synthesis / "hard.csv"))[:e.hard_questions]
 load = backends.stage_loader(cfg, e.backend, e.tensor_parallel)  # in this process (lean), or vLLM on GPUs
-decoding = stage_eval.Decoding(max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=cfg.run.seed,
+decoding = stage_table.Decoding(max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=cfg.run.seed,
                                samples=e.samples, backend=e.backend)
 print(f"diamond: {len(diamond)} questions from {benchmark}; validation: {len(validation)}; "
       f"hard: {len(hard)}; control: {len(control)}")
@@ -91,9 +94,9 @@ print(f"diamond: {len(diamond)} questions from {benchmark}; validation: {len(val
 
 # %%
 rl_model, rl_tokenizer = load("05_rl", "rl")
-settings = stage_eval.lp_settings(e.lp_min_steps_grid, e.lp_max_steps_grid)
-grid = stage_eval.validation_grid(rl_model, rl_tokenizer, validation, settings, decoding)
-lp_setting = stage_eval.choose_setting(grid)
+settings = stage_table.lp_settings(e.lp_min_steps_grid, e.lp_max_steps_grid)
+grid = stage_table.validation_grid(rl_model, rl_tokenizer, validation, settings, decoding)
+lp_setting = stage_table.choose_setting(grid)
 grid.to_csv(stage.path("lp_grid.csv"), index=False)
 print(f"chosen on validation: min_steps={lp_setting[0]}, max_steps={lp_setting[1]}")
 
@@ -117,7 +120,7 @@ if e.benchmark is None:
     teacher_params = stage.input_params("01_synthesis").teacher
     for split, questions in splits.items():
         problems = dataset.load_countdown_questions(synthesis / f"{split}.csv")
-        references[split] = stage_eval.references_for([problems[stage_eval.question_id(q)] for q in questions],
+        references[split] = stage_table.references_for([problems[scoring.question_id(q)] for q in questions],
                                                       teacher_params, paths, e.max_new_tokens, seed=cfg.run.seed)
         references[split].to_csv(stage.path(f"references_{split}.csv"))
     print(f"step budget of the teacher: {references[split].attrs['step_budget']} steps ({e.max_new_tokens} tokens)")
@@ -129,9 +132,9 @@ if e.benchmark is None:
 # setting chosen above.
 
 # %%
-scores = stage_eval.evaluate_stages(load, splits, lp_setting, decoding)
-stage_eval.all_scores(scores).to_parquet(stage.path("scores.parquet"))
-tables = stage_eval.split_tables(scores, seed=cfg.run.seed)  # the paper's deltas on the diamond split only
+scores = stage_table.evaluate_stages(load, splits, lp_setting, decoding)
+stage_table.all_scores(scores).to_parquet(stage.path("scores.parquet"))
+tables = stage_table.split_tables(scores, seed=cfg.run.seed)  # the paper's deltas on the diamond split only
 table, hard_table, control_table = tables["diamond"], tables["hard"], tables["control"]
 table.to_csv(stage.path("stage_table.csv"))
 hard_table.to_csv(stage.path("hard_table.csv"))
@@ -140,10 +143,10 @@ control_table.to_csv(stage.path("control_table.csv"))
 # %%
 #| label: tbl-stage-table
 #| tbl-cap: "Diamond split, one row per stage: accuracy (%, 95% bootstrap CI), change from the row above (points; paired bootstrap CI and two-sided p on the same questions), change from the base row (paired CI), format-error rate (%), mean reasoning tokens, the paper's reported change on GPQA-Diamond and the verdict against it; below, the references on the same questions."
-display(stage_eval.readable_table(table, references.get("diamond")))
+display(stage_table.readable_table(table, references.get("diamond")))
 
 # %%
-display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", decoding.describe())))
+display(Markdown(stage_table.reproduction_paragraph(table, "the diamond split", decoding.describe())))
 
 # %% [markdown]
 # ### How many questions the headline comparisons need
@@ -152,16 +155,16 @@ display(Markdown(stage_eval.reproduction_paragraph(table, "the diamond split", d
 # comparison read above (each row against chance, against the base row and against the row above, the
 # logits processor's change, and the control's RL change), with each question's samples averaged first
 # and deltas as per-question paired differences, and gives the half-width of its 95% interval now and the
-# questions it would need for the target half-width (`evaluation.questions_needed`, the normal
+# questions it would need for the target half-width (`scoring.questions_needed`, the normal
 # approximation from the spread measured now; the target is printed below the table).
 
 # %%
 #| label: tbl-sample-sizes
 #| tbl-cap: "Diamond split (and the control's RL change): each headline comparison's questions, outputs per question, standard deviation of its per-question values (points), 95% half-width now (points), the questions needed for the target half-width, and whether it is met."
-sizes = stage_eval.sample_sizes(scores)
+sizes = stage_table.sample_sizes(scores)
 sizes.to_csv(stage.path("sample_sizes.csv"))
 display(sizes.round(1))
-print(evaluation.power_sentence(sizes, len(diamond)))
+print(scoring.power_sentence(sizes, len(diamond)))
 
 # %% [markdown]
 # ## The control: problems that need no search
@@ -172,10 +175,10 @@ print(evaluation.power_sentence(sizes, len(diamond)))
 # %%
 #| label: tbl-control-table
 #| tbl-cap: "Control split (no search needed), the same rows and columns as the stage table, with its references."
-display(stage_eval.readable_table(control_table, references.get("control")))
+display(stage_table.readable_table(control_table, references.get("control")))
 
 # %%
-display(Markdown(stage_eval.reproduction_paragraph(control_table, "the control split", decoding.describe())))
+display(Markdown(stage_table.reproduction_paragraph(control_table, "the control split", decoding.describe())))
 
 # %% [markdown]
 # ## The hard split
@@ -186,7 +189,7 @@ display(Markdown(stage_eval.reproduction_paragraph(control_table, "the control s
 # %%
 #| label: tbl-hard-table
 #| tbl-cap: "Hard split, the same rows and columns as the stage table, with its references."
-display(stage_eval.readable_table(hard_table, references.get("hard")))
+display(stage_table.readable_table(hard_table, references.get("hard")))
 
 # %% [markdown]
 # @fig-tiers sets the three tiers side by side, with the teacher's line and the chance line.
@@ -194,7 +197,7 @@ display(stage_eval.readable_table(hard_table, references.get("hard")))
 # %%
 #| label: fig-tiers
 #| fig-cap: "Accuracy by difficulty tier (control: greedy solves; diamond: greedy fails, a short search suffices; hard: a long search is needed), each stage with its 95% bootstrap interval; dotted: the search teacher without the answer and the greedy shortcut on the same questions; dashed: chance."
-fig = stage_eval.plot_tiers({"control": control_table, "diamond": table, "hard": hard_table}, references)
+fig = stage_table.plot_tiers({"control": control_table, "diamond": table, "hard": hard_table}, references)
 fig.savefig(figures / "tiers.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
@@ -203,14 +206,14 @@ fig.savefig(figures / "tiers.png", dpi=120, bbox_inches="tight")
 # %%
 #| label: fig-stage-accuracy
 #| fig-cap: "Accuracy of each stage on the diamond and control splits (eval_samples outputs per question at eval_temperature), with 95% bootstrap intervals over questions; the dashed line is chance."
-fig = stage_eval.plot_stage_tables({"diamond": table, "control": control_table})
+fig = stage_table.plot_stage_tables({"diamond": table, "control": control_table})
 fig.savefig(figures / "stage-accuracy.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
 # ## Save
 
 # %%
-manifest = stage.finish(metrics=stage_eval.stage_metrics(tables, references, lp_setting, sizes))
+manifest = stage.finish(metrics=stage_table.stage_metrics(tables, references, lp_setting, sizes))
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 
 # %% [markdown]
@@ -229,5 +232,6 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 # 2. **More forcing.** Run with `-p eval_lp_min_steps_grid "0,2,4,8" -p eval_lp_max_steps_grid "4,6,10,16"`.
 #    Does the setting chosen on validation (@tbl-lp-grid) still win on the diamond split?
 # 3. **The letter rule, in the library.** The base model's letter is read anywhere in its output
-#    (`stage_eval.extract_letter_anywhere`). Make it return None (every model must write
-#    `<|reasoning_end|>` first), re-run, and see how the base row and the first delta change.
+#    (`steiner_lib.evaluation.stage_table.extract_letter_anywhere`). Make it return None (every
+#    model must write `<|reasoning_end|>` first), re-run, and see how the base row and the first
+#    delta change.

@@ -61,8 +61,13 @@ import datasets
 import pandas as pd
 from IPython.display import Markdown, display
 
-from steiner_lib import backends, dataset, evaluation, plots, rewards, scaling, stage_eval, stages
+from steiner_lib import stages
+from steiner_lib.data import dataset
+from steiner_lib.evaluation import scoring, scaling, stage_table
+from steiner_lib.generation import backends
+from steiner_lib.report import plots
 from steiner_lib.tasks import gpqa
+from steiner_lib.training import rewards
 
 cfg, stage, figures = stages.open_notebook_stage(
     "07_inference_scaling", globals(), inputs=("01_synthesis", "02_dag", "03_cpt", "04_sft", "05_rl"))
@@ -74,7 +79,7 @@ plan = scaling.plan_from_params(s)
 models = scaling.parse_names(s.stages, ("base", "CPT", "SFT", "RL"), "scaling_stages")
 # One output per question and setting, sampled at scaling_temperature like the vote pool (greedy
 # outputs of these small models loop to the token cap: see notebook 06).
-single = stage_eval.Decoding(max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=seed,
+single = stage_table.Decoding(max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=seed,
                              batch_size=s.batch_size, progress=False, backend=s.backend)
 load = backends.stage_loader(cfg, s.backend)  # in this process: budget forcing and the soft bias are transformers processors
 print(f"{len(questions)} diamond questions; models {models}; plan {plan}")
@@ -115,7 +120,7 @@ display(Markdown(scaling.scaling_paragraph(main)))
 # A curve rises or falls only if its end points can be told apart. @tbl-scaling-sample-sizes takes each
 # curve's accuracy at its least and most forcing and the paired change between them (votes: the smallest
 # and largest k over the pool), per-question values as in the intervals above, and gives the 95%
-# half-width now and the questions needed for the target half-width (`evaluation.questions_needed`;
+# half-width now and the questions needed for the target half-width (`scoring.questions_needed`;
 # the target is printed below). The cause tests at the end of the chapter get the same columns.
 
 # %%
@@ -123,7 +128,7 @@ display(Markdown(scaling.scaling_paragraph(main)))
 #| tbl-cap: "Each scaling curve's end points (accuracy at the least and the most forcing, and their paired change): questions, outputs per question, standard deviation of the per-question values (points), 95% half-width now (points), questions needed for the target half-width, and whether it is met."
 sizes = scaling.sample_sizes(outputs, plan.ks, plan.draws, seed)
 display(sizes.round(1))
-print(evaluation.power_sentence(sizes, len(questions)))
+print(scoring.power_sentence(sizes, len(questions)))
 
 # %% [markdown]
 # ### The format errors budget forcing leaves
@@ -132,7 +137,7 @@ print(evaluation.power_sentence(sizes, len(questions)))
 # the reasoning ends only on a complete step: the model may finish its step for
 # `scaling_budget_grace` tokens, then the open field is closed, the missing fields are written
 # empty, and the step ended before the reasoning is (`constraints.closing_token`). @tbl-budget-errors
-# sorts the format errors left in the budget rows by cause (`evaluation.error_causes`).
+# sorts the format errors left in the budget rows by cause (`scoring.error_causes`).
 
 # %%
 #| label: tbl-budget-errors
@@ -196,7 +201,7 @@ if s.retrain_variants:
 
 # %%
 #| label: tbl-reward-variants
-#| tbl-cap: "Reward weights: notebook 05's (RL) and the reweighted variants (see steiner_lib/rewards.py for the formula)."
+#| tbl-cap: "Reward weights: notebook 05's (RL) and the reweighted variants (see steiner_lib/training/rewards.py for the formula)."
 display(scaling.weights_table({"RL": weights, **variants}))
 
 # %%
@@ -223,7 +228,7 @@ else:
 
 # %%
 last = models[-1]  # the checkpoint the causes are asked of; its tokenizer (every checkpoint's) replays the outputs
-model, tokenizer = load(*stage_eval.ROW_CHECKPOINTS[last])
+model, tokenizer = load(*stage_table.ROW_CHECKPOINTS[last])
 events = scaling.backtrack_events_by_model(outputs, problems, tokenizer)
 edges = scaling.context_edges(events, s.context_bins)
 rates = scaling.event_rates(events, edges, seed=seed)
@@ -327,6 +332,7 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 # 2. **A bigger vote.** Run with `-p scaling_samples 16 -p scaling_vote_ks "1,2,4,8,16"`. Where on
 #    @fig-scaling-curves does majority voting stop paying for its tokens, and is it above or below
 #    budget forcing at the same token count?
-# 3. **A softer nudge, in the library.** `constraints.SoftReasoningBias` adds a fixed bias; change it
-#    to grow with the number of steps still missing, re-run, and compare with hard forcing
-#    (@fig-soft-vs-hard). Does any soft schedule beat the hard rule on these checkpoints?
+# 3. **A softer nudge, in the library.** `steiner_lib.generation.constraints.SoftReasoningBias`
+#    adds a fixed bias; change it to grow with the number of steps still missing, re-run, and
+#    compare with hard forcing (@fig-soft-vs-hard). Does any soft schedule beat the hard rule on
+#    these checkpoints?

@@ -28,7 +28,7 @@ run_root = "runs"
 # Setup: validate the params, open this stage (every finished earlier stage is an input), read the run.
 from IPython.display import Markdown, display
 
-from steiner_lib import summary
+from steiner_lib.report import summary
 
 cfg, stage, run = summary.open_summary_stage(globals())
 print(f"run {run.path.name}: {sum(run.finished(s) for s in run.manifests)} of {len(run.manifests)} notebooks finished")
@@ -36,7 +36,7 @@ print(f"run {run.path.name}: {sum(run.finished(s) for s in run.manifests)} of {l
 # %% [markdown]
 # ## The paper's claims against this run
 #
-# One rule (`steiner_lib/verdicts.py`) gives every verdict from this run's paired-bootstrap 95%
+# One rule (`steiner_lib/evaluation/verdicts.py`) gives every verdict from this run's paired-bootstrap 95%
 # interval. A claimed change is *reproduced* when the interval lies on the paper's side of zero,
 # *contradicted* when it excludes the paper's effect (wholly at the opposite sign, or short of the
 # paper's figure), and *inconclusive* when it holds both zero and the paper's effect. A claimed

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from steiner_lib.params import ParamsError, load_preset
-    from steiner_lib.report import ReportError
+    from steiner_lib.report.book import ReportError
     from steiner_lib.runner import RunnerError
 
     try:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dry run passed in {result.seconds:.1f} s")
         elif args.command == "report":
             from steiner_lib.params import run_dir
-            from steiner_lib.report import check_quarto_project, prepare_report, render_report
+            from steiner_lib.report.book import check_quarto_project, prepare_report, render_report
 
             params = load_preset(args.params)
             report_dir = prepare_report(run_dir(params))

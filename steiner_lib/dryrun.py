@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from steiner_lib import modeling
-from steiner_lib.backends import CPU_DEFAULT
+from steiner_lib.generation.backends import CPU_DEFAULT
 from steiner_lib.params import load_preset
+from steiner_lib.training import modeling
 
 log = logging.getLogger("steiner_lib.dryrun")
 

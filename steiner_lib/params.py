@@ -7,7 +7,7 @@ keeps the two equal, and keeps every notebook's parameters cell equal to its sec
 These are the only defaults of the training knobs: a stage turns its section into its config
 in one function (sft.stage_config, rl.stage_config, rewards.RewardWeights.from_params); the
 stage configs' fields that come from a section have no default, and RewardWeights reads its
-defaults from RlParams (tests/test_stage_configs.py).
+defaults from RlParams (tests/training/test_stage_configs.py).
 
 `load_preset(path)` validates a whole file before any compute: unknown keys, wrong types
 and out-of-range values are all reported in one `ParamsError` naming the file and keys.
@@ -27,8 +27,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from steiner_lib.backends import BACKEND_CHOICES, CPU_DEFAULT
 from steiner_lib.format import MAX_CLOSING_TOKENS
+from steiner_lib.generation.backends import BACKEND_CHOICES, CPU_DEFAULT
 
 
 def knob(default, doc: str, lo=None, hi=None):

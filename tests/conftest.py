@@ -8,7 +8,7 @@ from helpers import CORPUS, preset, tiny_qwen2
 @pytest.fixture(scope="module")
 def tok():
     """A BPE tokenizer with the 14 reasoning tokens, trained on helpers.CORPUS (files may define their own)."""
-    from steiner_lib import modeling
+    from steiner_lib.training import modeling
 
     return modeling.train_bpe_tokenizer(CORPUS, vocab_size=300)
 
@@ -23,7 +23,7 @@ def model(tok):
 def smoke_run(tmp_path_factory):
     """One Papermill run of every notebook on params/smoke.yaml for the whole session (about 2-3
     minutes): (tmp dir, preset path, outcomes). tests/test_notebooks.py checks the run,
-    tests/test_report_book.py renders its book."""
+    tests/report/test_book_smoke.py renders its book."""
     from steiner_lib.runner import run
 
     tmp = tmp_path_factory.mktemp("smoke")

@@ -1,4 +1,4 @@
-"""Fixtures shared by test files (imported as `from helpers import ...`; tests/ is on sys.path)."""
+"""Fixtures shared by test files (imported as `from helpers import ...`; pyproject puts tests/ on sys.path)."""
 
 import contextlib
 import random
@@ -11,7 +11,7 @@ from steiner_lib.tasks.countdown import generate_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A tokenizer corpus and user turns for tiny generation tests (tests/test_inference.py, test_lean_decode.py)
+# A tokenizer corpus and user turns for tiny generation tests (tests/generation/test_inference.py, test_lean_decode.py)
 CORPUS = [
     "Using some of the numbers 3, 5, 7, 25 exactly one of the following values can be made. Which one?",
     "Combine 25 and 3: 25 × 3 = 75. That leaves 5, 7, 75. Numbers left: 5, 7, 75. Nearest option is 82.",

@@ -43,7 +43,7 @@ def test_only_hub_names_backends_gpqa_and_sizes_change(name, tmp_path):
 def test_the_standin_is_a_qwen2_without_the_reasoning_tokens(tmp_path):
     from transformers import AutoConfig
 
-    from steiner_lib import modeling
+    from steiner_lib.training import modeling
 
     path = dryrun.build_hub_standin(tmp_path / "m")
     assert AutoConfig.from_pretrained(path).model_type == "qwen2"

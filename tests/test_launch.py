@@ -73,7 +73,8 @@ def rank1(monkeypatch):
 
 
 def test_a_non_main_process_computes_but_publishes_nothing(tmp_path, rank1):
-    from steiner_lib import checkpoints, modeling, stages
+    from steiner_lib import stages
+    from steiner_lib.training import checkpoints, modeling
 
     params = P.validate({"run_root": str(tmp_path / "runs"), "run_name": "x"}, "test")
     writer = stages.StageWriter(params, "01_synthesis")
@@ -150,7 +151,7 @@ def test_accelerate_launch_runs_the_sft_stage(prepared):
 
 @pytest.mark.notebooks
 def test_two_processes_train_the_rl_stage_together(prepared):
-    from steiner_lib.checkpoints import load_stage_model
+    from steiner_lib.training.checkpoints import load_stage_model
 
     launch([str(BIN / "accelerate"), "launch", "--config_file", str(CONFIGS / "cpu.yaml"), "-m", "steiner_lib",
             "run", "--params", str(prepared), "--only", "04", "--no-progress"])  # 05 needs 04 (skipped when done)

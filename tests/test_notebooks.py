@@ -2,7 +2,7 @@
 
 One session-scoped run is shared (the smoke_run fixture, tests/conftest.py): the first test that
 asks for it runs the whole pipeline into a temporary run root; later tests check reuse, partial
-reruns, failures and the artifacts, and tests/test_report_book.py renders its book.
+reruns, failures and the artifacts, and tests/report/test_book_smoke.py renders its book.
 """
 
 import json
@@ -41,7 +41,7 @@ def test_artifacts_of_the_data_half(smoke_run):
     for name in ("train.csv", "validation.csv", "diamond.csv", "control.csv", "trajectories.jsonl"):
         assert (d01 / name).exists(), name
     # The written splits: no evaluation start state appears in the training questions.
-    from steiner_lib.dataset import load_countdown_questions
+    from steiner_lib.data.dataset import load_countdown_questions
 
     states = {n: {q.problem.numbers for q in load_countdown_questions(d01 / f"{n}.csv").values()}
               for n in ("train", "validation", "diamond", "control")}
@@ -57,16 +57,18 @@ def test_artifacts_of_the_data_half(smoke_run):
 
 
 def test_the_lean_loop_writes_what_transformers_writes_on_the_smoke_sft_checkpoint(smoke_run):
-    """Greedy, with Steiner's processor, on the trained smoke checkpoint (tests/test_lean_decode.py covers
+    """Greedy, with Steiner's processor, on the trained smoke checkpoint (tests/generation/test_lean_decode.py covers
     random models): the default backend changes no output of 04-07."""
-    from steiner_lib import backends, checkpoints, evaluation, inference
+    from steiner_lib.evaluation import scoring
+    from steiner_lib.generation import backends, inference
     from steiner_lib.tasks import gpqa
+    from steiner_lib.training import checkpoints
 
     _, path, _ = smoke_run
     params = P.load_preset(path)
     model, tokenizer = checkpoints.load_stage_model(params, "04_sft", "sft")
     d01, _ = require(params, "01_synthesis")
-    prompts, _ = evaluation.heldout_prompts(gpqa.load_choice_questions(str(d01 / "diamond.csv"))[:8], 0)
+    prompts, _ = scoring.heldout_prompts(gpqa.load_choice_questions(str(d01 / "diamond.csv"))[:8], 0)
     texts = {b: inference.generate(model, tokenizer, prompts, max_new_tokens=96, temperature=0.0, batch_size=8,
                                    progress=False, backend=b, logits_processor=backends.StepConstraints(tokenizer, 1, 3))
              for b in ("lean", "transformers")}
@@ -137,7 +139,7 @@ def test_artifacts_of_the_scaling_stage(smoke_run):
     assert {"SFT", "RL", "SFT (long paths)", "RL depth-heavy", "RL breadth-heavy"} <= set(curves["model"])
     assert "soft_minus_hard_delta" in manifest["metrics"]
     # every cause has its tests, each with a verdict of the cause rule; the sample sizes are recorded
-    from steiner_lib import scaling
+    from steiner_lib.evaluation import scaling
 
     causes = pd.read_csv(d / "cause_tests.csv", index_col=0)
     assert sorted({c[0] for c in causes["cause"]}) == ["1", "2", "3", "4"]
@@ -166,15 +168,16 @@ def test_the_soft_bias_raises_proceed_at_a_step_end_of_the_smoke_rl_checkpoint(s
     else intervening, so P(proceed) goes from p to p e^b / (1 - p + p e^b)."""
     import math
 
-    from steiner_lib import checkpoints, evaluation, scaling
     from steiner_lib import format as fmt
+    from steiner_lib.evaluation import scoring, scaling
     from steiner_lib.tasks import gpqa
+    from steiner_lib.training import checkpoints
 
     _, path, _ = smoke_run
     params = P.load_preset(path)
     model, tokenizer = checkpoints.load_stage_model(params, "05_rl", "rl")
     d01, _ = require(params, "01_synthesis")
-    prompt = evaluation.heldout_prompts(gpqa.load_choice_questions(str(d01 / "diamond.csv"))[:1], 0)[0][0]
+    prompt = scoring.heldout_prompts(gpqa.load_choice_questions(str(d01 / "diamond.csv"))[:1], 0)[0][0]
     step = fmt.render_step(fmt.Step("Step 1: 3 + 5", "3 + 5 = 8", "8", "fine"))
     bias = params.scaling.soft_bias
     nudges = scaling.step_end_nudges(model, tokenizer, prompt, fmt.REASONING_START + "\n" + step + "\n", min_steps=3,
@@ -191,13 +194,13 @@ def test_the_soft_bias_raises_proceed_at_a_step_end_of_the_smoke_rl_checkpoint(s
 
 def test_budget_forced_outputs_of_the_smoke_run_end_only_on_a_complete_step(smoke_run):
     """Every budget-forcing output of 07 that ends its reasoning ends it right after a step_end: the forcing
-    leaves no error of its own (evaluation.error_causes: none "ended mid-step"); 07 counts what remains."""
+    leaves no error of its own (scoring.error_causes: none "ended mid-step"); 07 counts what remains."""
     import re
 
     import pandas as pd
 
-    from steiner_lib import evaluation
     from steiner_lib import format as fmt
+    from steiner_lib.evaluation import scoring
 
     _, path, _ = smoke_run
     d, _ = require(P.load_preset(path), "07_inference_scaling")
@@ -206,7 +209,7 @@ def test_budget_forced_outputs_of_the_smoke_run_end_only_on_a_complete_step(smok
     assert len(budget)
     ends = re.compile(re.escape(fmt.STEP_END) + r"\s*" + re.escape(fmt.REASONING_END))
     for text in budget["completion"]:
-        assert "ended mid-step" not in evaluation.error_causes(text), text
+        assert "ended mid-step" not in scoring.error_causes(text), text
         if fmt.REASONING_END in text:
             assert ends.search(text) and ends.search(text).end() == text.index(fmt.REASONING_END) + len(fmt.REASONING_END)
     table = pd.read_csv(d / "budget_errors.csv")

@@ -17,7 +17,7 @@ from steiner_lib import runner
 from steiner_lib.runner import code_changes, code_record
 from steiner_lib.stages import StageWriter
 
-LIB = {"steiner_lib/rl.py": "aa", "steiner_lib/sft.py": "bb"}
+LIB = {"steiner_lib/training/rl.py": "aa", "steiner_lib/training/sft.py": "bb"}
 PKGS = {"trl": "1.16.0", "torch": "2.5.0", "peft": None}
 
 
@@ -33,13 +33,14 @@ def test_no_change_is_no_reason():
 
 
 def test_an_edited_file_is_named():
-    assert code_changes(record(), record({**LIB, "steiner_lib/rl.py": "cc"})) == ["library changed: steiner_lib/rl.py"]
+    assert code_changes(record(), record({**LIB, "steiner_lib/training/rl.py": "cc"})) == [
+        "library changed: steiner_lib/training/rl.py"]
 
 
 def test_an_added_and_a_removed_file_are_named_as_such():
-    now = {"steiner_lib/rl.py": "aa", "steiner_lib/new.py": "dd"}
+    now = {"steiner_lib/training/rl.py": "aa", "steiner_lib/new.py": "dd"}
     assert code_changes(record(), record(now)) == [
-        "library changed: steiner_lib/new.py (added), steiner_lib/sft.py (removed)"]
+        "library changed: steiner_lib/new.py (added), steiner_lib/training/sft.py (removed)"]
 
 
 def test_more_than_three_files_are_counted():
@@ -56,8 +57,9 @@ def test_a_package_version_change_is_named_with_both_versions():
 
 
 def test_library_and_package_changes_are_both_reported():
-    now = record({**LIB, "steiner_lib/sft.py": "cc"}, {**PKGS, "torch": "2.6.0"})
-    assert code_changes(record(), now) == ["library changed: steiner_lib/sft.py", "package changed: torch 2.5.0 -> 2.6.0"]
+    now = record({**LIB, "steiner_lib/training/sft.py": "cc"}, {**PKGS, "torch": "2.6.0"})
+    assert code_changes(record(), now) == ["library changed: steiner_lib/training/sft.py",
+                                           "package changed: torch 2.5.0 -> 2.6.0"]
 
 
 def test_a_record_of_an_older_runner_is_not_finished():
@@ -71,6 +73,7 @@ def test_a_record_of_an_older_runner_is_not_finished():
 def test_code_record_covers_every_library_file_and_the_key_packages():
     code = code_record()
     assert "steiner_lib/runner.py" in code["library"] and "steiner_lib/tasks/countdown.py" in code["library"]
+    assert "steiner_lib/training/rl.py" in code["library"]  # the stage subpackages too
     assert set(code["packages"]) == set(runner.CODE_PACKAGES)
     assert code["packages"]["torch"]  # installed here
     assert code_record() == code  # deterministic
@@ -121,19 +124,19 @@ def test_editing_a_library_file_unfinishes_the_stage_and_names_the_file(tmp_path
     stage, source = next(iter(runner.notebook_sources().items()))
     fake_stage(params, stage, source, code=code_record(library_copy))
     assert runner._is_finished(params, stage, source, code_record(library_copy))[0]
-    edit(library_copy / "rl.py")
+    edit(library_copy / "training" / "rl.py")
     assert runner._is_finished(params, stage, source, code_record(library_copy)) == (
-        False, "library changed: steiner_lib/rl.py")
+        False, "library changed: steiner_lib/training/rl.py")
 
 
 def test_the_runner_reruns_the_edited_librarys_stages_and_skips_them_after(fake_run, library_copy):
     stages = list(runner.notebook_sources())
     assert {o.status for o in fake_run().values()} == {"ran"}
     assert {o.status for o in fake_run().values()} == {"skipped"}
-    edit(library_copy / "rl.py")
+    edit(library_copy / "training" / "rl.py")
     outcomes = fake_run()
     assert {o.status for o in outcomes.values()} == {"ran"}
-    assert outcomes[stages[0]].reason == "library changed: steiner_lib/rl.py"
+    assert outcomes[stages[0]].reason == "library changed: steiner_lib/training/rl.py"
     # Each later stage is checked after the one before it reran: its recorded input is no longer on disk.
     assert [outcomes[s].reason for s in stages[1:]] == [f"input {s} changed" for s in stages[:-1]]
     assert {o.status for o in fake_run().values()} == {"skipped"}

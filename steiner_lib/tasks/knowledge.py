@@ -139,7 +139,7 @@ def fact_probes(facts: list[Operation]) -> tuple[list[str], list[str]]:
 def probe_accuracy(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 128,
                    progress: bool = False) -> list[bool]:
     """Greedy continuation of each prompt; correct when its first line is the answer exactly."""
-    from steiner_lib import inference
+    from steiner_lib.generation import inference
 
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")

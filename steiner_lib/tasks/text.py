@@ -112,7 +112,14 @@ def read_step_operation(step: Step, parent: State) -> Operation | None:
     return None
 
 
-__all__ = ["step_texts", "answer_text", "read_step_operation", "claimed_state"]
+def writes_operation(step: Step) -> bool:
+    """Whether the step's text writes an operation at all ("a sym b = r" in its thought or name, or
+    "a sym b" in its name), on whatever numbers: it tells a step that picks numbers it does not hold
+    from one that writes no operation (both read as None in `read_step_operation`)."""
+    return any(_OPERATION_RE.search(t or "") for t in (step.thought, step.name)) or bool(_NAME_RE.search(step.name or ""))
+
+
+__all__ = ["step_texts", "answer_text", "read_step_operation", "claimed_state", "writes_operation"]
 
 
 BACKTRACK_REASON = re.compile(r"^Backtracked: [^.]*\.\s*")
