@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,10 @@ def parse_set(items: list[str]) -> dict:
         if "=" not in item:
             raise SystemExit(f"--set {item!r}: write key=value, e.g. --set base_fact_copies=4")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        value = yaml.safe_load(v)
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)  # YAML 1.1 reads "3e-3" (no dot) as a string; a number was meant
+        out[k.strip()] = value
     return out
 
 

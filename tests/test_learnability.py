@@ -44,3 +44,10 @@ def test_row_from_run_names_a_missing_manifest(tmp_path):
     (run / "04_sft" / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="04_sft"):
         _module().row_from_run(run, "lab", 0, {})
+
+
+def test_set_reads_exponent_numbers_as_numbers():
+    parsed = _module().parse_set(["sft_learning_rate=3e-3", "base_steps=1500", "tokenizer_numbers=spaced",
+                                  "run_name=1e3x"])
+    assert parsed == {"sft_learning_rate": 0.003, "base_steps": 1500, "tokenizer_numbers": "spaced",
+                      "run_name": "1e3x"}
