@@ -67,8 +67,9 @@ def replay_states(trace: fmt.Trace, start_numbers, max_result: int | None = None
     """Each step's status ("valid", "wrong_result", "not_held", "unreadable", "lost") and the state after it.
 
     not_held: the step writes an operation, but not one on the current state's numbers (a number it
-    uses is not held, or it is written in an illegal order such as "16 - 17"); unreadable: the step
-    writes no operation at all. Both leave the state unknown;
+    uses is not held, it is written in an illegal order such as "16 - 17", or a name alone such as
+    "7 ÷ 2" has no whole result); unreadable: the step writes no operation at all. Both leave the
+    state unknown;
     lost: the state the step starts from is unknown (see the module docstring). A result above
     `max_result` (the question's cap) is not legal: wrong_result. A state reached
     by wrong arithmetic is the one the step claims; None means unknown.
