@@ -16,9 +16,9 @@ it allows, so every distance below is at most D). A step that reaches the legal 
     progress(v) = 1 - dist_to_answer(v) / D,  or  unreachable_value  at a dead end (no answer reachable).
 
 Steps that reach no legal state get no features, only a penalty:
-- a *hallucinated* step (its stated result is wrong, or it states no operation on the numbers
-  it has, or it builds on an earlier hallucinated step that was not backtracked past) gets
-  r = -hallucination_penalty.
+- a *hallucinated* step (its stated result is wrong), one that builds on an earlier hallucinated
+  step not backtracked past (*after_hallucination*), one whose operation is not on the numbers it
+  has (*not_held*) and one that writes no operation (*unreadable*) get r = -hallucination_penalty.
 
 Outside the steps:
 - the *outcome*: `outcome` if the final answer is correct (its "Answer: X" letter is the
@@ -65,9 +65,10 @@ from steiner_lib.tasks.countdown import (
     OP_SYMBOL, State, apply, canonical, combine, distance_to_value, successors, verify_expression,
 )
 
-# What a step can be: "ok" reaches a legal state and is scored by its features; the other three
-# get -hallucination_penalty (wrong result / built on a wrong result / no operation readable).
-STEP_STATUSES = ("ok", "hallucinated", "after_hallucination", "unreadable")
+# What a step can be: "ok" reaches a legal state and is scored by its features; the others get
+# -hallucination_penalty (wrong result / built on a wrong result / an operation on numbers not held /
+# no operation written). The names of the last two are those of notebook 04's step replay.
+STEP_STATUSES = ("ok", "hallucinated", "after_hallucination", "not_held", "unreadable")
 
 
 @dataclass
@@ -81,7 +82,7 @@ class RewardWeights:
     w_dist_question: float = RlParams.w_dist_question  # depth penalty per step from the question (scaled by D)
     w_dist_answer: float = RlParams.w_dist_answer  # progress: 1 - dist_to_answer / D (scaled by this weight)
     outcome: float = RlParams.outcome  # added to the answer segment when the final letter is correct
-    hallucination_penalty: float = RlParams.hallucination_penalty  # wrong arithmetic, unreadable, or after such a step
+    hallucination_penalty: float = RlParams.hallucination_penalty  # wrong arithmetic, no legal operation, or after such a step
     format_penalty: float = RlParams.format_penalty  # off every token of a completion that does not parse cleanly
     unreachable_value: float = RlParams.unreachable_value  # what progress is at a dead end (no answer reachable)
 
@@ -108,7 +109,7 @@ class StepReward:
     index: int
     name: str
     span: tuple[int, int] | None  # characters of the step (step_start .. step_end) in the completion
-    status: str  # ok | hallucinated | after_hallucination | unreadable
+    status: str  # one of STEP_STATUSES
     operation: str | None  # the operation as read back from the step ("16 × 9 = 144"), claimed result
     parent: State  # the state the step starts from
     state: State | None  # the state it reaches (the claimed one for a hallucinated step)
@@ -350,7 +351,8 @@ def step_rewards(completion_text: str, question, graph, weights: RewardWeights |
                  "answer_reachable": None}
         node, in_dag, op_text = None, False, None
         if op is None:
-            status, state, next_grounded = "unreadable", None, grounded
+            status = "not_held" if task_text.writes_operation(step) else "unreadable"
+            state, next_grounded = None, grounded
         else:
             op_text = f"{op.a} {OP_SYMBOL[op.op]} {op.b} = {op.result}"
             if combine(op.a, op.op, op.b, cap) != op.result:
@@ -510,7 +512,8 @@ STATUS_MEANINGS = {
     "ok": "a correct operation on numbers the state holds: its DAG node's features set the reward",
     "hallucinated": "an operation on numbers the state holds, with a wrong result",
     "after_hallucination": "a correct operation, but after an earlier hallucinated step",
-    "unreadable": "no operation on numbers the state holds (the step uses numbers it does not have)",
+    "not_held": "an operation written, but not on numbers the state holds (it uses a number it does not have)",
+    "unreadable": "no operation written at all",
 }
 
 

@@ -155,11 +155,14 @@ def test_hallucinated_step_and_what_builds_on_it(graph):
     assert sr.format_valid
 
 
-def test_step_with_numbers_it_does_not_have_is_unreadable(graph):
-    s = fmt.Step("9 + 9", "Combine 9 and 9: 9 + 9 = 18.", "Numbers left: 18.", "Hmm.")
-    sr = step_rewards(completion([s], []), QUESTION_OBJ, graph, W, letter="A")
-    assert sr.steps[0].status == "unreadable" and sr.steps[0].reward == -W.hallucination_penalty
-    assert sr.steps[0].state is None
+def test_step_with_numbers_it_does_not_have_is_not_held_and_one_without_operation_unreadable(graph):
+    held_not = fmt.Step("9 + 9", "Combine 9 and 9: 9 + 9 = 18.", "Numbers left: 18.", "Hmm.")
+    vague = fmt.Step("Think", "Something will work.", "Numbers left: unknown.", "Hmm.")
+    sr = step_rewards(completion([held_not, vague], ["proceed"]), QUESTION_OBJ, graph, W, letter="A")
+    assert [s.status for s in sr.steps] == ["not_held", "unreadable"]
+    assert [s.reward for s in sr.steps] == [-W.hallucination_penalty] * 2
+    assert sr.steps[0].state is None and sr.steps[1].state is None
+    assert sr.steps[1].parent == START  # an unknown state leaves the next step on the last known one
 
 
 def test_unknown_but_legal_state_gets_solver_features(graph):
