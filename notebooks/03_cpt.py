@@ -114,9 +114,10 @@ checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
 
 # %% [markdown]
 # What the base model knows (@tbl-base-knowledge): greedy answers to arithmetic facts it read and
-# to facts held out of its corpus, and to copy, sort and take drills on fresh lists. A step of
-# the later stages is valid only when its operation's numbers are copied right and its result is
-# right, so these rows bound what SFT can reach.
+# to facts held out of its corpus, and to copy, sort and take drills on fresh lists; the last rows
+# split the facts it read by operation. A step of the later stages is valid only when its
+# operation's numbers are copied right and its result is right, so these rows bound what SFT can
+# reach.
 
 # %%
 #| label: tbl-base-knowledge

@@ -35,6 +35,8 @@ from steiner_lib.training import modeling
 
 # ---------------------------------------------------------------------------- corpora
 
+OPERATION_NAMES = {"+": "addition", "-": "subtraction", "*": "multiplication", "/": "division"}
+
 
 def shortcut_plain_text(question: str, operations: list[Operation], letter: str) -> str:
     """A forward-only solution as plain text: the question, one line per operation, the answer.
@@ -95,18 +97,28 @@ def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0
 
     rng = random.Random(f"{seed}-knowledge-probe")
     sample = lambda xs: rng.sample(list(xs), min(n_probes, len(xs)))  # noqa: E731
-    rows = {"arithmetic facts read": knowledge.fact_probes(sample(known.train_facts)),
+    facts_read = sample(known.train_facts)
+    rows = {"arithmetic facts read": knowledge.fact_probes(facts_read),
             "arithmetic facts held out": knowledge.fact_probes(sample(known.heldout_facts))}
     for kind in knowledge.DRILL_KINDS:  # fresh lists: another seed than the corpus's drills
         items = knowledge.drills(n_probes, known.max_number, known.max_value, seed=seed + 10_000, kinds=(kind,))
         rows[f"list drill: {kind}"] = ([p for p, _ in items], [a for _, a in items])
-    out = {}
-    for label, (prompts, answers) in rows.items():
-        if not prompts:
-            continue
-        correct = knowledge.probe_accuracy(model, tokenizer, prompts, answers)
+    out, by_item = {}, {}
+
+    def add_row(label, correct):
         mean, lo, hi = scoring.bootstrap_ci([float(c) for c in correct], n_boot=n_boot, seed=seed)
         out[label] = {"items": len(correct), "accuracy": mean, "ci_low": lo, "ci_high": hi}
+
+    for label, (prompts, answers) in rows.items():
+        if prompts:
+            by_item[label] = knowledge.probe_accuracy(model, tokenizer, prompts, answers)
+            add_row(label, by_item[label])
+    # The facts read, split by operation (the same probes, no new generation): which arithmetic the
+    # model lacks, since a wrong step result in 04 is most often a wrong + or - fact.
+    for op, name in OPERATION_NAMES.items():
+        correct = [c for fact, c in zip(facts_read, by_item.get("arithmetic facts read", [])) if fact.op == op]
+        if correct:
+            add_row(f"arithmetic facts read: {name}", correct)
     table = pd.DataFrame.from_dict(out, orient="index")
     table.index.name = "probe (greedy, exact answer)"
     return table

@@ -303,8 +303,14 @@ def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer):
                                        heldout_share=0.2)
     model = modeling.build_model(tokenizer, TINY, seed=0)
     before = P.knowledge_report(model, tokenizer, known, n_probes=20, n_boot=50)
+    ops = sorted({f.op for f in known.train_facts})
     assert list(before.index) == ["arithmetic facts read", "arithmetic facts held out", "list drill: copy",
-                                  "list drill: sort", "list drill: take"]
+                                  "list drill: sort", "list drill: take"] + [
+        f"arithmetic facts read: {P.OPERATION_NAMES[op]}" for op in P.OPERATION_NAMES if op in ops]
+    by_op = before.loc[[i for i in before.index if i.startswith("arithmetic facts read: ")]]
+    assert by_op["items"].sum() == before.loc["arithmetic facts read", "items"]  # the same probes, split
+    weighted = (by_op["items"] * by_op["accuracy"]).sum() / by_op["items"].sum()
+    assert abs(weighted - before.loc["arithmetic facts read", "accuracy"]) < 1e-9
     assert before.loc["arithmetic facts read", "items"] == 20 and len(known.train_facts) > 20  # a sample of n_probes
     assert before.loc["arithmetic facts read", "accuracy"] < 0.2  # an untrained model knows nothing
     assert (before["ci_low"] <= before["accuracy"]).all() and (before["accuracy"] <= before["ci_high"]).all()
