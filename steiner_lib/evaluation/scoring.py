@@ -119,7 +119,23 @@ def _problem(question):
     return problem
 
 
-def score_output(completion: str, correct_letter: str, question=None, tokenizer=None) -> dict:
+def answer_value(answer_text: str) -> int | None:
+    """The value a visible answer writes ("25 × 3 + 7 = 82\n\nAnswer: B" -> 82): the last "= N"
+    before "Answer:", or None."""
+    values = re.findall(r"=\s*(\d+)", answer_text.split("Answer:", 1)[0])
+    return int(values[-1]) if values else None
+
+
+def letter_holds_value(letter: str | None, value: int | None, choices: Sequence[str]) -> bool | None:
+    """Whether the chosen letter is the one whose choice text is the value the answer writes; None
+    when there is no letter, no value, or the value is none of the choices."""
+    if letter is None or value is None or str(value) not in choices:
+        return None
+    return choice.LETTERS[list(choices).index(str(value))] == letter
+
+
+def score_output(completion: str, correct_letter: str, question=None, tokenizer=None,
+                 choices: Sequence[str] | None = None) -> dict:
     """Score one completion (never raises on malformed text).
 
     Keys: format_ok, n_errors, error_kinds, n_steps, n_backtracks, reasoning_tokens (the text up
@@ -128,7 +144,9 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
     steps_valid (share of steps; None when there is no step), n_valid_steps,
     n_hallucinated_steps (wrong_result), n_not_held_steps, n_unreadable_steps, n_lost_steps (replay_states'
     statuses)
-    and reached_target (the final state holds the target).
+    and reached_target (the final state holds the target); with the question and its `choices` (the
+    four choice texts in letter order, as the prompt showed them) also letter_holds_value
+    (`letter_holds_value`: does the letter name the option whose value the answer writes).
     """
     if correct_letter not in choice.LETTERS:
         raise ValueError(f"correct_letter={correct_letter!r}: expected one of {list(choice.LETTERS)}")
@@ -162,6 +180,8 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
             n_lost_steps=statuses.count("lost"),
             reached_target=bool(n) and final is not None and problem.target in final,
         )
+        if choices is not None:
+            out["letter_holds_value"] = letter_holds_value(letter, answer_value(parsed.trace.answer or ""), choices)
     return out
 
 
@@ -169,11 +189,13 @@ def score_output(completion: str, correct_letter: str, question=None, tokenizer=
 
 
 def score_outputs(completions, correct_letters: Sequence[str], questions=None, tokenizer=None,
-                  question_ids: Sequence[str] | None = None) -> pd.DataFrame:
+                  question_ids: Sequence[str] | None = None, choices: Sequence[Sequence[str]] | None = None
+                  ) -> pd.DataFrame:
     """One row per completion: question_id, sample, completion and the score_output keys.
 
     completions[i] is question i's list of samples (as `inference.generate` returns them) or a
-    single str; correct_letters[i], questions[i] (optional) and question_ids[i] go with it.
+    single str; correct_letters[i], questions[i] (optional), question_ids[i] and choices[i]
+    (optional: the choice texts in the prompt's letter order) go with it.
     """
     n = len(completions)
     if len(correct_letters) != n:
@@ -185,13 +207,17 @@ def score_outputs(completions, correct_letters: Sequence[str], questions=None, t
         question_ids = [getattr(q, "question_id", str(i)) for i, q in enumerate(questions)]
     elif question_ids is None:
         question_ids = [str(i) for i in range(n)]
+    if choices is not None and len(choices) != n:
+        raise ValueError(f"{n} questions' completions but {len(choices)} choice lists: give one per question")
     rows = []
     for i, samples in enumerate(completions):
         samples = [samples] if isinstance(samples, str) else list(samples)
         for j, completion in enumerate(samples):
             q = None if questions is None else questions[i]
+            shown = None if choices is None else choices[i]
             rows.append({"question_id": question_ids[i], "sample": j, "correct_letter": correct_letters[i],
-                         "completion": completion, **score_output(completion, correct_letters[i], q, tokenizer)})
+                         "completion": completion,
+                         **score_output(completion, correct_letters[i], q, tokenizer, choices=shown)})
     return pd.DataFrame(rows)
 
 
@@ -525,6 +551,8 @@ SUMMARY_METRICS = (
     ("steps per output", "n_steps"),
     ("backtracks per output", "n_backtracks"),
     ("valid step share", "steps_valid"),
+    # Of the answers whose written value is an option: the letter names that option.
+    ("letter holds the written value", "letter_holds_value"),
     ("reasoning tokens per output", "reasoning_tokens"),
 )
 
@@ -610,8 +638,9 @@ def generate_and_score(model, tokenizer, questions, seed: int, n_samples: int = 
     outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
                                 logits_processor=logits_processor, progress=progress, backend=backend)
+    shown = [choice.shuffle_choices(q, seed)[0] for q in questions] if replay else None  # as heldout_prompts
     return score_outputs(outputs, letters, questions if replay else None, tokenizer,
-                         question_ids=[question_id(q) for q in questions])
+                         question_ids=[question_id(q) for q in questions], choices=shown)
 
 
 def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, max_new_tokens: int = 512,

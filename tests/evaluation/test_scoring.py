@@ -81,6 +81,22 @@ def test_valid_completion_scores_right():
     assert s["reasoning_tokens"] is None  # no tokenizer given
 
 
+def test_letter_holds_value_reads_the_option_the_answer_writes():
+    shown, letter = choice.shuffle_choices(QUESTION, seed=0)
+    assert ev.answer_value("25 × 3 + 7 = 82\n\nAnswer: B") == 82 and ev.answer_value("Answer: B") is None
+    assert ev.score_output(valid_completion(), LETTER, QUESTION, choices=shown)["letter_holds_value"] is True
+    # the right value with another letter: the lookup failed (and the output is wrong)
+    s = ev.score_output(valid_completion(WRONG), LETTER, QUESTION, choices=shown)
+    assert s["letter_holds_value"] is False and s["correct"] is False
+    # a distractor's value with that distractor's letter: the lookup worked (the search did not)
+    d = QUESTION.distractors[0]
+    answer = f"25 × 3 = {d}\n\nAnswer: {choice.LETTERS[shown.index(str(d))]}"
+    assert ev.score_output(completion([], [], answer), LETTER, QUESTION, choices=shown)["letter_holds_value"] is True
+    # a value that is no option, no letter, or no choices given: not counted
+    assert ev.letter_holds_value("A", 999, shown) is None and ev.letter_holds_value(None, 82, shown) is None
+    assert "letter_holds_value" not in ev.score_output(valid_completion(), LETTER, QUESTION)
+
+
 def test_wrong_letter_and_no_question():
     s = ev.score_output(valid_completion(WRONG), LETTER)
     assert s["format_ok"] and s["letter"] == WRONG and s["correct"] is False

@@ -227,7 +227,8 @@ def test_the_stage_table_and_the_heldout_checks_sample_and_score_alike():
     shared = [c for c in staged.columns if c != "letter_rule"]
     pd.testing.assert_frame_equal(staged[shared], report.scores[shared])
     assert set(report.scores.columns) - set(shared) == {"steps_valid", "n_valid_steps", "n_hallucinated_steps",
-                                                        "n_not_held_steps", "n_unreadable_steps", "n_lost_steps", "reached_target"}
+                                                        "n_not_held_steps", "n_unreadable_steps", "n_lost_steps", "reached_target",
+                                                        "letter_holds_value"}
 
 
 def test_decoding_refuses_identical_greedy_samples():
