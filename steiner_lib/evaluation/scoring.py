@@ -121,8 +121,9 @@ def _problem(question):
 
 def answer_value(answer_text: str) -> int | None:
     """The value a visible answer writes ("25 × 3 + 7 = 82\n\nAnswer: B" -> 82): the last "= N"
-    before "Answer:", or None."""
-    values = re.findall(r"=\s*(\d+)", answer_text.split("Answer:", 1)[0])
+    before the letter `extract_answer_letter` reads (ANSWER_RE's last match), or None."""
+    letters = list(ANSWER_RE.finditer(answer_text))
+    values = re.findall(r"=\s*(\d+)", answer_text[:letters[-1].start()] if letters else answer_text)
     return int(values[-1]) if values else None
 
 

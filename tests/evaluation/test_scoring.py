@@ -84,6 +84,8 @@ def test_valid_completion_scores_right():
 def test_letter_holds_value_reads_the_option_the_answer_writes():
     shown, letter = choice.shuffle_choices(QUESTION, seed=0)
     assert ev.answer_value("25 × 3 + 7 = 82\n\nAnswer: B") == 82 and ev.answer_value("Answer: B") is None
+    # the value goes with the letter that is read: the last "Answer: X", in any of ANSWER_RE's spellings
+    assert ev.answer_value("= 5\nAnswer: A\nOn reflection = 82\nanswer : (C)") == 82
     assert ev.score_output(valid_completion(), LETTER, QUESTION, choices=shown)["letter_holds_value"] is True
     # the right value with another letter: the lookup failed (and the output is wrong)
     s = ev.score_output(valid_completion(WRONG), LETTER, QUESTION, choices=shown)
