@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from steiner_lib import params as P  # noqa: E402
 
 COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
-           "base_take", "heldout_valid_step_share", "heldout_valid_step_share_ci", "heldout_format_valid_share",
+           "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share", "heldout_valid_step_share_ci", "heldout_format_valid_share",
            "heldout_solve_rate", "heldout_solve_rate_ci", "teacher_solve_rate", "base_tokens", "cpt_tokens",
            "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
 
@@ -91,6 +91,8 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
         "base_facts_held_out": m3.get("base_accuracy_arithmetic_facts_held_out"),
         "base_copy": m3.get("base_accuracy_list_drill_copy"), "base_sort": m3.get("base_accuracy_list_drill_sort"),
         "base_take": m3.get("base_accuracy_list_drill_take"),
+        "base_option_drill": m3.get("base_accuracy_option_drill_letter_of_a_value"),
+        "base_letter_of_written_value": m3.get("base_accuracy_question_prompt_letter_of_a_written_value"),
         "heldout_valid_step_share": m4.get("heldout_valid_step_share"),
         "heldout_valid_step_share_ci": ci("heldout_valid_step_share"),
         "heldout_format_valid_share": m4.get("heldout_format_valid_share"),
@@ -103,9 +105,22 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
 
 
 def append_rows(path: Path, rows: list[dict], columns) -> None:
-    """Append rows to a CSV (its header written once): a stopped sweep keeps the seeds it finished."""
+    """Append rows to a CSV (its header written once): a stopped sweep keeps the seeds it finished.
+    A file written before columns were added is rewritten once with them (its old rows blank there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
+    if not new:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, old_rows = reader.fieldnames or [], list(reader)
+        if list(header) != list(columns):
+            if not set(header) <= set(columns):
+                raise SystemExit(f"{path} has columns {sorted(set(header) - set(columns))} that this benchmark "
+                                 "does not write: move the file aside or record into another --out")
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=columns)
+                w.writeheader()
+                w.writerows(old_rows)
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         if new:

@@ -102,8 +102,9 @@ fig.savefig(figures / "sft-skills.png", dpi=120, bbox_inches="tight")
 # up to `sft_max_new_tokens` tokens (room for the longest path the length filter of 02 keeps).
 # The answer letter is read from the visible answer after `<|reasoning_end|>` (the last
 # "Answer: X"); an output with no letter is scored wrong. A solve needs two skills: reaching
-# the target, and naming the letter the prompt gave it. "Letter holds the written value" measures
-# the second alone: of the answers whose written value ("... = 41") is one of the options, the
+# the target, and naming the letter the prompt gave it. "Target reached" measures the first alone
+# (the replayed final state holds the target, whatever letter follows). "Letter holds the written
+# value" measures the second alone: of the answers whose written value ("... = 41") is one of the options, the
 # share whose letter is that option's. Means come with 95% bootstrap intervals over questions (a
 # question's samples are averaged first).
 

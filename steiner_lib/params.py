@@ -124,6 +124,7 @@ class BaseParams:
     shortcut_copies: int = knob(2, "base corpus: shortcut solutions per training question (fresh choice shuffles)", lo=0)
     fact_copies: int = knob(0, "base corpus: copies of the table of arithmetic facts (every legal a op b up to the task's cap; 5% held out)", lo=0)
     list_drills: int = knob(0, "base corpus: copy, sort and take-two drills on short lists of numbers", lo=0)
+    option_drills: int = knob(0, "base corpus: option drills: four options, a value, and the letter of its option", lo=0)
 
 
 @dataclass(frozen=True)

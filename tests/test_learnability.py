@@ -51,3 +51,13 @@ def test_set_reads_exponent_numbers_as_numbers():
                                   "run_name=1e3x"])
     assert parsed == {"sft_learning_rate": 0.003, "base_steps": 1500, "tokenizer_numbers": "spaced",
                       "run_name": "1e3x"}
+
+
+def test_append_rows_adds_new_columns_to_an_older_file(tmp_path):
+    mod = _module()
+    path = tmp_path / "rows.csv"
+    mod.append_rows(path, [{"a": 1, "b": 2}], ("a", "b"))
+    mod.append_rows(path, [{"a": 3, "c": 4, "b": 5}], ("a", "c", "b"))
+    assert path.read_text().splitlines() == ["a,c,b", "1,,2", "3,4,5"]
+    with pytest.raises(SystemExit, match=r"\['b'\]"):
+        mod.append_rows(path, [{"a": 6}], ("a", "c"))

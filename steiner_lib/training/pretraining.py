@@ -76,19 +76,39 @@ def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1,
             raise ValueError(f"question {q.question_id} has no solution: build it with choice.make_countdown_question")
         for c in range(copies):
             prompt, letter = choice.format_prompt(q, seed=seed * 1000 + c)
-            if chat:
-                answer = task_text.answer_text(ops, q.problem.target, letter)
-                out.append(modeling.chat_text(prompt, shortcut_reasoning(ops) + "\n\n" + answer))
-            else:
-                out.append(shortcut_plain_text(prompt, ops, letter))
+            out.append(shortcut_chat(prompt, ops, letter) if chat else shortcut_plain_text(prompt, ops, letter))
     random.Random(f"{seed}-base-corpus").shuffle(out)
     return out
 
 
+def shortcut_chat(prompt: str, operations: list[Operation], letter: str) -> str:
+    """A forward-only solution as a ChatML exchange: user the prompt, assistant the steps and the answer."""
+    answer = task_text.answer_text(operations, operations[-1].result, letter)
+    return modeling.chat_text(prompt, shortcut_reasoning(operations) + "\n\n" + answer)
+
+
+def letter_probes(questions, seed: int, n: int) -> tuple[list[str], list[str]]:
+    """(prompts, answers) that ask for the letter of a value already written: a question's prompt
+    shuffled with a seed the base corpus never used, its solver's solution and visible answer cut
+    after "Answer:"; the answer is the letter (" B"). Chance is 1/4: the value is right there, so a
+    wrong letter means the model does not read the option list."""
+    out_p, out_a = [], []
+    for q in list(questions)[:n]:
+        ops = solve(q.problem)
+        prompt, letter = choice.format_prompt(q, seed=seed * 1000 + 999)  # copies use seed * 1000 + c, c small
+        text = shortcut_chat(prompt, ops, letter).removesuffix(modeling.IM_END)
+        cut = text.rindex("Answer:") + len("Answer:")
+        out_p.append(text[:cut])
+        out_a.append(text[cut:])
+    return out_p, out_a
+
+
 def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0,
-                     n_boot: int = 2000) -> pd.DataFrame:
+                     n_boot: int = 2000, questions=None) -> pd.DataFrame:
     """The model's accuracy on what the base corpus taught (greedy, exact answer), with 95% bootstrap
-    CIs: arithmetic facts it read, facts held out of its corpus, and fresh copy / sort / take drills.
+    CIs: arithmetic facts it read, facts held out of its corpus, fresh copy / sort / take drills,
+    fresh option drills, and (given `questions`, CountdownQuestions) the letter of a written value on
+    those questions' prompts (`letter_probes`).
 
     `known` is tasks.knowledge.KnowledgeCorpus; at most `n_probes` items per row (seeded sample).
     """
@@ -103,6 +123,10 @@ def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0
     for kind in knowledge.DRILL_KINDS:  # fresh lists: another seed than the corpus's drills
         items = knowledge.drills(n_probes, known.max_number, known.max_value, seed=seed + 10_000, kinds=(kind,))
         rows[f"list drill: {kind}"] = ([p for p, _ in items], [a for _, a in items])
+    items = knowledge.option_drills(n_probes, known.max_value, seed=seed + 10_000)
+    rows["option drill: letter of a value"] = ([p for p, _ in items], [a for _, a in items])
+    if questions is not None:
+        rows["question prompt: letter of a written value"] = letter_probes(questions, seed, n_probes)
     out, by_item = {}, {}
 
     def add_row(label, correct):

@@ -296,16 +296,17 @@ def test_cpt_pools_hold_out_whole_questions_and_documents():
     assert all("path 0<" not in t and "path 7<" not in t for t in pools["reasoning_train"])  # kept only
 
 
-def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer):
+def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer, questions):
     from steiner_lib.tasks import knowledge
 
     known = knowledge.knowledge_corpus(max_number=4, max_value=6, fact_copies=60, n_drills=0, seed=0,
                                        heldout_share=0.2)
     model = modeling.build_model(tokenizer, TINY, seed=0)
-    before = P.knowledge_report(model, tokenizer, known, n_probes=20, n_boot=50)
+    before = P.knowledge_report(model, tokenizer, known, n_probes=20, n_boot=50, questions=questions)
     ops = sorted({f.op for f in known.train_facts})
     assert list(before.index) == ["arithmetic facts read", "arithmetic facts held out", "list drill: copy",
-                                  "list drill: sort", "list drill: take"] + [
+                                  "list drill: sort", "list drill: take", "option drill: letter of a value",
+                                  "question prompt: letter of a written value"] + [
         f"arithmetic facts read: {P.OPERATION_NAMES[op]}" for op in P.OPERATION_NAMES if op in ops]
     by_op = before.loc[[i for i in before.index if i.startswith("arithmetic facts read: ")]]
     assert by_op["items"].sum() == before.loc["arithmetic facts read", "items"]  # the same probes, split
@@ -314,3 +315,14 @@ def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer):
     assert before.loc["arithmetic facts read", "items"] == 20 and len(known.train_facts) > 20  # a sample of n_probes
     assert before.loc["arithmetic facts read", "accuracy"] < 0.2  # an untrained model knows nothing
     assert (before["ci_low"] <= before["accuracy"]).all() and (before["accuracy"] <= before["ci_high"]).all()
+
+
+def test_letter_probes_ask_the_letter_of_the_solved_value(questions):
+    prompts, answers = P.letter_probes(questions, seed=0, n=8)
+    assert len(prompts) == len(answers) == 8
+    for q, prompt, answer in zip(questions, prompts, answers):
+        assert prompt.startswith(modeling.IM_START) and prompt.endswith("Answer:")
+        assert answer in (" A", " B", " C", " D")
+        options = dict(line.split(") ", 1) for line in prompt.split(modeling.IM_END)[0].splitlines()[-4:])
+        assert options[answer.strip()] == str(q.problem.target)  # the letter names the written value's option
+        assert f"= {q.problem.target}\n\nAnswer:" in prompt
