@@ -160,6 +160,18 @@ print(scoring.format_paragraph(report, cfg.sft.max_new_tokens))
 display(dataset.recorded_benchmark("learnability.csv"))
 
 # %% [markdown]
+# Whether the development checkpoints read the option list at all: `benchmarks/letter_lookup.py`
+# hands each checkpoint a correct solution that already writes the value, then "Answer:", and
+# reads the next-token probabilities of the four letters (teacher forcing; options re-shuffled so
+# the letter cannot be remembered). Chance is 0.25. A letter at chance caps the solve rate at
+# chance, whatever the search reaches ("target reached" above).
+
+# %%
+#| label: tbl-letter-lookup
+#| tbl-cap: "Development checkpoints recorded by benchmarks/letter_lookup.py: the share of prompts whose most likely next letter is the option holding the written value (95% bootstrap CI), and the mean probability of that letter (chance: 0.25)."
+display(dataset.recorded_benchmark("letter_lookup.csv"))
+
+# %% [markdown]
 # The same development runs' learning curves (`benchmarks/results/learning_curve.csv`): the held-out
 # valid-step share at evenly spaced SFT steps, against the SFT tokens seen, one line per setting and
 # seed. Each point samples one output on each of `sft_curve_questions` validation questions, so a
