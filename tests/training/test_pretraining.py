@@ -317,12 +317,27 @@ def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer, questions):
     assert (before["ci_low"] <= before["accuracy"]).all() and (before["accuracy"] <= before["ci_high"]).all()
 
 
-def test_letter_probes_ask_the_letter_of_the_solved_value(questions):
-    prompts, answers = P.letter_probes(questions, seed=0, n=8)
-    assert len(prompts) == len(answers) == 8
-    for q, prompt, answer in zip(questions, prompts, answers):
-        assert prompt.startswith(modeling.IM_START) and prompt.endswith("Answer:")
-        assert answer in (" A", " B", " C", " D")
+@pytest.mark.parametrize("answer_format", ["scan", "letter"])
+def test_letter_probes_ask_the_letter_of_the_solved_value(questions, answer_format):
+    prompts, letters = P.letter_probes(questions, seed=0, n=8, answer_format=answer_format)
+    assert len(prompts) == len(letters) == 8
+    for q, prompt, letter in zip(questions, prompts, letters):
+        assert prompt.startswith(modeling.IM_START) and prompt.endswith(f"= {q.problem.target}\n\n")
         options = dict(line.split(") ", 1) for line in prompt.split(modeling.IM_END)[0].splitlines()[-4:])
-        assert options[answer.strip()] == str(q.problem.target)  # the letter names the written value's option
-        assert f"= {q.problem.target}\n\nAnswer:" in prompt
+        assert options[letter] == str(q.problem.target)  # the letter names the written value's option
+        assert "Answer:" not in prompt and " no\n" not in prompt  # the model writes the rest
+
+
+def test_base_corpus_answers_scan_the_options_of_their_own_prompt(questions):
+    texts = [t for t in P.base_corpus([], questions, seed=0, copies=2) if t.startswith(modeling.IM_START)]
+    for t in texts:
+        user, reply = t.split(modeling.IM_END)[0], t.split("assistant\n", 1)[1]
+        options = [line.split(") ", 1)[1] for line in user.splitlines()[-4:]]
+        letter = reply.rsplit("Answer: ", 1)[1][0]
+        scan = reply.split("\n\n")[-2].splitlines()
+        k = "ABCD".index(letter)
+        assert scan == [f"{c}) {options[i]} {'yes' if i == k else 'no'}" for i, c in enumerate("ABCD"[:k + 1])]
+    letter_only = P.base_corpus([], questions, seed=0, copies=2, answer_format="letter")
+    assert not any(" yes\n" in t for t in letter_only)
+    with pytest.raises(ValueError, match="answer_format='bold'"):
+        P.base_corpus([], questions, seed=0, answer_format="bold")
