@@ -18,7 +18,6 @@ Rows (format, seed, step, accuracy with a 95% bootstrap CI) are appended to --ou
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from steiner_lib.data import dataset  # noqa: E402
 from steiner_lib.evaluation import scoring  # noqa: E402
 from steiner_lib.tasks import knowledge  # noqa: E402
 from steiner_lib.tasks.text import ANSWER_FORMATS  # noqa: E402
@@ -88,12 +88,7 @@ def main() -> None:
             raise SystemExit(f"{base} holds no model: run notebooks 01-03 for {run} first")
         for answer_format in formats:
             rows = measure(base, seed, answer_format, args.steps, args.probe_every, args.max_value)
-            new = not out.exists()
-            with out.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=COLUMNS)
-                if new:
-                    w.writeheader()
-                w.writerows(rows)
+            dataset.append_recorded_rows(out, rows, COLUMNS)
 
 
 if __name__ == "__main__":

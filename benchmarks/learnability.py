@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from steiner_lib import params as P  # noqa: E402
+from steiner_lib.data import dataset  # noqa: E402
 
 COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
            "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share", "heldout_valid_step_share_ci", "heldout_format_valid_share",
@@ -104,30 +105,6 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
     }
 
 
-def append_rows(path: Path, rows: list[dict], columns) -> None:
-    """Append rows to a CSV (its header written once): a stopped sweep keeps the seeds it finished.
-    A file written before columns were added is rewritten once with them (its old rows blank there)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    if not new:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            header, old_rows = reader.fieldnames or [], list(reader)
-        if list(header) != list(columns):
-            if not set(header) <= set(columns):
-                raise SystemExit(f"{path} has columns {sorted(set(header) - set(columns))} that this benchmark "
-                                 "does not write: move the file aside or record into another --out")
-            with path.open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=columns)
-                w.writeheader()
-                w.writerows(old_rows)
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-
-
 def curve_rows(run: Path, label: str, seed: int, overrides: dict) -> list[dict]:
     """04's learning-curve points of one run (sampling_curve.csv), labelled like its learnability row."""
     path = run / "04_sft" / "sampling_curve.csv"
@@ -165,8 +142,8 @@ def main() -> None:
         else:
             row, run = run_seed(Path(args.params), overrides, args.label, seed)
         rows.append(row)
-        append_rows(out, [row], COLUMNS)
-        append_rows(Path(args.curve_out), curve_rows(run, args.label, seed, overrides), CURVE_COLUMNS)
+        dataset.append_recorded_rows(out, [row], COLUMNS)
+        dataset.append_recorded_rows(Path(args.curve_out), curve_rows(run, args.label, seed, overrides), CURVE_COLUMNS)
         print(" | ".join(f"{k}={row[k]}" for k in ("label", "seed", "base_facts_read", "heldout_valid_step_share",
                                                    "heldout_format_valid_share", "heldout_solve_rate",
                                                    "teacher_solve_rate", "sft_tokens_per_s", "wall_time_s_01_04")),

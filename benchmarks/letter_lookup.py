@@ -20,7 +20,6 @@ Rows are appended to --out (benchmarks/results/letter_lookup.csv).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -111,12 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = rows_for(Path(args.run), args.label, args.seed, args.items)
     out = Path(args.out)
-    new = not out.exists()
-    with out.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+    dataset.append_recorded_rows(out, rows, COLUMNS)
 
 
 if __name__ == "__main__":

@@ -172,6 +172,16 @@ display(dataset.recorded_benchmark("learnability.csv"))
 display(dataset.recorded_benchmark("letter_lookup.csv"))
 
 # %% [markdown]
+# Why the default answer scans the options (`task_answer_format`, chapter 2): a development base
+# model trained further on option drills alone, in each answer format, and probed on fresh drills
+# (`benchmarks/answer_format.py`; the letter read from the model's own continuation after the value).
+
+# %%
+#| label: tbl-answer-format
+#| tbl-cap: "Development runs recorded by benchmarks/answer_format.py: letter accuracy on fresh option drills after training a base model on drills in each answer format, by step and base (seed), with 95% bootstrap CIs (chance: 0.25)."
+display(dataset.recorded_benchmark("answer_format.csv"))
+
+# %% [markdown]
 # The same development runs' learning curves (`benchmarks/results/learning_curve.csv`): the held-out
 # valid-step share at evenly spaced SFT steps, against the SFT tokens seen, one line per setting and
 # seed. Each point samples one output on each of `sft_curve_questions` validation questions, so a

@@ -1,19 +1,14 @@
 """benchmarks/learnability.py reads its rows from the manifests a finished run wrote (also with --record-run)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("learnability", ROOT / "benchmarks" / "learnability.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("learnability")
 
 
 def _fake_run(tmp_path: Path) -> Path:
@@ -51,13 +46,3 @@ def test_set_reads_exponent_numbers_as_numbers():
                                   "run_name=1e3x"])
     assert parsed == {"sft_learning_rate": 0.003, "base_steps": 1500, "tokenizer_numbers": "spaced",
                       "run_name": "1e3x"}
-
-
-def test_append_rows_adds_new_columns_to_an_older_file(tmp_path):
-    mod = _module()
-    path = tmp_path / "rows.csv"
-    mod.append_rows(path, [{"a": 1, "b": 2}], ("a", "b"))
-    mod.append_rows(path, [{"a": 3, "c": 4, "b": 5}], ("a", "c", "b"))
-    assert path.read_text().splitlines() == ["a,c,b", "1,,2", "3,4,5"]
-    with pytest.raises(SystemExit, match=r"\['b'\]"):
-        mod.append_rows(path, [{"a": 6}], ("a", "c"))

@@ -1,18 +1,11 @@
 """benchmarks/letter_lookup.py: the next-token probabilities of the four answer letters."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("letter_lookup", ROOT / "benchmarks" / "letter_lookup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("letter_lookup")
 
 
 def test_letter_probabilities_are_the_next_token_distribution_over_the_letters():

@@ -50,6 +50,33 @@ def recorded_benchmark(name: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def append_recorded_rows(path, rows: list[dict], columns) -> None:
+    """Append a benchmark's rows to its CSV (header written once), so a stopped sweep keeps the rows it
+    finished. A file written before columns were added is rewritten once with them (old rows blank)."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    if not new:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, old_rows = reader.fieldnames or [], list(reader)
+        if list(header) != list(columns):
+            if not set(header) <= set(columns):
+                raise SystemExit(f"{path} has columns {sorted(set(header) - set(columns))} that this benchmark "
+                                 "does not write: move the file aside or record into another --out")
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=columns)
+                w.writeheader()
+                w.writerows(old_rows)
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
 def load_countdown_questions(csv_path) -> dict[str, choice.CountdownQuestion]:
     """The Countdown questions of a GPQA-schema CSV written by notebook 01, by question id."""
     out = {}

@@ -114,3 +114,12 @@ def test_training_questions_never_share_a_start_state_with_evaluation(pipeline):
     train_states = {q.problem.numbers for q in pipeline["splits"]["train"]}
     for name in ("validation", "diamond", "control"):
         assert not train_states & {q.problem.numbers for q in pipeline["splits"][name]}
+
+
+def test_append_recorded_rows_adds_new_columns_to_an_older_file(tmp_path):
+    path = tmp_path / "rows.csv"
+    dataset.append_recorded_rows(path, [{"a": 1, "b": 2}], ("a", "b"))
+    dataset.append_recorded_rows(path, [{"a": 3, "c": 4, "b": 5}], ("a", "c", "b"))
+    assert path.read_text().splitlines() == ["a,c,b", "1,,2", "3,4,5"]
+    with pytest.raises(SystemExit, match=r"\['b'\]"):
+        dataset.append_recorded_rows(path, [{"a": 6}], ("a", "c"))
