@@ -9,7 +9,7 @@ by its "Answer: X" (`knowledge.letter_accuracy`). Chance is 25%.
   prompt's list (the option holding the value, two tokens before it).
 - scan: the options from A, each "no" or "yes" against the value, then "Answer: B".
 
-Rows (format, seed, step, accuracy with a 95% bootstrap CI) are appended to --out
+Rows (format, seed, the run's training steps, the step probed, accuracy with a 95% bootstrap CI) are appended to --out
 (benchmarks/results/answer_format.csv). A benchmark, not a test: minutes per format and seed.
 
     .venv/bin/python benchmarks/answer_format.py --runs runs/b15n3k-s0,runs/b15n3k-s1 --steps 400
@@ -31,7 +31,8 @@ from steiner_lib.tasks import knowledge  # noqa: E402
 from steiner_lib.tasks.text import ANSWER_FORMATS  # noqa: E402
 from steiner_lib.training import checkpoints, pretraining  # noqa: E402
 
-COLUMNS = ("answer_format", "base", "seed", "step", "probes", "letter_accuracy", "ci_low", "ci_high", "seconds")
+COLUMNS = ("answer_format", "base", "seed", "train_steps", "step", "probes", "letter_accuracy", "ci_low", "ci_high",
+           "seconds")
 
 
 def measure(base: Path, seed: int, answer_format: str, steps: int, probe_every: int, max_value: int,
@@ -50,8 +51,8 @@ def measure(base: Path, seed: int, answer_format: str, steps: int, probe_every: 
         right = knowledge.letter_accuracy(model, tokenizer, [p for p, _, _ in probes], [c for _, _, c in probes])
         model.train()
         mean, lo, hi = scoring.bootstrap_ci([float(r) for r in right], n_boot=2000, seed=0)
-        rows.append({"answer_format": answer_format, "base": str(base), "seed": seed, "step": step,
-                     "probes": len(right), "letter_accuracy": round(mean, 4), "ci_low": round(lo, 4),
+        rows.append({"answer_format": answer_format, "base": str(base), "seed": seed, "train_steps": steps,
+                     "step": step, "probes": len(right), "letter_accuracy": round(mean, 4), "ci_low": round(lo, 4),
                      "ci_high": round(hi, 4), "seconds": round(time.perf_counter() - start, 1)})
         print(rows[-1], flush=True)
 
