@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from steiner_lib import params as P  # noqa: E402
+from steiner_lib.data import dataset  # noqa: E402
 
 COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
-           "base_take", "heldout_valid_step_share", "heldout_valid_step_share_ci", "heldout_format_valid_share",
+           "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share", "heldout_valid_step_share_ci", "heldout_format_valid_share",
            "heldout_solve_rate", "heldout_solve_rate_ci", "teacher_solve_rate", "base_tokens", "cpt_tokens",
            "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
 
@@ -91,6 +92,8 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
         "base_facts_held_out": m3.get("base_accuracy_arithmetic_facts_held_out"),
         "base_copy": m3.get("base_accuracy_list_drill_copy"), "base_sort": m3.get("base_accuracy_list_drill_sort"),
         "base_take": m3.get("base_accuracy_list_drill_take"),
+        "base_option_drill": m3.get("base_accuracy_option_drill_letter_of_a_value"),
+        "base_letter_of_written_value": m3.get("base_accuracy_question_prompt_letter_of_a_written_value"),
         "heldout_valid_step_share": m4.get("heldout_valid_step_share"),
         "heldout_valid_step_share_ci": ci("heldout_valid_step_share"),
         "heldout_format_valid_share": m4.get("heldout_format_valid_share"),
@@ -100,17 +103,6 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
         "sft_tokens": m4.get("sft_train_tokens"), "sft_tokens_per_s": m4.get("sft_tokens_per_s"),
         "wall_time_s_01_04": round(stage_seconds(run) if wall is None else wall, 1),
     }
-
-
-def append_rows(path: Path, rows: list[dict], columns) -> None:
-    """Append rows to a CSV (its header written once): a stopped sweep keeps the seeds it finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
 
 
 def curve_rows(run: Path, label: str, seed: int, overrides: dict) -> list[dict]:
@@ -150,8 +142,8 @@ def main() -> None:
         else:
             row, run = run_seed(Path(args.params), overrides, args.label, seed)
         rows.append(row)
-        append_rows(out, [row], COLUMNS)
-        append_rows(Path(args.curve_out), curve_rows(run, args.label, seed, overrides), CURVE_COLUMNS)
+        dataset.append_recorded_rows(out, [row], COLUMNS)
+        dataset.append_recorded_rows(Path(args.curve_out), curve_rows(run, args.label, seed, overrides), CURVE_COLUMNS)
         print(" | ".join(f"{k}={row[k]}" for k in ("label", "seed", "base_facts_read", "heldout_valid_step_share",
                                                    "heldout_format_valid_share", "heldout_solve_rate",
                                                    "teacher_solve_rate", "sft_tokens_per_s", "wall_time_s_01_04")),

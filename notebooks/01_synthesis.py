@@ -44,6 +44,7 @@ task_n_hard = 100
 task_n_control = 100
 task_diamond_max_backtracks = 5
 task_hard_min_backtracks = 100
+task_answer_format = "scan"
 teacher_kind = "search"
 teacher_error_rate = 0.35
 teacher_arithmetic_error_rate = 0.05

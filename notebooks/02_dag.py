@@ -116,6 +116,14 @@ print(f"{len(graphs)} DAGs, {len(features)} nodes")
 # a model needs only the depth it is at, and the latest step with a label is the one on the
 # current path. `dag_backtrack_by: name` gives the paper's wording (whole names) for comparison.
 #
+# The visible answer after the reasoning writes the expression and its value, then (with
+# `task_answer_format: scan`, the default) goes through the options from A, saying of each whether
+# it is the value, and ends with "Answer: X". This is our addition, not the paper's: in
+# development runs the CPU models never learnt to look the letter up in one token from the
+# prompt's list (their letter stayed at chance even after a correct value), while the scan, which
+# needs only copying and comparing, was learnt (`benchmarks/results/answer_format.csv`).
+# `task_answer_format: letter` writes the letter alone, as the paper's answers do.
+#
 # The tokenizer trained here follows Qwen2.5's rule by default: numbers are spelled digit by digit
 # (`tokenizer_numbers: digits`). `tokenizer_numbers: whole` keeps a run of digits as one piece
 # before BPE, so each value of the task (the tokenizer's corpus holds the arithmetic facts of the
@@ -128,7 +136,7 @@ tokenizer.save_pretrained(stage.path("tokenizer"))
 examples, sampled = dataset.sample_examples(graphs, by_question, questions, n_paths=cfg.dag.paths_per_dag,
                                    max_backtracks=cfg.dag.max_backtracks,
                                    explore_prob=cfg.dag.explore_prob, backtrack_by=cfg.dag.backtrack_by,
-                                   seed=cfg.run.seed)
+                                   seed=cfg.run.seed, answer_format=stage.input_params("01_synthesis").task.answer_format)
 examples = dataset.measure_and_filter(examples, tokenizer, max_reasoning_tokens=cfg.dag.max_reasoning_tokens,
                                       max_total_tokens=cfg.dag.max_total_tokens)
 kept = examples.filter(lambda e: e["kept"])

@@ -49,6 +49,7 @@ base_learning_rate = 0.003
 base_shortcut_copies = 2
 base_fact_copies = 0
 base_list_drills = 0
+base_option_drills = 0
 cpt_enabled = True
 cpt_steps = 450
 cpt_batch_size = 8
@@ -75,6 +76,7 @@ train_questions = dataset.load_countdown_questions(stage.input_dirs["01_synthesi
 paths = datasets.load_from_disk(str(stage.input_dirs["02_dag"] / "paths"))
 tokenizer = checkpoints.load_tokenizer(stage.input_dirs["02_dag"] / "tokenizer")
 regular = modeling.regular_text()
+answer_format = stage.input_params("01_synthesis").task.answer_format  # the visible answers 02 wrote
 print(f"{len(train_questions)} training questions, {len(paths)} reasoning paths, {len(regular)} regular documents")
 
 # %% [markdown]
@@ -89,7 +91,10 @@ print(f"{len(train_questions)} training questions, {len(paths)} reasoning paths,
 # every legal operation `a op b = r` over the values the task reaches (up to the cap on results
 # the questions state), `base_fact_copies` times in fresh orders with 5% of the facts held out,
 # and `base_list_drills` drills that copy a list of numbers, sort it, or take two numbers out of
-# it. No reasoning token and no search appears in any of it.
+# it. An instruct model also reads a multiple-choice list: given a value, it names the letter of
+# the option that holds it. `base_option_drills` drills teach that: four options, a few worked
+# lines, a value and the visible answer that names its option, in the format of 02's answers
+# (`task_answer_format`). No reasoning token and no search appears in any of it.
 
 # %%
 if cfg.model.name_or_path:
@@ -99,9 +104,10 @@ if cfg.model.name_or_path:
 else:
     base = modeling.build_model(tokenizer, checkpoints.model_config(cfg.model), seed=cfg.run.seed)
     known = knowledge.corpus_for_questions(train_questions.values(), cfg.base.fact_copies, cfg.base.list_drills,
-                                           seed=cfg.run.seed)
+                                           seed=cfg.run.seed, n_option_drills=cfg.base.option_drills,
+                                           answer_format=answer_format)
     corpus = pretraining.base_corpus(regular, list(train_questions.values()), seed=cfg.run.seed,
-                                     copies=cfg.base.shortcut_copies, extra=known.texts)
+                                     copies=cfg.base.shortcut_copies, extra=known.texts, answer_format=answer_format)
     train_texts, heldout_texts = pretraining.split_heldout(corpus, 0.05, seed=cfg.run.seed)
     base_cfg = pretraining.LMTrainConfig(max_steps=cfg.base.steps, batch_size=cfg.base.batch_size,
                                          seq_len=cfg.base.seq_len, learning_rate=cfg.base.learning_rate,
@@ -114,8 +120,10 @@ checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
 
 # %% [markdown]
 # What the base model knows (@tbl-base-knowledge): greedy answers to arithmetic facts it read and
-# to facts held out of its corpus, and to copy, sort and take drills on fresh lists; the last rows
-# split the facts it read by operation. A step of the later stages is valid only when its
+# to facts held out of its corpus, to copy, sort and take drills on fresh lists, and to option
+# drills; "question prompt: letter of a written value" gives it a training question's prompt
+# (its options shuffled by a seed the corpus never used), the solver's steps and value, lets it
+# write the rest of the answer and reads its letter (chance 25%). The last rows split the facts it read by operation. A step of the later stages is valid only when its
 # operation's numbers are copied right and its result is right, so these rows bound what SFT can
 # reach.
 
@@ -123,7 +131,8 @@ checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
 #| label: tbl-base-knowledge
 #| tbl-cap: "The base model's domain knowledge: accuracy of greedy, exact answers (95% bootstrap CIs over items)."
 if base_result is not None:
-    knowledge_table = pretraining.knowledge_report(base, tokenizer, known, seed=cfg.run.seed)
+    knowledge_table = pretraining.knowledge_report(base, tokenizer, known, seed=cfg.run.seed,
+                                                   questions=train_questions.values(), answer_format=answer_format)
     display(knowledge_table.round(3))
 else:
     knowledge_table = None

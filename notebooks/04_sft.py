@@ -102,8 +102,9 @@ fig.savefig(figures / "sft-skills.png", dpi=120, bbox_inches="tight")
 # up to `sft_max_new_tokens` tokens (room for the longest path the length filter of 02 keeps).
 # The answer letter is read from the visible answer after `<|reasoning_end|>` (the last
 # "Answer: X"); an output with no letter is scored wrong. A solve needs two skills: reaching
-# the target, and naming the letter the prompt gave it. "Letter holds the written value" measures
-# the second alone: of the answers whose written value ("... = 41") is one of the options, the
+# the target, and naming the letter the prompt gave it. "Target reached" measures the first alone
+# (the replayed final state holds the target, whatever letter follows). "Letter holds the written
+# value" measures the second alone: of the answers whose written value ("... = 41") is one of the options, the
 # share whose letter is that option's. Means come with 95% bootstrap intervals over questions (a
 # question's samples are averaged first).
 
@@ -157,6 +158,28 @@ print(scoring.format_paragraph(report, cfg.sft.max_new_tokens))
 #| label: tbl-learnability
 #| tbl-cap: "Development runs recorded by benchmarks/learnability.py: per label (a setting) and seed, the base model's accuracy on arithmetic facts and copying, and the SFT model's held-out valid-step share, format-valid share and solve rate."
 display(dataset.recorded_benchmark("learnability.csv"))
+
+# %% [markdown]
+# Whether the development checkpoints read the option list at all: `benchmarks/letter_lookup.py`
+# hands each checkpoint a correct solution that already writes the value, then "Answer:", and
+# reads the next-token probabilities of the four letters (teacher forcing; options re-shuffled so
+# the letter cannot be remembered). Chance is 0.25. A letter at chance caps the solve rate at
+# chance, whatever the search reaches ("target reached" above).
+
+# %%
+#| label: tbl-letter-lookup
+#| tbl-cap: "Development checkpoints recorded by benchmarks/letter_lookup.py: the share of prompts whose most likely next letter is the option holding the written value (95% bootstrap CI), and the mean probability of that letter (chance: 0.25)."
+display(dataset.recorded_benchmark("letter_lookup.csv"))
+
+# %% [markdown]
+# Why the default answer scans the options (`task_answer_format`, chapter 2): a development base
+# model trained further on option drills alone, in each answer format, and probed on fresh drills
+# (`benchmarks/answer_format.py`; the letter read from the model's own continuation after the value).
+
+# %%
+#| label: tbl-answer-format
+#| tbl-cap: "Development runs recorded by benchmarks/answer_format.py: letter accuracy on fresh option drills after training a base model on drills in each answer format, by step and base (seed), with 95% bootstrap CIs (chance: 0.25)."
+display(dataset.recorded_benchmark("answer_format.csv"))
 
 # %% [markdown]
 # The same development runs' learning curves (`benchmarks/results/learning_curve.csv`): the held-out

@@ -57,6 +57,7 @@ class TaskParams:
     n_control: int = knob(100, "questions that need no search (forward-only control)", lo=1)
     diamond_max_backtracks: int = knob(5, "diamond rule: greedy fails and reference search backtracks <= this", lo=1)
     hard_min_backtracks: int = knob(100, "hard rule: greedy fails and reference search backtracks >= this", lo=2)
+    answer_format: Literal["scan", "letter"] = knob("scan", "visible answer after the value: scan (each option from A, no / yes, then the letter) or letter (the letter alone)")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class BaseParams:
     shortcut_copies: int = knob(2, "base corpus: shortcut solutions per training question (fresh choice shuffles)", lo=0)
     fact_copies: int = knob(0, "base corpus: copies of the table of arithmetic facts (every legal a op b up to the task's cap; 5% held out)", lo=0)
     list_drills: int = knob(0, "base corpus: copy, sort and take-two drills on short lists of numbers", lo=0)
+    option_drills: int = knob(0, "base corpus: option drills: four options, a value, and the letter of its option", lo=0)
 
 
 @dataclass(frozen=True)

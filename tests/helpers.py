@@ -1,6 +1,7 @@
 """Fixtures shared by test files (imported as `from helpers import ...`; pyproject puts tests/ on sys.path)."""
 
 import contextlib
+import importlib.util
 import random
 from pathlib import Path
 
@@ -19,6 +20,14 @@ CORPUS = [
 ]
 USERS = ["Which one? A) 82 B) 80", "Using some of the numbers 3, 5, 7, 25, which value can be made?",
          "Numbers 2, 9.", "Combine 25 and 3 then add 7: which of the options is it? A) 82 B) 81 C) 80 D) 79"]
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @contextlib.contextmanager

@@ -1,19 +1,14 @@
 """benchmarks/learnability.py reads its rows from the manifests a finished run wrote (also with --record-run)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("learnability", ROOT / "benchmarks" / "learnability.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("learnability")
 
 
 def _fake_run(tmp_path: Path) -> Path:

@@ -50,6 +50,33 @@ def recorded_benchmark(name: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def append_recorded_rows(path, rows: list[dict], columns) -> None:
+    """Append a benchmark's rows to its CSV (header written once), so a stopped sweep keeps the rows it
+    finished. A file written before columns were added is rewritten once with them (old rows blank)."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    if not new:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, old_rows = reader.fieldnames or [], list(reader)
+        if list(header) != list(columns):
+            if not set(header) <= set(columns):
+                raise SystemExit(f"{path} has columns {sorted(set(header) - set(columns))} that this benchmark "
+                                 "does not write: move the file aside or record into another --out")
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=columns)
+                w.writeheader()
+                w.writerows(old_rows)
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
 def load_countdown_questions(csv_path) -> dict[str, choice.CountdownQuestion]:
     """The Countdown questions of a GPQA-schema CSV written by notebook 01, by question id."""
     out = {}
@@ -185,13 +212,17 @@ def tokenizer_label(tokenizer_params) -> str:
 
 
 def sample_examples(graphs, by_question, questions, n_paths: int, max_backtracks: int,
-                    explore_prob: float, seed: int, backtrack_by: str = "label", progress: bool = True):
-    """Sample paths from every DAG and render each as a prompt + reasoning + answer example.
+                    explore_prob: float, seed: int, backtrack_by: str = "label", progress: bool = True,
+                    answer_format: str = "scan"):
+    """Sample paths from every DAG and render each as a prompt + reasoning + answer example
+    (`answer_format`: tasks.text.ANSWER_FORMATS, whether the visible answer scans the options).
 
     Returns the examples (a Hugging Face dataset) and the sampled paths by (question id, index).
     """
     import datasets
 
+    if answer_format not in text.ANSWER_FORMATS:
+        raise ValueError(f"answer_format={answer_format!r}: expected one of {text.ANSWER_FORMATS}")
     rows, sampled = [], {}
     for qid in tqdm(sorted(graphs), desc="sampling paths", disable=not progress):
         rng = np.random.default_rng(stable_seed(seed, "paths", qid))
@@ -202,8 +233,9 @@ def sample_examples(graphs, by_question, questions, n_paths: int, max_backtracks
             sampled[(qid, i)] = path
             # A seeded shuffle per path: the correct letter varies across a question's paths.
             prompt, letter = choice.format_prompt(q.to_choice(), seed=seed * 1000 + i)
+            shown = choice.shuffle_choices(q.to_choice(), seed * 1000 + i)[0] if answer_format == "scan" else None
             ops = dag.path_operations(path)
-            answer = text.answer_text(ops, q.problem.target, letter)
+            answer = text.answer_text(ops, q.problem.target, letter, shown)
             traj = dag.path_to_trajectory(path, answer, backtrack_by=backtrack_by)
             rows.append({
                 "question_id": qid, "path_index": i, "prompt": prompt,

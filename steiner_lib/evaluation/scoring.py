@@ -547,6 +547,8 @@ class HeldoutReport:
 
 SUMMARY_METRICS = (
     ("solve rate", "correct"),
+    # The search alone, the letter aside: the replayed final state holds the target.
+    ("target reached", "reached_target"),
     ("answered share", "answered"),
     ("format valid share", "format_ok"),
     ("steps per output", "n_steps"),

@@ -197,8 +197,12 @@ def format_prompt(q: ChoiceQuestion | CountdownQuestion, seed: int) -> tuple[str
     if isinstance(q, CountdownQuestion):
         q = q.to_choice()
     choices, letter = shuffle_choices(q, seed)
-    lines = [f"{LETTERS[i]}) {c}" for i, c in enumerate(choices)]
-    return q.question + "\n\n" + "\n".join(lines), letter
+    return q.question + "\n\n" + options_block(choices), letter
+
+
+def options_block(choices) -> str:
+    """The four choices as the prompt lists them: "A) ..\nB) ..\nC) ..\nD) .."."""
+    return "\n".join(f"{LETTERS[i]}) {c}" for i, c in enumerate(choices))
 
 
 # --- Difficulty and splits ---------------------------------------------------------------

@@ -7,7 +7,11 @@ plain text, never with a reasoning token and never as a search:
 
 - arithmetic facts: every legal operation `a op b = r` (a >= b) of the task's rules over the values
   the task reaches (1..max_value), one per line, in the same symbols as the step texts;
-- list drills: copying a short list of numbers, sorting it, and taking two numbers out of it.
+- list drills: copying a short list of numbers, sorting it, and taking two numbers out of it;
+- option drills: four options as a question lists them, a few worked lines, a value, and the visible
+  answer that names the option holding it (the option scan, then "Answer: B"): reading a multiple-choice list, which an instruct model
+  brings and which the stages never teach (04 measured a letter at chance even after a correct
+  value, `scoring.letter_holds_value`).
 
 A share of the facts is held out of the corpus, so notebook 03 can report the base model's
 accuracy on facts it never read next to facts it read (`probe_accuracy`).
@@ -18,7 +22,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from steiner_lib.tasks.choice import LETTERS, options_block
 from steiner_lib.tasks.countdown import OPS, Operation, make_operation
+from steiner_lib.tasks.text import ANSWER_FORMATS, answer_text
 
 
 def arithmetic_facts(max_value: int) -> list[Operation]:
@@ -79,6 +85,71 @@ def drills(n: int, max_number: int, max_value: int, seed: int,
     return out
 
 
+def option_drill(rng: random.Random, facts_by_result: dict[int, list[Operation]], max_value: int,
+                 max_gap_lines: int = 4, answer_format: str = "scan") -> tuple[str, str, str]:
+    """(prompt, continuation, letter) of one option drill: the options block, 0..max_gap_lines worked
+    facts and the value's line; the continuation is the rest of the visible answer
+    (`text.answer_text` in `answer_format`: the option scan, then "Answer: X").
+
+    The value is the result of a fact; the three other options are distinct values among the eight
+    nearest it (within [value/2, 2 value] when there is room, as a question's distractors are), so
+    the letter must be found by the value, not by its size. The worked lines put numbers, options
+    among them, between the list and the answer, so the lookup cannot count positions.
+    """
+    value = rng.choice(sorted(facts_by_result))
+    lo, hi = max(1, (value + 1) // 2), min(max_value, 2 * value)
+    pool = [v for v in range(lo, hi + 1) if v != value]
+    if len(pool) < 3:  # a small value: its neighbours in 1..max_value
+        pool = [v for v in range(1, max_value + 1) if v != value]
+    pool = sorted(pool, key=lambda v: (abs(v - value), v))[:8]  # near values, as distractors are
+    choices = rng.sample(pool, 3) + [value]
+    rng.shuffle(choices)
+    letter = LETTERS[choices.index(value)]
+    every = [o for ops in facts_by_result.values() for o in ops]
+    gap = [f"{o.text()}." for o in (rng.choice(every) for _ in range(rng.randint(0, max_gap_lines)))]
+    worked = "\n\n" + "\n".join(gap) if gap else ""
+    answer = answer_text([rng.choice(facts_by_result[value])], value, letter,
+                         [str(c) for c in choices] if answer_format == "scan" else None)
+    head, rest = split_after_value(answer)
+    return options_block(choices) + worked + "\n\n" + head, rest, letter
+
+
+def split_after_value(answer: str) -> tuple[str, str]:
+    """A visible answer cut after its value line and the blank line: (".. = 41\n\n", the rest)."""
+    cut = answer.index("\n\n") + 2
+    return answer[:cut], answer[cut:]
+
+
+def option_drills(n: int, max_value: int, seed: int, max_gap_lines: int = 4,
+                  answer_format: str = "scan") -> list[tuple[str, str, str]]:
+    """n option drills (`option_drill`) over the values some fact reaches (1..max_value)."""
+    if max_value < 5:
+        raise ValueError(f"max_value={max_value}: option drills need at least 5 values to draw four options from")
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format={answer_format!r}: expected one of {ANSWER_FORMATS}")
+    by_result: dict[int, list[Operation]] = {}
+    for o in arithmetic_facts(max_value):
+        by_result.setdefault(o.result, []).append(o)
+    rng = random.Random(f"{seed}-option-drills")
+    return [option_drill(rng, by_result, max_value, max_gap_lines, answer_format) for _ in range(n)]
+
+
+def letter_accuracy(model, tokenizer, prompts: list[str], letters: list[str], max_new_tokens: int = 48,
+                    batch_size: int = 64) -> list[bool]:
+    """Greedy continuation of each prompt; correct when its first "Answer: X" names the letter."""
+    from steiner_lib.evaluation.scoring import ANSWER_RE
+    from steiner_lib.generation import inference
+
+    if len(prompts) != len(letters):
+        raise ValueError(f"{len(prompts)} prompts but {len(letters)} letters")
+    if not prompts:
+        return []
+    outs = inference.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
+                              batch_size=batch_size)
+    found = [ANSWER_RE.search(o[0]) for o in outs]
+    return [m is not None and m.group(1) == letter for m, letter in zip(found, letters)]
+
+
 @dataclass
 class KnowledgeCorpus:
     texts: list[str]  # documents for the base corpus: fact tables and drill pages
@@ -89,14 +160,18 @@ class KnowledgeCorpus:
 
 
 def knowledge_corpus(max_number: int, max_value: int, fact_copies: int, n_drills: int, seed: int,
-                     heldout_share: float = 0.05, per_document: int = 32) -> KnowledgeCorpus:
-    """The base model's arithmetic and list knowledge as plain-text documents.
+                     heldout_share: float = 0.05, per_document: int = 32, n_option_drills: int = 0,
+                     answer_format: str = "scan") -> KnowledgeCorpus:
+    """The base model's arithmetic, list and option-reading knowledge as plain-text documents.
 
     Facts: each copy is a fresh shuffle of the training facts, cut into documents of
     `per_document` lines ("37 + 48 = 85"). Drills: pages of `per_document` lines ("Sort 9, 3: 3, 9.").
+    Option drills (`option_drill`, visible answers in `answer_format`): pages of `per_document // 4`
+    drills, a blank line between two (each is several lines).
     """
-    if fact_copies < 0 or n_drills < 0:
-        raise ValueError(f"fact_copies={fact_copies}, n_drills={n_drills}: counts cannot be negative")
+    if fact_copies < 0 or n_drills < 0 or n_option_drills < 0:
+        raise ValueError(f"fact_copies={fact_copies}, n_drills={n_drills}, n_option_drills={n_option_drills}: "
+                         "counts cannot be negative")
     if not 0 <= heldout_share < 1:
         raise ValueError(f"heldout_share={heldout_share}: must be in [0, 1)")
     rng = random.Random(f"{seed}-facts")
@@ -113,11 +188,16 @@ def knowledge_corpus(max_number: int, max_value: int, fact_copies: int, n_drills
     texts = []
     for block in (lines, drill_lines):
         texts += ["\n".join(block[i:i + per_document]) for i in range(0, len(block), per_document)]
+    options = ([p + a for p, a, _ in option_drills(n_option_drills, max_value, seed, answer_format=answer_format)]
+               if n_option_drills else [])
+    page = max(1, per_document // 4)
+    texts += ["\n\n".join(options[i:i + page]) for i in range(0, len(options), page)]
     return KnowledgeCorpus(texts, train, heldout, max_number, max_value)
 
 
 def corpus_for_questions(questions, fact_copies: int, n_drills: int, seed: int,
-                         heldout_share: float = 0.05) -> KnowledgeCorpus:
+                         heldout_share: float = 0.05, n_option_drills: int = 0,
+                         answer_format: str = "scan") -> KnowledgeCorpus:
     """`knowledge_corpus` over the ranges the training questions reach: start numbers up to the
     largest one they hold, facts up to their cap (`fact_range`)."""
     questions = list(questions)
@@ -128,7 +208,8 @@ def corpus_for_questions(questions, fact_copies: int, n_drills: int, seed: int,
     if len(caps) != 1:
         raise ValueError(f"the training questions state different caps {sorted(caps, key=str)}: one task, one cap")
     max_value = fact_range(max_number, caps.pop())
-    return knowledge_corpus(max_number, max_value, fact_copies, n_drills, seed, heldout_share)
+    return knowledge_corpus(max_number, max_value, fact_copies, n_drills, seed, heldout_share,
+                            n_option_drills=n_option_drills, answer_format=answer_format)
 
 
 def fact_probes(facts: list[Operation]) -> tuple[list[str], list[str]]:

@@ -65,9 +65,30 @@ def step_texts(parent: State, operation: Operation, claimed_result: int, options
     return Step(name=f"{a} {sym} {b}", thought=thought, summary=summary, reflection=reflection)
 
 
-def answer_text(operations: list[Operation], value: int, letter: str) -> str:
-    """The visible answer after reasoning: the expression, its value, and "Answer: X"."""
-    return f"{expression(operations)} = {value}\n\nAnswer: {letter}"
+ANSWER_FORMATS = ("scan", "letter")
+
+
+def answer_text(operations: list[Operation], value: int, letter: str, choices=None) -> str:
+    """The visible answer after reasoning: the expression and its value, then (given `choices`, the
+    four choice texts in letter order as the prompt lists them) the option scan, and "Answer: X".
+
+    The scan copies the options in order and says of each whether it is the value, up to the one
+    that is ("A) 41 no\nB) 44 yes"). Without it the letter has to be looked up in one token from
+    the prompt's list, which the CPU models never learnt (benchmarks/answer_format.py).
+    """
+    scan = "" if choices is None else option_scan(choices, letter) + "\n\n"
+    return f"{expression(operations)} = {value}\n\n{scan}Answer: {letter}"
+
+
+def option_scan(choices, letter: str) -> str:
+    """The options from A to `letter`, each followed by "no", the last by "yes"."""
+    from steiner_lib.tasks.choice import LETTERS
+
+    if letter not in LETTERS or len(choices) != len(LETTERS):
+        raise ValueError(f"option_scan needs {len(LETTERS)} choices and a letter in {LETTERS}, got "
+                         f"{len(choices)} and {letter!r}")
+    k = LETTERS.index(letter)
+    return "\n".join(f"{LETTERS[i]}) {choices[i]} {'yes' if i == k else 'no'}" for i in range(k + 1))
 
 
 _SYMBOL_TO_OP = {"+": "+", "-": "-", "−": "-", "–": "-", "×": "*", "x": "*", "X": "*", "*": "*",
@@ -119,7 +140,7 @@ def writes_operation(step: Step) -> bool:
     return any(_OPERATION_RE.search(t or "") for t in (step.thought, step.name)) or bool(_NAME_RE.search(step.name or ""))
 
 
-__all__ = ["step_texts", "answer_text", "read_step_operation", "claimed_state", "writes_operation"]
+__all__ = ["step_texts", "answer_text", "option_scan", "ANSWER_FORMATS", "read_step_operation", "claimed_state", "writes_operation"]
 
 
 BACKTRACK_REASON = re.compile(r"^Backtracked: [^.]*\.\s*")

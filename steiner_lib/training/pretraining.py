@@ -38,18 +38,19 @@ from steiner_lib.training import modeling
 OPERATION_NAMES = {"+": "addition", "-": "subtraction", "*": "multiplication", "/": "division"}
 
 
-def shortcut_plain_text(question: str, operations: list[Operation], letter: str) -> str:
+def shortcut_plain_text(question: str, operations: list[Operation], letter: str, choices=None) -> str:
     """A forward-only solution as plain text: the question, one line per operation, the answer.
 
     e.g. "<question>\\n\\n50 × 3 = 150.\\n150 + 25 = 175.\\n\\n50 × 3 + 25 = 175\\n\\nAnswer: B".
     No special tokens and no backtracking: what an instruct model's chain-of-thought looks like.
-    The closing lines are `tasks.text.answer_text`, the same visible answer the Steiner data ends with.
+    The closing lines are `tasks.text.answer_text`, the same visible answer the Steiner data ends with
+    (with `choices`, the prompt's choice texts in letter order, it scans the options).
     """
     if not operations:
         raise ValueError("shortcut_plain_text needs at least one operation (the solver's solution)")
     target = operations[-1].result
     return question + "\n\n" + shortcut_reasoning(operations) + "\n\n" + task_text.answer_text(
-        operations, target, letter)
+        operations, target, letter, choices)
 
 
 def shortcut_reasoning(operations: list[Operation]) -> str:
@@ -58,7 +59,7 @@ def shortcut_reasoning(operations: list[Operation]) -> str:
 
 
 def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1, chat: bool = True,
-                max_chars: int = 2000, extra: list[str] = ()) -> list[str]:
+                max_chars: int = 2000, extra: list[str] = (), answer_format: str = "scan") -> list[str]:
     """The base stand-in's corpus: regular text plus one shortcut solution per question and copy,
     plus `extra` texts (the domain knowledge of tasks.knowledge), all shuffled together.
 
@@ -68,7 +69,10 @@ def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1,
     forward steps and the answer, no reasoning tokens): Qwen2.5-Instruct knows that format, so
     the stand-in can be asked the later stages' prompts and gives a forward-CoT baseline.
     Regular texts are cut at paragraphs into pieces of at most `max_chars` characters.
+    `answer_format` (tasks.text.ANSWER_FORMATS): whether the visible answers scan the options.
     """
+    if answer_format not in task_text.ANSWER_FORMATS:
+        raise ValueError(f"answer_format={answer_format!r}: expected one of {task_text.ANSWER_FORMATS}")
     out = split_documents(regular_texts, max_chars) + list(extra)
     for q in questions:
         ops = solve(q.problem)
@@ -76,19 +80,47 @@ def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1,
             raise ValueError(f"question {q.question_id} has no solution: build it with choice.make_countdown_question")
         for c in range(copies):
             prompt, letter = choice.format_prompt(q, seed=seed * 1000 + c)
-            if chat:
-                answer = task_text.answer_text(ops, q.problem.target, letter)
-                out.append(modeling.chat_text(prompt, shortcut_reasoning(ops) + "\n\n" + answer))
-            else:
-                out.append(shortcut_plain_text(prompt, ops, letter))
+            shown = choice.shuffle_choices(q, seed * 1000 + c)[0] if answer_format == "scan" else None
+            out.append(shortcut_chat(prompt, ops, letter, shown) if chat else
+                       shortcut_plain_text(prompt, ops, letter, shown))
     random.Random(f"{seed}-base-corpus").shuffle(out)
     return out
 
 
+def shortcut_chat(prompt: str, operations: list[Operation], letter: str, choices=None) -> str:
+    """A forward-only solution as a ChatML exchange: user the prompt, assistant the steps and the answer
+    (scanning `choices`, when given, as `tasks.text.answer_text` does)."""
+    answer = task_text.answer_text(operations, operations[-1].result, letter, choices)
+    return modeling.chat_text(prompt, shortcut_reasoning(operations) + "\n\n" + answer)
+
+
+def letter_probes(questions, seed: int, n: int, answer_format: str = "scan") -> tuple[list[str], list[str]]:
+    """(prompts, letters) that ask for the letter of a value already written: a question's prompt
+    shuffled with a seed the base corpus never used, its solver's steps and the visible answer cut
+    after the value's line (`knowledge.split_after_value`); the model must write the rest (in
+    `answer_format`) and its "Answer: X" is read (`knowledge.letter_accuracy`). Chance is 1/4: the
+    value is right there, so a wrong letter means the model does not read the option list."""
+    from steiner_lib.tasks import knowledge
+
+    out_p, out_l = [], []
+    for q in list(questions)[:n]:
+        ops = solve(q.problem)
+        shuffle = seed * 1000 + 999  # the corpus's copies use seed * 1000 + c, c small
+        prompt, letter = choice.format_prompt(q, seed=shuffle)
+        shown = choice.shuffle_choices(q, shuffle)[0] if answer_format == "scan" else None
+        answer = task_text.answer_text(ops, ops[-1].result, letter, shown)
+        head, _ = knowledge.split_after_value(answer)
+        out_p.append(modeling.chat_text(prompt) + shortcut_reasoning(ops) + "\n\n" + head)
+        out_l.append(letter)
+    return out_p, out_l
+
+
 def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0,
-                     n_boot: int = 2000) -> pd.DataFrame:
+                     n_boot: int = 2000, questions=None, answer_format: str = "scan") -> pd.DataFrame:
     """The model's accuracy on what the base corpus taught (greedy, exact answer), with 95% bootstrap
-    CIs: arithmetic facts it read, facts held out of its corpus, and fresh copy / sort / take drills.
+    CIs: arithmetic facts it read, facts held out of its corpus, fresh copy / sort / take drills,
+    fresh option drills, and (given `questions`, CountdownQuestions) the letter of a written value on
+    those questions' prompts (`letter_probes`).
 
     `known` is tasks.knowledge.KnowledgeCorpus; at most `n_probes` items per row (seeded sample).
     """
@@ -103,6 +135,12 @@ def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0
     for kind in knowledge.DRILL_KINDS:  # fresh lists: another seed than the corpus's drills
         items = knowledge.drills(n_probes, known.max_number, known.max_value, seed=seed + 10_000, kinds=(kind,))
         rows[f"list drill: {kind}"] = ([p for p, _ in items], [a for _, a in items])
+    # The letter rows continue a visible answer after its value (`answer_format`) and read "Answer: X".
+    items = knowledge.option_drills(n_probes, known.max_value, seed=seed + 10_000, answer_format=answer_format)
+    letter_rows = {"option drill: letter of a value": ([p for p, _, _ in items], [c for _, _, c in items])}
+    if questions is not None:
+        letter_rows["question prompt: letter of a written value"] = letter_probes(questions, seed, n_probes,
+                                                                                  answer_format)
     out, by_item = {}, {}
 
     def add_row(label, correct):
@@ -113,6 +151,9 @@ def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0
         if prompts:
             by_item[label] = knowledge.probe_accuracy(model, tokenizer, prompts, answers)
             add_row(label, by_item[label])
+    for label, (prompts, letters) in letter_rows.items():
+        if prompts:
+            add_row(label, knowledge.letter_accuracy(model, tokenizer, prompts, letters))
     # The facts read, split by operation (the same probes, no new generation): which arithmetic the
     # model lacks, since a wrong step result in 04 is most often a wrong + or - fact.
     for op, name in OPERATION_NAMES.items():

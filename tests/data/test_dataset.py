@@ -42,6 +42,21 @@ def test_every_example_parses_and_its_letter_names_the_reachable_option(pipeline
         letter = re.search(r"Answer: ([ABCD])", row["answer"]).group(1)
         option = re.search(rf"^{letter}\) (\d+)$", row["prompt"], re.M).group(1)
         assert int(option) == pipeline["questions"][row["question_id"]].problem.target
+        # The default answer scans the prompt's options from A to that letter, "yes" only at it.
+        shown = re.findall(r"^([ABCD])\) (\d+)$", row["prompt"], re.M)
+        k = "ABCD".index(letter)
+        assert re.findall(r"^([ABCD])\) (\d+) (no|yes)$", row["answer"], re.M) == [
+            (c, v, "yes" if i == k else "no") for i, (c, v) in enumerate(shown[:k + 1])]
+
+
+def test_the_letter_answer_format_writes_no_scan(pipeline):
+    letter_only, _ = dataset.sample_examples(pipeline["graphs"], pipeline["by_q"], pipeline["questions"], n_paths=2,
+                                             max_backtracks=2, explore_prob=0.3, seed=0, progress=False,
+                                             answer_format="letter")
+    assert all(re.fullmatch(r"[^\n]* = \d+\n\nAnswer: [ABCD]", a) for a in letter_only["answer"])
+    with pytest.raises(ValueError, match="answer_format='bold'"):
+        dataset.sample_examples(pipeline["graphs"], pipeline["by_q"], pipeline["questions"], n_paths=2,
+                                max_backtracks=2, explore_prob=0.3, seed=0, progress=False, answer_format="bold")
 
 
 def test_paths_reach_the_answer_node_of_their_dag(pipeline):
@@ -99,3 +114,12 @@ def test_training_questions_never_share_a_start_state_with_evaluation(pipeline):
     train_states = {q.problem.numbers for q in pipeline["splits"]["train"]}
     for name in ("validation", "diamond", "control"):
         assert not train_states & {q.problem.numbers for q in pipeline["splits"][name]}
+
+
+def test_append_recorded_rows_adds_new_columns_to_an_older_file(tmp_path):
+    path = tmp_path / "rows.csv"
+    dataset.append_recorded_rows(path, [{"a": 1, "b": 2}], ("a", "b"))
+    dataset.append_recorded_rows(path, [{"a": 3, "c": 4, "b": 5}], ("a", "c", "b"))
+    assert path.read_text().splitlines() == ["a,c,b", "1,,2", "3,4,5"]
+    with pytest.raises(SystemExit, match=r"\['b'\]"):
+        dataset.append_recorded_rows(path, [{"a": 6}], ("a", "c"))

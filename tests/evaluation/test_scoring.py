@@ -335,6 +335,8 @@ def test_summarize_means_over_questions():
     assert table.loc["solve rate", "value"] == pytest.approx(0.75)
     assert table.loc["format valid share", "value"] == 1.0
     assert table.loc["steps per output", "value"] == 2.0
+    reached = df["reached_target"].astype(float).groupby(df["question_id"]).mean().mean()
+    assert table.loc["target reached", "value"] == pytest.approx(reached)
     assert "reasoning tokens per output" not in table.index  # no tokenizer: no counts
     assert list(table.columns) == ["value", "ci_low", "ci_high"]
 

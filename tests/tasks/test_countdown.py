@@ -389,4 +389,9 @@ def test_answer_text():
     ops = [make_operation(50, "*", 3), make_operation(150, "+", 25), make_operation(175, "+", 7)]
     text = answer_text(ops, 182, "C")
     assert text == "(50 × 3) + 25 + 7 = 182\n\nAnswer: C"
+    scan = answer_text(ops, 182, "C", ["180", "185", "182", "179"])
+    assert scan == "(50 × 3) + 25 + 7 = 182\n\nA) 180 no\nB) 185 no\nC) 182 yes\n\nAnswer: C"
+    assert answer_text(ops, 182, "A", ["182", "185", "180", "179"]).endswith("\n\nA) 182 yes\n\nAnswer: A")
+    with pytest.raises(ValueError, match="4 choices"):
+        answer_text(ops, 182, "C", ["180", "182"])
     assert verify_expression(Problem((3, 7, 25, 50), 182), text.split(" = ")[0])

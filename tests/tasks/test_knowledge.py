@@ -83,3 +83,50 @@ def test_an_answer_counts_only_when_its_first_line_is_exact():
     assert not knowledge.answered(" 855", " 85") and not knowledge.answered(" 8\n5", " 85")
     assert not knowledge.answered("", " 85")
     assert knowledge.answered(" 3, 7, 9.\nSort", " 3, 7, 9.")
+
+
+def _value_line(line: str) -> tuple[str, int]:
+    expression, value = line.rsplit(" = ", 1)
+    a, sym, b = expression.split(" ")
+    assert {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b),
+            "÷": int(a) // int(b)}[sym] == int(value)
+    return expression, int(value)
+
+
+@pytest.mark.parametrize("answer_format", ["scan", "letter"])
+def test_option_drills_name_the_letter_of_the_value(answer_format):
+    drills = knowledge.option_drills(200, 60, seed=0, answer_format=answer_format)
+    assert drills == knowledge.option_drills(200, 60, seed=0, answer_format=answer_format)  # seeded
+    letters = set()
+    for prompt, continuation, letter in drills:
+        lines = prompt.split("\n")
+        options = dict(line.split(") ", 1) for line in lines[:4])
+        assert list(options) == ["A", "B", "C", "D"] and len(set(options.values())) == 4
+        assert all(1 <= int(v) <= 60 for v in options.values())
+        assert prompt.endswith("\n\n") and lines[-2] == ""
+        _, value = _value_line(lines[-3])
+        assert options[letter] == str(value)  # the letter names the option that holds the value
+        gap = lines[5:-4]
+        assert len(gap) <= 4 and all(line.endswith(".") and " = " in line for line in gap)
+        assert continuation.endswith(f"Answer: {letter}")
+        if answer_format == "scan":  # A.. the letter, each option with no / yes against the value
+            scan = continuation.split("\n\n")[0].split("\n")
+            k = "ABCD".index(letter)
+            assert scan == [f"{c}) {options[c]} {'yes' if i == k else 'no'}" for i, c in enumerate("ABCD"[:k + 1])]
+        else:
+            assert continuation == f"Answer: {letter}"
+        letters.add(letter)
+    assert letters == {"A", "B", "C", "D"}  # the letter moves around
+    with pytest.raises(ValueError, match="max_value=4"):
+        knowledge.option_drills(1, 4, seed=0)
+    with pytest.raises(ValueError, match="answer_format='bold'"):
+        knowledge.option_drills(1, 60, seed=0, answer_format="bold")
+
+
+def test_corpus_pages_the_option_drills():
+    c = knowledge.knowledge_corpus(10, 40, fact_copies=0, n_drills=0, seed=0, n_option_drills=20, per_document=16)
+    drills = [p + a for p, a, _ in knowledge.option_drills(20, 40, seed=0)]
+    assert c.texts == ["\n\n".join(drills[i:i + 4]) for i in range(0, 20, 4)]
+    assert knowledge.knowledge_corpus(10, 40, 0, 0, seed=0).texts == []  # none asked, none written
+    with pytest.raises(ValueError, match="n_option_drills=-1"):
+        knowledge.knowledge_corpus(10, 40, 0, 0, seed=0, n_option_drills=-1)

@@ -296,16 +296,17 @@ def test_cpt_pools_hold_out_whole_questions_and_documents():
     assert all("path 0<" not in t and "path 7<" not in t for t in pools["reasoning_train"])  # kept only
 
 
-def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer):
+def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer, questions):
     from steiner_lib.tasks import knowledge
 
     known = knowledge.knowledge_corpus(max_number=4, max_value=6, fact_copies=60, n_drills=0, seed=0,
                                        heldout_share=0.2)
     model = modeling.build_model(tokenizer, TINY, seed=0)
-    before = P.knowledge_report(model, tokenizer, known, n_probes=20, n_boot=50)
+    before = P.knowledge_report(model, tokenizer, known, n_probes=20, n_boot=50, questions=questions)
     ops = sorted({f.op for f in known.train_facts})
     assert list(before.index) == ["arithmetic facts read", "arithmetic facts held out", "list drill: copy",
-                                  "list drill: sort", "list drill: take"] + [
+                                  "list drill: sort", "list drill: take", "option drill: letter of a value",
+                                  "question prompt: letter of a written value"] + [
         f"arithmetic facts read: {P.OPERATION_NAMES[op]}" for op in P.OPERATION_NAMES if op in ops]
     by_op = before.loc[[i for i in before.index if i.startswith("arithmetic facts read: ")]]
     assert by_op["items"].sum() == before.loc["arithmetic facts read", "items"]  # the same probes, split
@@ -314,3 +315,29 @@ def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer):
     assert before.loc["arithmetic facts read", "items"] == 20 and len(known.train_facts) > 20  # a sample of n_probes
     assert before.loc["arithmetic facts read", "accuracy"] < 0.2  # an untrained model knows nothing
     assert (before["ci_low"] <= before["accuracy"]).all() and (before["accuracy"] <= before["ci_high"]).all()
+
+
+@pytest.mark.parametrize("answer_format", ["scan", "letter"])
+def test_letter_probes_ask_the_letter_of_the_solved_value(questions, answer_format):
+    prompts, letters = P.letter_probes(questions, seed=0, n=8, answer_format=answer_format)
+    assert len(prompts) == len(letters) == 8
+    for q, prompt, letter in zip(questions, prompts, letters):
+        assert prompt.startswith(modeling.IM_START) and prompt.endswith(f"= {q.problem.target}\n\n")
+        options = dict(line.split(") ", 1) for line in prompt.split(modeling.IM_END)[0].splitlines()[-4:])
+        assert options[letter] == str(q.problem.target)  # the letter names the written value's option
+        assert "Answer:" not in prompt and " no\n" not in prompt  # the model writes the rest
+
+
+def test_base_corpus_answers_scan_the_options_of_their_own_prompt(questions):
+    texts = [t for t in P.base_corpus([], questions, seed=0, copies=2) if t.startswith(modeling.IM_START)]
+    for t in texts:
+        user, reply = t.split(modeling.IM_END)[0], t.split("assistant\n", 1)[1]
+        options = [line.split(") ", 1)[1] for line in user.splitlines()[-4:]]
+        letter = reply.rsplit("Answer: ", 1)[1][0]
+        scan = reply.split("\n\n")[-2].splitlines()
+        k = "ABCD".index(letter)
+        assert scan == [f"{c}) {options[i]} {'yes' if i == k else 'no'}" for i, c in enumerate("ABCD"[:k + 1])]
+    letter_only = P.base_corpus([], questions, seed=0, copies=2, answer_format="letter")
+    assert not any(" yes\n" in t for t in letter_only)
+    with pytest.raises(ValueError, match="answer_format='bold'"):
+        P.base_corpus([], questions, seed=0, answer_format="bold")
