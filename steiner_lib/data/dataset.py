@@ -213,7 +213,7 @@ def tokenizer_label(tokenizer_params) -> str:
 
 def sample_examples(graphs, by_question, questions, n_paths: int, max_backtracks: int,
                     explore_prob: float, seed: int, backtrack_by: str = "label", progress: bool = True,
-                    answer_format: str = "scan"):
+                    answer_format: str = "letter"):
     """Sample paths from every DAG and render each as a prompt + reasoning + answer example
     (`answer_format`: tasks.text.ANSWER_FORMATS, whether the visible answer scans the options).
 

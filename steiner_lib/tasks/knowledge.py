@@ -86,7 +86,7 @@ def drills(n: int, max_number: int, max_value: int, seed: int,
 
 
 def option_drill(rng: random.Random, facts_by_result: dict[int, list[Operation]], max_value: int,
-                 max_gap_lines: int = 4, answer_format: str = "scan") -> tuple[str, str, str]:
+                 max_gap_lines: int = 4, answer_format: str = "letter") -> tuple[str, str, str]:
     """(prompt, continuation, letter) of one option drill: the options block, 0..max_gap_lines worked
     facts and the value's line; the continuation is the rest of the visible answer
     (`text.answer_text` in `answer_format`: the option scan, then "Answer: X").
@@ -121,7 +121,7 @@ def split_after_value(answer: str) -> tuple[str, str]:
 
 
 def option_drills(n: int, max_value: int, seed: int, max_gap_lines: int = 4,
-                  answer_format: str = "scan") -> list[tuple[str, str, str]]:
+                  answer_format: str = "letter") -> list[tuple[str, str, str]]:
     """n option drills (`option_drill`) over the values some fact reaches (1..max_value)."""
     if max_value < 5:
         raise ValueError(f"max_value={max_value}: option drills need at least 5 values to draw four options from")
@@ -161,7 +161,7 @@ class KnowledgeCorpus:
 
 def knowledge_corpus(max_number: int, max_value: int, fact_copies: int, n_drills: int, seed: int,
                      heldout_share: float = 0.05, per_document: int = 32, n_option_drills: int = 0,
-                     answer_format: str = "scan") -> KnowledgeCorpus:
+                     answer_format: str = "letter") -> KnowledgeCorpus:
     """The base model's arithmetic, list and option-reading knowledge as plain-text documents.
 
     Facts: each copy is a fresh shuffle of the training facts, cut into documents of
@@ -197,7 +197,7 @@ def knowledge_corpus(max_number: int, max_value: int, fact_copies: int, n_drills
 
 def corpus_for_questions(questions, fact_copies: int, n_drills: int, seed: int,
                          heldout_share: float = 0.05, n_option_drills: int = 0,
-                         answer_format: str = "scan") -> KnowledgeCorpus:
+                         answer_format: str = "letter") -> KnowledgeCorpus:
     """`knowledge_corpus` over the ranges the training questions reach: start numbers up to the
     largest one they hold, facts up to their cap (`fact_range`)."""
     questions = list(questions)

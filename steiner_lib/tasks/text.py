@@ -74,7 +74,8 @@ def answer_text(operations: list[Operation], value: int, letter: str, choices=No
 
     The scan copies the options in order and says of each whether it is the value, up to the one
     that is ("A) 41 no\nB) 44 yes"). Without it the letter has to be looked up in one token from
-    the prompt's list, which the CPU models never learnt (benchmarks/answer_format.py).
+    the prompt's list, which the CPU models never learnt (benchmarks/letter_lookup.py,
+    benchmarks/answer_format.py).
     """
     scan = "" if choices is None else option_scan(choices, letter) + "\n\n"
     return f"{expression(operations)} = {value}\n\n{scan}Answer: {letter}"

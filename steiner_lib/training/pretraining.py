@@ -59,7 +59,7 @@ def shortcut_reasoning(operations: list[Operation]) -> str:
 
 
 def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1, chat: bool = True,
-                max_chars: int = 2000, extra: list[str] = (), answer_format: str = "scan") -> list[str]:
+                max_chars: int = 2000, extra: list[str] = (), answer_format: str = "letter") -> list[str]:
     """The base stand-in's corpus: regular text plus one shortcut solution per question and copy,
     plus `extra` texts (the domain knowledge of tasks.knowledge), all shuffled together.
 
@@ -94,7 +94,7 @@ def shortcut_chat(prompt: str, operations: list[Operation], letter: str, choices
     return modeling.chat_text(prompt, shortcut_reasoning(operations) + "\n\n" + answer)
 
 
-def letter_probes(questions, seed: int, n: int, answer_format: str = "scan") -> tuple[list[str], list[str]]:
+def letter_probes(questions, seed: int, n: int, answer_format: str = "letter") -> tuple[list[str], list[str]]:
     """(prompts, letters) that ask for the letter of a value already written: a question's prompt
     shuffled with a seed the base corpus never used, its solver's steps and the visible answer cut
     after the value's line (`knowledge.split_after_value`); the model must write the rest (in
@@ -116,7 +116,7 @@ def letter_probes(questions, seed: int, n: int, answer_format: str = "scan") -> 
 
 
 def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0,
-                     n_boot: int = 2000, questions=None, answer_format: str = "scan") -> pd.DataFrame:
+                     n_boot: int = 2000, questions=None, answer_format: str = "letter") -> pd.DataFrame:
     """The model's accuracy on what the base corpus taught (greedy, exact answer), with 95% bootstrap
     CIs: arithmetic facts it read, facts held out of its corpus, fresh copy / sort / take drills,
     fresh option drills, and (given `questions`, CountdownQuestions) the letter of a written value on

@@ -25,7 +25,7 @@ def pipeline():
     questions = {q.question_id: q for q in train}
     graphs = dataset.build_dags(by_q, questions, progress=False)
     examples, sampled = dataset.sample_examples(graphs, by_q, questions, n_paths=4, max_backtracks=2,
-                                                explore_prob=0.3, seed=0, progress=False)
+                                                explore_prob=0.3, seed=0, progress=False, answer_format="scan")
     tokenizer = dataset.run_tokenizer(cfg.tokenizer, trajs)
     return dict(train=train, trajs=trajs, by_q=by_q, questions=questions, graphs=graphs, examples=examples,
                 sampled=sampled, tokenizer=tokenizer, splits=splits)
@@ -42,7 +42,7 @@ def test_every_example_parses_and_its_letter_names_the_reachable_option(pipeline
         letter = re.search(r"Answer: ([ABCD])", row["answer"]).group(1)
         option = re.search(rf"^{letter}\) (\d+)$", row["prompt"], re.M).group(1)
         assert int(option) == pipeline["questions"][row["question_id"]].problem.target
-        # The default answer scans the prompt's options from A to that letter, "yes" only at it.
+        # The scan answer goes through the prompt's options from A to that letter, "yes" only at it.
         shown = re.findall(r"^([ABCD])\) (\d+)$", row["prompt"], re.M)
         k = "ABCD".index(letter)
         assert re.findall(r"^([ABCD])\) (\d+) (no|yes)$", row["answer"], re.M) == [
@@ -51,8 +51,7 @@ def test_every_example_parses_and_its_letter_names_the_reachable_option(pipeline
 
 def test_the_letter_answer_format_writes_no_scan(pipeline):
     letter_only, _ = dataset.sample_examples(pipeline["graphs"], pipeline["by_q"], pipeline["questions"], n_paths=2,
-                                             max_backtracks=2, explore_prob=0.3, seed=0, progress=False,
-                                             answer_format="letter")
+                                             max_backtracks=2, explore_prob=0.3, seed=0, progress=False)  # the default
     assert all(re.fullmatch(r"[^\n]* = \d+\n\nAnswer: [ABCD]", a) for a in letter_only["answer"])
     with pytest.raises(ValueError, match="answer_format='bold'"):
         dataset.sample_examples(pipeline["graphs"], pipeline["by_q"], pipeline["questions"], n_paths=2,
@@ -105,7 +104,8 @@ def test_dags_round_trip_on_disk(pipeline, tmp_path):
 
 def test_sampling_is_deterministic_for_a_seed(pipeline):
     again, _ = dataset.sample_examples(pipeline["graphs"], pipeline["by_q"], pipeline["questions"], n_paths=4,
-                                       max_backtracks=2, explore_prob=0.3, seed=0, progress=False)
+                                       max_backtracks=2, explore_prob=0.3, seed=0, progress=False,
+                                       answer_format="scan")
     assert again["reasoning"] == pipeline["examples"]["reasoning"]
     assert dataset.stable_seed(1, "a") == dataset.stable_seed(1, "a") != dataset.stable_seed(2, "a")
 

@@ -329,7 +329,8 @@ def test_letter_probes_ask_the_letter_of_the_solved_value(questions, answer_form
 
 
 def test_base_corpus_answers_scan_the_options_of_their_own_prompt(questions):
-    texts = [t for t in P.base_corpus([], questions, seed=0, copies=2) if t.startswith(modeling.IM_START)]
+    texts = [t for t in P.base_corpus([], questions, seed=0, copies=2, answer_format="scan")
+             if t.startswith(modeling.IM_START)]
     for t in texts:
         user, reply = t.split(modeling.IM_END)[0], t.split("assistant\n", 1)[1]
         options = [line.split(") ", 1)[1] for line in user.splitlines()[-4:]]
@@ -337,7 +338,7 @@ def test_base_corpus_answers_scan_the_options_of_their_own_prompt(questions):
         scan = reply.split("\n\n")[-2].splitlines()
         k = "ABCD".index(letter)
         assert scan == [f"{c}) {options[i]} {'yes' if i == k else 'no'}" for i, c in enumerate("ABCD"[:k + 1])]
-    letter_only = P.base_corpus([], questions, seed=0, copies=2, answer_format="letter")
+    letter_only = P.base_corpus([], questions, seed=0, copies=2)  # the default
     assert not any(" yes\n" in t for t in letter_only)
     with pytest.raises(ValueError, match="answer_format='bold'"):
         P.base_corpus([], questions, seed=0, answer_format="bold")
