@@ -8,7 +8,8 @@ sampling). Chance is 25%: a model that reads the list puts its mass on the right
 
 Two kinds of prefix:
 - shortcut: a validation question's prompt, the exact solver's forward steps and the visible
-  answer, as the base corpus writes them (`pretraining.letter_probes`; never trained on);
+  answer up to "Answer:", as the base corpus writes them (`pretraining.letter_probes`; never
+  trained on);
 - SFT path: a training path of 02 (prompt, Steiner reasoning, visible answer) with the four
   options re-shuffled by a seed SFT never used, so the letter cannot be remembered.
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from steiner_lib.data import dataset  # noqa: E402
 from steiner_lib.evaluation import scoring  # noqa: E402
-from steiner_lib.tasks import choice  # noqa: E402
+from steiner_lib.tasks import choice, knowledge  # noqa: E402
 from steiner_lib.training import checkpoints, modeling, pretraining  # noqa: E402
 
 COLUMNS = ("label", "seed", "checkpoint", "prefix", "items", "letter_accuracy", "ci_low", "ci_high",
@@ -54,6 +55,13 @@ def letter_probabilities(model, tokenizer, prompts: list[str]) -> list[list[floa
     return out
 
 
+def shortcut_probes(questions, n: int) -> tuple[list[str], list[str]]:
+    """`pretraining.letter_probes` (cut after the value's line) with "Answer:" added: the prefix after
+    which the letter is the next token, in the paper's answer form."""
+    prompts, letters = pretraining.letter_probes(questions, seed=UNUSED_SHUFFLE, n=n, answer_format="letter")
+    return [p + "Answer:" for p in prompts], letters
+
+
 def sft_path_probes(run: Path, n: int) -> tuple[list[str], list[str]]:
     """One 02 path per training question, cut after "Answer:", its options re-shuffled (UNUSED_SHUFFLE)."""
     import datasets
@@ -65,7 +73,7 @@ def sft_path_probes(run: Path, n: int) -> tuple[list[str], list[str]]:
             continue
         seen.add(row["question_id"])
         prompt, letter = choice.format_prompt(questions[row["question_id"]], seed=UNUSED_SHUFFLE)
-        answer = row["answer"].rsplit("Answer:", 1)[0] + "Answer:"
+        answer = knowledge.split_after_value(row["answer"])[0] + "Answer:"  # no scan of the old shuffle
         prompts.append(modeling.chat_text(prompt) + row["reasoning"] + "\n" + answer)
         answers.append(letter)
         if len(prompts) >= n:
@@ -75,9 +83,7 @@ def sft_path_probes(run: Path, n: int) -> tuple[list[str], list[str]]:
 
 def rows_for(run: Path, label: str, seed: int, n: int) -> list[dict]:
     validation = list(dataset.load_countdown_questions(run / "01_synthesis" / "validation.csv").values())
-    shortcut = pretraining.letter_probes(validation, seed=UNUSED_SHUFFLE, n=n)
-    shortcut = (shortcut[0], [a.strip() for a in shortcut[1]])
-    probes = {"shortcut": shortcut, "SFT path": sft_path_probes(run, n)}
+    probes = {"shortcut": shortcut_probes(validation, n), "SFT path": sft_path_probes(run, n)}
     rows = []
     for stage, name in (("03_cpt", "base"), ("03_cpt", "cpt"), ("04_sft", "sft")):
         path = run / stage / name

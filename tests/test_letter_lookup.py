@@ -29,3 +29,15 @@ def test_letter_probabilities_are_the_next_token_distribution_over_the_letters()
         full = torch.softmax(tiny_model(**enc).logits[0, -1], -1)
     assert probs[1] == full[ids].tolist()
     assert 0 < sum(probs[0]) <= 1
+
+
+def test_shortcut_probes_end_where_the_letter_is_the_next_token():
+    from helpers import make_questions
+
+    questions = make_questions(6)
+    prompts, letters = _module().shortcut_probes(questions, n=6)
+    assert len(prompts) == len(letters) == 6
+    for q, prompt, letter in zip(questions, prompts, letters):
+        assert prompt.endswith(f"= {q.problem.target}\n\nAnswer:")
+        options = dict(line.split(") ", 1) for line in prompt.split("<|im_end|>")[0].splitlines()[-4:])
+        assert options[letter] == str(q.problem.target)
