@@ -232,10 +232,9 @@ def sample_examples(graphs, by_question, questions, n_paths: int, max_backtracks
         for i, path in enumerate(paths):
             sampled[(qid, i)] = path
             # A seeded shuffle per path: the correct letter varies across a question's paths.
-            prompt, letter = choice.format_prompt(q.to_choice(), seed=seed * 1000 + i)
-            shown = choice.shuffle_choices(q.to_choice(), seed * 1000 + i)[0] if answer_format == "scan" else None
+            prompt, letter, shown = choice.format_prompt_and_choices(q, seed=seed * 1000 + i)
             ops = dag.path_operations(path)
-            answer = text.answer_text(ops, q.problem.target, letter, shown)
+            answer = text.answer_text(ops, q.problem.target, letter, shown if answer_format == "scan" else None)
             traj = dag.path_to_trajectory(path, answer, backtrack_by=backtrack_by)
             rows.append({
                 "question_id": qid, "path_index": i, "prompt": prompt,

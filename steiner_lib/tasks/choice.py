@@ -194,10 +194,17 @@ def format_prompt(q: ChoiceQuestion | CountdownQuestion, seed: int) -> tuple[str
 
     No chain-of-thought instruction: the paper evaluates without CoT prompting.
     """
+    prompt, letter, _ = format_prompt_and_choices(q, seed)
+    return prompt, letter
+
+
+def format_prompt_and_choices(q: ChoiceQuestion | CountdownQuestion, seed: int) -> tuple[str, str, list[str]]:
+    """`format_prompt` and the four choice texts in the letter order it shows (an answer that scans
+    the options needs them)."""
     if isinstance(q, CountdownQuestion):
         q = q.to_choice()
     choices, letter = shuffle_choices(q, seed)
-    return q.question + "\n\n" + options_block(choices), letter
+    return q.question + "\n\n" + options_block(choices), letter, choices
 
 
 def options_block(choices) -> str:

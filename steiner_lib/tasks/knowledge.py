@@ -85,11 +85,12 @@ def drills(n: int, max_number: int, max_value: int, seed: int,
     return out
 
 
-def option_drill(rng: random.Random, facts_by_result: dict[int, list[Operation]], max_value: int,
-                 max_gap_lines: int = 4, answer_format: str = "letter") -> tuple[str, str, str]:
+def option_drill(rng: random.Random, facts: list[Operation], facts_by_result: dict[int, list[Operation]],
+                 max_value: int, max_gap_lines: int = 4, answer_format: str = "letter") -> tuple[str, str, str]:
     """(prompt, continuation, letter) of one option drill: the options block, 0..max_gap_lines worked
     facts and the value's line; the continuation is the rest of the visible answer
-    (`text.answer_text` in `answer_format`: the option scan, then "Answer: X").
+    (`text.answer_text` in `answer_format`: the option scan, then "Answer: X"). `facts` are the worked
+    lines to draw from, `facts_by_result` the same facts by their result.
 
     The value is the result of a fact; the three other options are distinct values among the eight
     nearest it (within [value/2, 2 value] when there is room, as a question's distractors are), so
@@ -105,8 +106,7 @@ def option_drill(rng: random.Random, facts_by_result: dict[int, list[Operation]]
     choices = rng.sample(pool, 3) + [value]
     rng.shuffle(choices)
     letter = LETTERS[choices.index(value)]
-    every = [o for ops in facts_by_result.values() for o in ops]
-    gap = [f"{o.text()}." for o in (rng.choice(every) for _ in range(rng.randint(0, max_gap_lines)))]
+    gap = [f"{o.text()}." for o in (rng.choice(facts) for _ in range(rng.randint(0, max_gap_lines)))]
     worked = "\n\n" + "\n".join(gap) if gap else ""
     answer = answer_text([rng.choice(facts_by_result[value])], value, letter,
                          [str(c) for c in choices] if answer_format == "scan" else None)
@@ -130,8 +130,9 @@ def option_drills(n: int, max_value: int, seed: int, max_gap_lines: int = 4,
     by_result: dict[int, list[Operation]] = {}
     for o in arithmetic_facts(max_value):
         by_result.setdefault(o.result, []).append(o)
+    facts = [o for ops in by_result.values() for o in ops]  # grouped by result: the order drills draw from
     rng = random.Random(f"{seed}-option-drills")
-    return [option_drill(rng, by_result, max_value, max_gap_lines, answer_format) for _ in range(n)]
+    return [option_drill(rng, facts, by_result, max_value, max_gap_lines, answer_format) for _ in range(n)]
 
 
 def letter_accuracy(model, tokenizer, prompts: list[str], letters: list[str], max_new_tokens: int = 48,

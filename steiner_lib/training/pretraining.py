@@ -79,8 +79,8 @@ def base_corpus(regular_texts: list[str], questions, seed: int, copies: int = 1,
         if ops is None:
             raise ValueError(f"question {q.question_id} has no solution: build it with choice.make_countdown_question")
         for c in range(copies):
-            prompt, letter = choice.format_prompt(q, seed=seed * 1000 + c)
-            shown = choice.shuffle_choices(q, seed * 1000 + c)[0] if answer_format == "scan" else None
+            prompt, letter, shown = choice.format_prompt_and_choices(q, seed=seed * 1000 + c)
+            shown = shown if answer_format == "scan" else None
             out.append(shortcut_chat(prompt, ops, letter, shown) if chat else
                        shortcut_plain_text(prompt, ops, letter, shown))
     random.Random(f"{seed}-base-corpus").shuffle(out)
@@ -105,10 +105,9 @@ def letter_probes(questions, seed: int, n: int, answer_format: str = "letter") -
     out_p, out_l = [], []
     for q in list(questions)[:n]:
         ops = solve(q.problem)
-        shuffle = seed * 1000 + 999  # the corpus's copies use seed * 1000 + c, c small
-        prompt, letter = choice.format_prompt(q, seed=shuffle)
-        shown = choice.shuffle_choices(q, shuffle)[0] if answer_format == "scan" else None
-        answer = task_text.answer_text(ops, ops[-1].result, letter, shown)
+        # The corpus's copies use seed * 1000 + c, c small.
+        prompt, letter, shown = choice.format_prompt_and_choices(q, seed=seed * 1000 + 999)
+        answer = task_text.answer_text(ops, ops[-1].result, letter, shown if answer_format == "scan" else None)
         head, _ = knowledge.split_after_value(answer)
         out_p.append(modeling.chat_text(prompt) + shortcut_reasoning(ops) + "\n\n" + head)
         out_l.append(letter)
