@@ -9,8 +9,8 @@ by its "Answer: X" (`knowledge.letter_accuracy`). Chance is 25%.
   prompt's list (the option holding the value, two tokens before it).
 - scan: the options from A, each "no" or "yes" against the value, then "Answer: B".
 
-Rows (format, seed, the run's training steps, the step probed, accuracy with a 95% bootstrap CI) are appended to --out
-(benchmarks/results/answer_format.csv). A benchmark, not a test: minutes per format and seed.
+Rows (format, seed, the run's training steps, the step probed, accuracy with a 95% bootstrap CI)
+are appended to --out (benchmarks/results/answer_format.csv). A benchmark, not a test: minutes per format and seed.
 
     .venv/bin/python benchmarks/answer_format.py --runs runs/b15n3k-s0,runs/b15n3k-s1 --steps 400
 """

@@ -38,7 +38,8 @@ from steiner_lib import params as P  # noqa: E402
 from steiner_lib.data import dataset  # noqa: E402
 
 COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
-           "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share", "heldout_valid_step_share_ci", "heldout_format_valid_share",
+           "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share",
+           "heldout_valid_step_share_ci", "heldout_format_valid_share",
            "heldout_solve_rate", "heldout_solve_rate_ci", "teacher_solve_rate", "base_tokens", "cpt_tokens",
            "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
 

@@ -123,9 +123,9 @@ checkpoints.save_checkpoint(base, tokenizer, stage.path("base"))
 # to facts held out of its corpus, to copy, sort and take drills on fresh lists, and to option
 # drills; "question prompt: letter of a written value" gives it a training question's prompt
 # (its options shuffled by a seed the corpus never used), the solver's steps and value, lets it
-# write the rest of the answer and reads its letter (chance 25%). The last rows split the facts it read by operation. A step of the later stages is valid only when its
-# operation's numbers are copied right and its result is right, so these rows bound what SFT can
-# reach.
+# write the rest of the answer and reads its letter (chance 25%). The last rows split the facts it
+# read by operation. A step of the later stages is valid only when its operation's numbers are
+# copied right and its result is right, so these rows bound what SFT can reach.
 
 # %%
 #| label: tbl-base-knowledge

@@ -9,9 +9,9 @@ plain text, never with a reasoning token and never as a search:
   the task reaches (1..max_value), one per line, in the same symbols as the step texts;
 - list drills: copying a short list of numbers, sorting it, and taking two numbers out of it;
 - option drills: four options as a question lists them, a few worked lines, a value, and the visible
-  answer that names the option holding it (the option scan, then "Answer: B"): reading a multiple-choice list, which an instruct model
-  brings and which the stages never teach (04 measured a letter at chance even after a correct
-  value, `scoring.letter_holds_value`).
+  answer that names the option holding it (`text.answer_text`): reading a multiple-choice list,
+  which an instruct model brings and which the stages never teach (04 measured a letter at chance
+  even after a correct value, `scoring.letter_holds_value`).
 
 A share of the facts is held out of the corpus, so notebook 03 can report the base model's
 accuracy on facts it never read next to facts it read (`probe_accuracy`).
