@@ -13,6 +13,7 @@ Rows (format, seed, the run's training steps, the step probed, accuracy with a 9
 are appended to --out (benchmarks/results/answer_format.csv). A benchmark, not a test: minutes per format and seed.
 
     .venv/bin/python benchmarks/answer_format.py --runs runs/b15n3k-s0,runs/b15n3k-s1 --steps 400
+    .venv/bin/python benchmarks/answer_format.py --runs runs/b15n3k-s1 --seeds 1 --steps 1000 --probe-every 250
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def measure(base: Path, seed: int, answer_format: str, steps: int, probe_every: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", required=True, help="comma-separated finished runs; run i is seed i's base model")
+    ap.add_argument("--seeds", help="comma-separated seed of each run, in order (default 0, 1, ...)")
     ap.add_argument("--formats", default=",".join(reversed(ANSWER_FORMATS)))
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--probe-every", type=int, default=200)
@@ -83,7 +85,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--formats {unknown}: expected some of {ANSWER_FORMATS}")
     out = Path(args.out)
-    for seed, run in enumerate(args.runs.split(",")):
+    runs = args.runs.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(range(len(runs)))
+    if len(seeds) != len(runs):
+        raise SystemExit(f"--seeds gives {len(seeds)} seeds for {len(runs)} runs: give one seed per run")
+    for seed, run in zip(seeds, runs):
         base = Path(run) / "03_cpt" / "base"
         if not (base / "config.json").exists():
             raise SystemExit(f"{base} holds no model: run notebooks 01-03 for {run} first")
