@@ -36,6 +36,11 @@ COLUMNS = ("answer_format", "base", "seed", "train_steps", "step", "probes", "le
            "seconds")
 
 
+def _project_path(path: Path) -> str:
+    """A path relative to the project when it lies inside it: rows name the same base on every checkout."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def measure(base: Path, seed: int, answer_format: str, steps: int, probe_every: int, max_value: int,
             n_probes: int = 200) -> list[dict]:
     from transformers import TrainerCallback
@@ -52,7 +57,7 @@ def measure(base: Path, seed: int, answer_format: str, steps: int, probe_every: 
         right = knowledge.letter_accuracy(model, tokenizer, [p for p, _, _ in probes], [c for _, _, c in probes])
         model.train()
         mean, lo, hi = scoring.bootstrap_ci([float(r) for r in right], n_boot=2000, seed=0)
-        rows.append({"answer_format": answer_format, "base": str(base), "seed": seed, "train_steps": steps,
+        rows.append({"answer_format": answer_format, "base": _project_path(base), "seed": seed, "train_steps": steps,
                      "step": step, "probes": len(right), "letter_accuracy": round(mean, 4), "ci_low": round(lo, 4),
                      "ci_high": round(hi, 4), "seconds": round(time.perf_counter() - start, 1)})
         print(rows[-1], flush=True)
@@ -90,7 +95,7 @@ def main() -> None:
     if len(seeds) != len(runs):
         raise SystemExit(f"--seeds gives {len(seeds)} seeds for {len(runs)} runs: give one seed per run")
     for seed, run in zip(seeds, runs):
-        base = Path(run) / "03_cpt" / "base"
+        base = (ROOT / run / "03_cpt" / "base").resolve()
         if not (base / "config.json").exists():
             raise SystemExit(f"{base} holds no model: run notebooks 01-03 for {run} first")
         for answer_format in formats:

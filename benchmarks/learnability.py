@@ -40,8 +40,12 @@ from steiner_lib.data import dataset  # noqa: E402
 COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
            "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share",
            "heldout_valid_step_share_ci", "heldout_format_valid_share",
-           "heldout_solve_rate", "heldout_solve_rate_ci", "teacher_solve_rate", "base_tokens", "cpt_tokens",
+           "heldout_solve_rate", "heldout_solve_rate_ci", "heldout_target_reached", "heldout_target_reached_ci",
+           "heldout_letter_holds_value", "heldout_letter_holds_value_ci", "teacher_solve_rate", "base_tokens", "cpt_tokens",
            "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
+
+
+LETTER_HOLDS = "heldout_letter_holds_the_written_value"  # 04's manifest key (scoring.SUMMARY_METRICS)
 
 
 def parse_set(items: list[str]) -> dict:
@@ -99,6 +103,10 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
         "heldout_valid_step_share_ci": ci("heldout_valid_step_share"),
         "heldout_format_valid_share": m4.get("heldout_format_valid_share"),
         "heldout_solve_rate": m4.get("heldout_solve_rate"), "heldout_solve_rate_ci": ci("heldout_solve_rate"),
+        # The search alone (the final state holds the target), and the answer's letter given the value it wrote.
+        "heldout_target_reached": m4.get("heldout_target_reached"),
+        "heldout_target_reached_ci": ci("heldout_target_reached"),
+        "heldout_letter_holds_value": m4.get(LETTER_HOLDS), "heldout_letter_holds_value_ci": ci(LETTER_HOLDS),
         "teacher_solve_rate": m4.get("teacher_solve_rate"),
         "base_tokens": m3.get("base_tokens_seen"), "cpt_tokens": m3.get("cpt_tokens_seen"),
         "sft_tokens": m4.get("sft_train_tokens"), "sft_tokens_per_s": m4.get("sft_tokens_per_s"),
@@ -147,6 +155,7 @@ def main() -> None:
         dataset.append_recorded_rows(Path(args.curve_out), curve_rows(run, args.label, seed, overrides), CURVE_COLUMNS)
         print(" | ".join(f"{k}={row[k]}" for k in ("label", "seed", "base_facts_read", "heldout_valid_step_share",
                                                    "heldout_format_valid_share", "heldout_solve_rate",
+                                                   "heldout_target_reached", "heldout_letter_holds_value",
                                                    "teacher_solve_rate", "sft_tokens_per_s", "wall_time_s_01_04")),
               flush=True)
     print(f"\n{len(rows)} seed(s) appended to {out}")

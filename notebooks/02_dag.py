@@ -116,13 +116,15 @@ print(f"{len(graphs)} DAGs, {len(features)} nodes")
 # a model needs only the depth it is at, and the latest step with a label is the one on the
 # current path. `dag_backtrack_by: name` gives the paper's wording (whole names) for comparison.
 #
-# The visible answer after the reasoning writes the expression and its value and ends with
-# "Answer: X" (`task_answer_format: letter`, the default, as the paper's answers do). With
-# `task_answer_format: scan` it first goes through the options from A, saying of each whether it
-# is the value ("A) 41 no", "B) 44 yes"). That is our addition, not the paper's: in development
-# runs the CPU models never learnt to look the letter up in one token from the prompt's list (their
-# letter stayed at chance even after a correct value, `benchmarks/results/letter_lookup.csv`),
-# while a base model trained on drills learnt the scan (`benchmarks/results/answer_format.csv`).
+# The visible answer after the reasoning writes the expression and its value, then goes through
+# the options from A, saying of each whether it is the value ("A) 41 no", "B) 44 yes"), and ends
+# with "Answer: X" (`task_answer_format: scan`, the default). The scan is our addition, not the
+# paper's: in development runs the CPU models never learnt to look the letter up in one token from
+# the prompt's list (their letter stayed at chance even after a correct value,
+# `benchmarks/results/letter_lookup.csv`), while base models trained on drills learnt the scan
+# (`benchmarks/results/answer_format.csv`, two seeds) and SFT models trained on scanned answers
+# wrote the letter of the value they reached (`benchmarks/results/learnability.csv`, column
+# `heldout_letter_holds_value`). `task_answer_format: letter` gives the paper's answer.
 #
 # The tokenizer trained here follows Qwen2.5's rule by default: numbers are spelled digit by digit
 # (`tokenizer_numbers: digits`). `tokenizer_numbers: whole` keeps a run of digits as one piece

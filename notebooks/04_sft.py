@@ -172,9 +172,10 @@ display(dataset.recorded_benchmark("learnability.csv"))
 display(dataset.recorded_benchmark("letter_lookup.csv"))
 
 # %% [markdown]
-# Why the default answer scans the options (`task_answer_format`, chapter 2): a development base
-# model trained further on option drills alone, in each answer format, and probed on fresh drills
-# (`benchmarks/answer_format.py`; the letter read from the model's own continuation after the value).
+# Which visible answer a small base model can learn to end with the right letter
+# (`task_answer_format`, chapter 2): a development base model trained further on option drills
+# alone, in each answer format, and probed on fresh drills (`benchmarks/answer_format.py`; the
+# letter read from the model's own continuation after the value).
 
 # %%
 #| label: tbl-answer-format

@@ -57,7 +57,7 @@ class TaskParams:
     n_control: int = knob(100, "questions that need no search (forward-only control)", lo=1)
     diamond_max_backtracks: int = knob(5, "diamond rule: greedy fails and reference search backtracks <= this", lo=1)
     hard_min_backtracks: int = knob(100, "hard rule: greedy fails and reference search backtracks >= this", lo=2)
-    answer_format: Literal["scan", "letter"] = knob("letter", "visible answer after the value: scan (each option from A, no / yes, then the letter) or letter (the letter alone)")
+    answer_format: Literal["scan", "letter"] = knob("scan", "visible answer after the value: scan (each option from A, no / yes, then the letter) or letter (the letter alone)")
 
 
 @dataclass(frozen=True)

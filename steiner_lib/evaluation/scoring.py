@@ -604,12 +604,14 @@ def paired_change(after: pd.DataFrame, before: pd.DataFrame, n_boot: int = 2000,
 
 def heldout_prompts(questions, seed: int) -> tuple[list[str], list[str]]:
     """ChatML prompts (choice.format_prompt, seeded shuffle of the choices) and the correct letters."""
-    prompts, letters = [], []
-    for q in questions:
-        user, letter = choice.format_prompt(q, seed=seed)
-        prompts.append(modeling.chat_text(user))
-        letters.append(letter)
+    prompts, letters, _ = heldout_prompts_and_choices(questions, seed)
     return prompts, letters
+
+
+def heldout_prompts_and_choices(questions, seed: int) -> tuple[list[str], list[str], list[list[str]]]:
+    """heldout_prompts plus each prompt's choices in the order shown (one shuffle per question)."""
+    items = [choice.format_prompt_and_choices(q, seed=seed) for q in questions]
+    return [modeling.chat_text(u) for u, _, _ in items], [l for _, l, _ in items], [c for _, _, c in items]
 
 
 def question_id(q) -> str:
@@ -637,13 +639,12 @@ def generate_and_score(model, tokenizer, questions, seed: int, n_samples: int = 
     if temperature == 0 and n_samples > 1:
         raise ValueError(f"greedy decoding (temperature 0) gives {n_samples} identical samples per question: "
                          f"set temperature > 0 or n_samples=1")
-    prompts, letters = heldout_prompts(questions, seed)
+    prompts, letters, shown = heldout_prompts_and_choices(questions, seed)
     outputs = backends.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_p=top_p, n_samples=n_samples, batch_size=batch_size, seed=seed,
                                 logits_processor=logits_processor, progress=progress, backend=backend)
-    shown = [choice.shuffle_choices(q, seed)[0] for q in questions] if replay else None  # as heldout_prompts
     return score_outputs(outputs, letters, questions if replay else None, tokenizer,
-                         question_ids=[question_id(q) for q in questions], choices=shown)
+                         question_ids=[question_id(q) for q in questions], choices=shown if replay else None)
 
 
 def heldout_report(model, tokenizer, questions, seed: int, n_samples: int = 1, max_new_tokens: int = 512,
@@ -710,5 +711,5 @@ __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps"
            "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff",
            "PRECISION_TARGET", "Z95", "questions_needed", "SAMPLE_SIZE_COLUMNS", "sample_size_table", "largest_need", "power_metrics",
            "power_sentence", "HeldoutReport",
-           "SUMMARY_METRICS", "summarize", "heldout_prompts", "question_id", "generate_and_score", "heldout_report", "backtrack_citations",
+           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_prompts_and_choices", "question_id", "generate_and_score", "heldout_report", "backtrack_citations",
            "format_paragraph"]
