@@ -77,7 +77,7 @@ def measure(base: Path, seed: int, answer_format: str, steps: int, probe_every: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", required=True, help="comma-separated finished runs; run i is seed i's base model")
+    ap.add_argument("--runs", required=True, help="comma-separated finished runs, whose 03 base models are trained")
     ap.add_argument("--seeds", help="comma-separated seed of each run, in order (default 0, 1, ...)")
     ap.add_argument("--formats", default=",".join(reversed(ANSWER_FORMATS)))
     ap.add_argument("--steps", type=int, default=400)

@@ -41,8 +41,8 @@ COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out
            "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share",
            "heldout_valid_step_share_ci", "heldout_format_valid_share",
            "heldout_solve_rate", "heldout_solve_rate_ci", "heldout_target_reached", "heldout_target_reached_ci",
-           "heldout_letter_holds_value", "heldout_letter_holds_value_ci", "teacher_solve_rate", "base_tokens", "cpt_tokens",
-           "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
+           "heldout_letter_holds_value", "heldout_letter_holds_value_ci", "teacher_solve_rate", "base_tokens",
+           "cpt_tokens", "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
 
 
 LETTER_HOLDS = "heldout_letter_holds_the_written_value"  # 04's manifest key (scoring.SUMMARY_METRICS)

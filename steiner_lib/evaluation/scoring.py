@@ -711,5 +711,6 @@ __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps"
            "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff",
            "PRECISION_TARGET", "Z95", "questions_needed", "SAMPLE_SIZE_COLUMNS", "sample_size_table", "largest_need", "power_metrics",
            "power_sentence", "HeldoutReport",
-           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_prompts_and_choices", "question_id", "generate_and_score", "heldout_report", "backtrack_citations",
+           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_prompts_and_choices", "question_id",
+           "generate_and_score", "heldout_report", "backtrack_citations",
            "format_paragraph"]
