@@ -50,6 +50,7 @@ teacher_error_rate = 0.35
 teacher_arithmetic_error_rate = 0.05
 teacher_branching = 3
 teacher_max_explore_steps = 4
+teacher_self_backtracks = 1
 teacher_model = None
 teacher_backend = "transformers"
 teacher_max_new_tokens = 512

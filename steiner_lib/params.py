@@ -67,6 +67,7 @@ class TeacherParams:
     arithmetic_error_rate: float = knob(0.05, "search teacher: chance of a wrong result (hallucinated step)", lo=0.0, hi=1.0)
     branching: int = knob(3, "search teacher: how many top-ranked operations a mistake picks from", lo=1)
     max_explore_steps: int = knob(4, "steps the teacher explores before it is given the answer", lo=1)
+    self_backtracks: int = knob(1, "search teacher: backtracks it makes on its own at a dead end before it is given the answer", lo=0)
     model: Optional[str] = knob(None, "llm teacher: hub name or local path of the model")
     backend: Literal["transformers", "vllm"] = knob("transformers", "llm teacher: generation backend")
     max_new_tokens: int = knob(512, "llm teacher: tokens per continuation", lo=1)
