@@ -139,6 +139,7 @@ class CptParams:
     gradient_accumulation: int = knob(1, "CPT: micro-batches per optimizer step (effective batch = batch_size x this x processes)", lo=1)
     reasoning_share: float = knob(0.5, "CPT mix: share of tokens from reasoning paths (the rest regular text)", lo=0.0, hi=1.0)
     heldout_share: float = knob(0.05, "CPT: share of texts held out for the held-out loss", lo=0.0, hi=0.5)
+    replay_base_corpus: bool = knob(False, "CPT's regular half: the built base's own corpus (regular text, domain knowledge, shortcuts) instead of regular text alone, so CPT does not erase what the base learnt")
 
 
 @dataclass(frozen=True)
