@@ -38,7 +38,7 @@ from steiner_lib import params as P  # noqa: E402
 from steiner_lib.data import dataset  # noqa: E402
 
 COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
-           "base_take", "base_option_drill", "base_letter_of_written_value", "heldout_valid_step_share",
+           "base_take", "base_option_drill", "base_letter_of_written_value", "cpt_facts_read", "heldout_valid_step_share",
            "heldout_valid_step_share_ci", "heldout_format_valid_share",
            "heldout_solve_rate", "heldout_solve_rate_ci", "heldout_target_reached", "heldout_target_reached_ci",
            "heldout_letter_holds_value", "heldout_letter_holds_value_ci", "teacher_solve_rate", "base_tokens",
@@ -99,6 +99,7 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
         "base_take": m3.get("base_accuracy_list_drill_take"),
         "base_option_drill": m3.get("base_accuracy_option_drill_letter_of_a_value"),
         "base_letter_of_written_value": m3.get("base_accuracy_question_prompt_letter_of_a_written_value"),
+        "cpt_facts_read": m3.get("cpt_accuracy_arithmetic_facts_read"),  # what CPT left of the facts
         "heldout_valid_step_share": m4.get("heldout_valid_step_share"),
         "heldout_valid_step_share_ci": ci("heldout_valid_step_share"),
         "heldout_format_valid_share": m4.get("heldout_format_valid_share"),

@@ -50,6 +50,7 @@ teacher_error_rate = 0.35
 teacher_arithmetic_error_rate = 0.05
 teacher_branching = 3
 teacher_max_explore_steps = 4
+teacher_self_backtracks = 1
 teacher_model = None
 teacher_backend = "transformers"
 teacher_max_new_tokens = 512
@@ -132,7 +133,10 @@ print(pretty(synthesis.shortcut_trajectory(train[0], letters[0]).trace()))
 # For each training question: one shortcut trace plus `synthesis_augmentations_per_question`
 # augmented ones. Each augmented trace cuts the shortcut at a random step, lets the teacher
 # continue with the answer hidden, then tells it the answer so it backtracks to the deepest
-# state from which the answer is still reachable and proceeds to it.
+# state from which the answer is still reachable and proceeds to it. With the answer hidden
+# the search teacher writes at most `teacher_max_explore_steps` steps, stops on a state that
+# holds an option, and at a dead end backtracks on its own up to `teacher_self_backtracks`
+# times: how much successful unaided search the traces show ("solved before being told the answer" below).
 
 # %%
 teacher = teachers.make_teacher(cfg.teacher, prompt_seed=cfg.run.seed)

@@ -58,6 +58,7 @@ cpt_learning_rate = 0.001
 cpt_gradient_accumulation = 1
 cpt_reasoning_share = 0.5
 cpt_heldout_share = 0.05
+cpt_replay_base_corpus = False
 
 # %%
 # Setup: validate the params, open this stage, read the questions (01) and the paths and tokenizer (02).
@@ -144,16 +145,21 @@ else:
 # The CPT corpus mixes regular text and notebook 02's reasoning paths (full ChatML texts with
 # the 14 tokens) at `cpt_reasoning_share` of the tokens, sized to the step budget. Whole
 # questions and whole documents are held out before the mix is drawn; the held-out loss is
-# tracked separately on regular text and on reasoning text.
+# tracked separately on regular text and on reasoning text. With `cpt_replay_base_corpus` the
+# regular half is the built base's own corpus (regular text, the domain knowledge and the
+# shortcut solutions), the replay of pre-training data that keeps CPT from erasing what the
+# base learnt; a hub base brings no corpus of ours and replays regular text.
 
 # %%
 before_cpt = pretraining.input_embeddings(base)  # the embedding matrix only, not a second model
 model = checkpoints.maybe_lora(base, cfg.model)
 cpt_result = None
+replays_base_corpus = cfg.cpt.enabled and cfg.cpt.replay_base_corpus and base_result is not None
 if cfg.cpt.enabled:
     # Tokens for the step budget (at least a few batches, so tiny presets still fill blocks).
     budget = max(cfg.cpt.steps, 16) * cfg.cpt.batch_size * cfg.cpt.gradient_accumulation * cfg.cpt.seq_len
-    pools = pretraining.cpt_pools(paths, regular, cfg.cpt.heldout_share, seed=cfg.run.seed)
+    pools = pretraining.cpt_pools(paths, train_texts if replays_base_corpus else regular, cfg.cpt.heldout_share,
+                                  seed=cfg.run.seed)
     mix = pretraining.cpt_corpus(pools["regular_train"], pools["reasoning_train"], cfg.cpt.reasoning_share,
                                  n_tokens_hint=budget, seed=cfg.run.seed, tokenizer=tokenizer)
     display(mix.table())
@@ -166,6 +172,22 @@ if cfg.cpt.enabled:
 else:
     print("CPT skipped (cpt_enabled: false): the base model goes to SFT as it is.")
 checkpoints.save_checkpoint(model, tokenizer, stage.path("cpt"))
+
+# %% [markdown]
+# What the model still knows after CPT (@tbl-knowledge-after-cpt): the same probes as
+# @tbl-base-knowledge. CPT trains on reasoning paths and regular text; a row that falls here is
+# knowledge CPT erased before SFT could use it.
+
+# %%
+#| label: tbl-knowledge-after-cpt
+#| tbl-cap: "The base model's domain knowledge before and after CPT: accuracy of greedy, exact answers (95% bootstrap CIs over items), the same probes."
+if knowledge_table is not None and cpt_result is not None:
+    cpt_knowledge_table = pretraining.knowledge_report(model, tokenizer, known, seed=cfg.run.seed,
+                                                       questions=train_questions.values(), answer_format=answer_format)
+    display(pretraining.knowledge_comparison({"base": knowledge_table, "after CPT": cpt_knowledge_table}).round(3))
+else:
+    cpt_knowledge_table = None
+    print("no comparison: " + ("CPT was skipped" if cpt_result is None else "a pretrained base brings its own knowledge"))
 
 # %% [markdown]
 # @fig-cpt-loss shows the training curves: the base model on its corpus, and CPT on the mix,
@@ -203,10 +225,12 @@ fig.savefig(figures / "token-embeddings.png", dpi=120, bbox_inches="tight")
 # ## Save
 
 # %%
-metrics = {"cpt_enabled": cfg.cpt.enabled, "parameters": modeling.count_parameters(after)}
+metrics = {"cpt_enabled": cfg.cpt.enabled, "cpt_replays_base_corpus": replays_base_corpus,
+           "parameters": modeling.count_parameters(after)}
 if knowledge_table is not None:
-    metrics.update({f"base_accuracy_{k.replace(' ', '_').replace(':', '')}": float(v)
-                    for k, v in knowledge_table["accuracy"].items()})
+    metrics.update(pretraining.knowledge_metrics(knowledge_table, "base"))
+if cpt_knowledge_table is not None:
+    metrics.update(pretraining.knowledge_metrics(cpt_knowledge_table, "cpt"))
 for name, result in (("base", base_result), ("cpt", cpt_result)):
     if result is not None:
         metrics.update({f"{name}_{k}": v for k, v in result.summary().items()})

@@ -67,6 +67,7 @@ class TeacherParams:
     arithmetic_error_rate: float = knob(0.05, "search teacher: chance of a wrong result (hallucinated step)", lo=0.0, hi=1.0)
     branching: int = knob(3, "search teacher: how many top-ranked operations a mistake picks from", lo=1)
     max_explore_steps: int = knob(4, "steps the teacher explores before it is given the answer", lo=1)
+    self_backtracks: int = knob(1, "search teacher: backtracks it makes on its own at a dead end before it is given the answer", lo=0)
     model: Optional[str] = knob(None, "llm teacher: hub name or local path of the model")
     backend: Literal["transformers", "vllm"] = knob("transformers", "llm teacher: generation backend")
     max_new_tokens: int = knob(512, "llm teacher: tokens per continuation", lo=1)
@@ -138,6 +139,7 @@ class CptParams:
     gradient_accumulation: int = knob(1, "CPT: micro-batches per optimizer step (effective batch = batch_size x this x processes)", lo=1)
     reasoning_share: float = knob(0.5, "CPT mix: share of tokens from reasoning paths (the rest regular text)", lo=0.0, hi=1.0)
     heldout_share: float = knob(0.05, "CPT: share of texts held out for the held-out loss", lo=0.0, hi=0.5)
+    replay_base_corpus: bool = knob(False, "CPT's regular half: the built base's own corpus (regular text, domain knowledge, shortcuts) instead of regular text alone, so CPT does not erase what the base learnt")
 
 
 @dataclass(frozen=True)

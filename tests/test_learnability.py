@@ -13,7 +13,8 @@ def _module():
 
 def _fake_run(tmp_path: Path) -> Path:
     run = tmp_path / "runs" / "x"
-    for stage, metrics in (("03_cpt", {"base_accuracy_arithmetic_facts_read": 0.5, "base_tokens_seen": 100}),
+    for stage, metrics in (("03_cpt", {"base_accuracy_arithmetic_facts_read": 0.5, "base_tokens_seen": 100,
+                                       "cpt_accuracy_arithmetic_facts_read": 0.125}),
                            ("04_sft", {"heldout_valid_step_share": 0.25, "heldout_valid_step_share_ci_low": 0.2,
                                        "heldout_valid_step_share_ci_high": 0.3, "sft_train_tokens": 7,
                                        "heldout_letter_holds_the_written_value": 0.9,
@@ -32,6 +33,7 @@ def test_row_from_run_reads_the_manifests_and_the_recorded_stage_times(tmp_path)
     assert set(row) == set(mod.COLUMNS)
     assert (row["label"], row["seed"], json.loads(row["overrides"])) == ("lab", 3, {"sft_steps": 9})
     assert row["base_facts_read"] == 0.5 and row["heldout_valid_step_share"] == 0.25
+    assert row["cpt_facts_read"] == 0.125
     assert row["heldout_valid_step_share_ci"] == "[0.200, 0.300]"
     assert row["heldout_letter_holds_value"] == 0.9 and row["heldout_target_reached"] == 0.05
     assert row["heldout_solve_rate"] is None and row["heldout_solve_rate_ci"] == "[nan, nan]"  # not in this manifest

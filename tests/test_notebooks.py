@@ -56,6 +56,17 @@ def test_artifacts_of_the_data_half(smoke_run):
     assert m02["metrics"]["n_dags"] == params.values["task_n_train"]
 
 
+def test_cpt_replays_the_base_corpus_and_reports_what_it_kept(smoke_run):
+    _, path, _ = smoke_run
+    params = P.load_preset(path)
+    assert params.values["cpt_replay_base_corpus"]  # the smoke preset takes the replay path
+    _, m03 = require(params, "03_cpt")
+    metrics = m03["metrics"]
+    assert metrics["cpt_replays_base_corpus"] is True
+    for key in ("arithmetic_facts_read", "list_drill_copy", "option_drill_letter_of_a_value"):
+        assert 0 <= metrics[f"cpt_accuracy_{key}"] <= 1 and f"base_accuracy_{key}" in metrics
+
+
 def test_the_lean_loop_writes_what_transformers_writes_on_the_smoke_sft_checkpoint(smoke_run):
     """Greedy, with Steiner's processor, on the trained smoke checkpoint (tests/generation/test_lean_decode.py covers
     random models): the default backend changes no output of 04-07."""

@@ -623,7 +623,8 @@ def search_teacher(teacher_params) -> SearchTeacher:
     the reference searcher of notebooks 04 and 06 in every preset (an LLM teacher included)."""
     p = teacher_params
     return SearchTeacher(error_rate=p.error_rate, arithmetic_error_rate=p.arithmetic_error_rate,
-                         branching=p.branching, max_explore_steps=p.max_explore_steps)
+                         branching=p.branching, max_explore_steps=p.max_explore_steps,
+                         self_backtracks=p.self_backtracks)
 
 
 def make_teacher(teacher_params, prompt_seed: int = 0) -> "SearchTeacher | LLMTeacher":

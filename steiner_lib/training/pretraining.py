@@ -164,6 +164,27 @@ def knowledge_report(model, tokenizer, known, n_probes: int = 400, seed: int = 0
     return table
 
 
+def knowledge_comparison(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """knowledge_report tables of several models on the same probes, side by side: per model
+    "<name> accuracy" and its 95% CI bounds, in the first table's row order (a row a later
+    model lacks is NaN)."""
+    if not tables:
+        raise ValueError("knowledge_comparison needs at least one knowledge_report table")
+    first = next(iter(tables.values()))
+    out = pd.DataFrame({"items": first["items"]}, index=first.index)
+    for name, table in tables.items():
+        for col in ("accuracy", "ci_low", "ci_high"):
+            out[f"{name} {col}"] = table[col].reindex(first.index)
+    return out
+
+
+def knowledge_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """A knowledge_report table as manifest metrics: "arithmetic facts read: addition" with prefix
+    "base" -> base_accuracy_arithmetic_facts_read_addition."""
+    return {f"{prefix}_accuracy_{k.replace(' ', '_').replace(':', '')}": float(v)
+            for k, v in table["accuracy"].items()}
+
+
 def paths_as_text(paths, kept_only: bool = True) -> list[str]:
     """Notebook 02's reasoning paths as full ChatML texts: prompt, reasoning, answer, <|im_end|>."""
     rows = paths.to_pandas() if hasattr(paths, "to_pandas") else pd.DataFrame(paths)

@@ -412,7 +412,8 @@ def test_make_teacher_follows_the_params():
     from steiner_lib.data.teachers import make_teacher
     from steiner_lib.params import TeacherParams
 
-    search = make_teacher(TeacherParams(error_rate=0.2, branching=4))
+    search = make_teacher(TeacherParams(error_rate=0.2, branching=4, max_explore_steps=9, self_backtracks=5))
     assert isinstance(search, SearchTeacher) and search.error_rate == 0.2 and search.branching == 4
+    assert search.max_explore_steps == 9 and search.self_backtracks == 5
     llm = make_teacher(dc.replace(TeacherParams(), kind="llm", model="some/model", backend="vllm"), prompt_seed=3)
     assert isinstance(llm, LLMTeacher) and llm.backend == "vllm" and llm.prompt_seed == 3

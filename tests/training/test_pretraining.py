@@ -315,6 +315,27 @@ def test_knowledge_report_probes_every_kind_of_knowledge(tokenizer, questions):
     assert before.loc["arithmetic facts read", "items"] == 20 and len(known.train_facts) > 20  # a sample of n_probes
     assert before.loc["arithmetic facts read", "accuracy"] < 0.2  # an untrained model knows nothing
     assert (before["ci_low"] <= before["accuracy"]).all() and (before["accuracy"] <= before["ci_high"]).all()
+    metrics = P.knowledge_metrics(before, "cpt")
+    assert metrics["cpt_accuracy_arithmetic_facts_read"] == before.loc["arithmetic facts read", "accuracy"]
+    assert metrics["cpt_accuracy_list_drill_copy"] == before.loc["list drill: copy", "accuracy"]
+    assert len(metrics) == len(before)
+
+
+def test_knowledge_comparison_sets_models_side_by_side():
+    import pandas as pd
+
+    index = ["arithmetic facts read", "list drill: copy"]
+    base = pd.DataFrame({"items": [10, 5], "accuracy": [0.7, 0.9], "ci_low": [0.4, 0.6], "ci_high": [0.9, 1.0]},
+                        index=index)
+    cpt = base.iloc[:1].assign(accuracy=[0.1], ci_low=[0.0], ci_high=[0.3])  # a row missing
+    both = P.knowledge_comparison({"base": base, "after CPT": cpt})
+    assert list(both.index) == index and list(both["items"]) == [10, 5]
+    assert list(both.columns) == ["items", "base accuracy", "base ci_low", "base ci_high",
+                                  "after CPT accuracy", "after CPT ci_low", "after CPT ci_high"]
+    assert both.loc["arithmetic facts read", "after CPT accuracy"] == 0.1
+    assert both["after CPT accuracy"].isna().tolist() == [False, True]
+    with pytest.raises(ValueError, match="at least one"):
+        P.knowledge_comparison({})
 
 
 @pytest.mark.parametrize("answer_format", ["scan", "letter"])
