@@ -39,7 +39,8 @@ from steiner_lib.data import dataset  # noqa: E402
 
 COLUMNS = ("label", "seed", "overrides", "base_facts_read", "base_facts_held_out", "base_copy", "base_sort",
            "base_take", "base_option_drill", "base_letter_of_written_value", "cpt_facts_read", "heldout_valid_step_share",
-           "heldout_valid_step_share_ci", "heldout_format_valid_share",
+           "heldout_valid_step_share_ci", "heldout_greedy_valid_step_share", "heldout_greedy_valid_step_share_ci",
+           "heldout_format_valid_share",
            "heldout_solve_rate", "heldout_solve_rate_ci", "heldout_target_reached", "heldout_target_reached_ci",
            "heldout_letter_holds_value", "heldout_letter_holds_value_ci", "teacher_solve_rate", "base_tokens",
            "cpt_tokens", "sft_tokens", "sft_tokens_per_s", "wall_time_s_01_04")
@@ -102,6 +103,9 @@ def row_from_run(run: Path, label: str, seed: int, overrides: dict, wall: float 
         "cpt_facts_read": m3.get("cpt_accuracy_arithmetic_facts_read"),  # what CPT left of the facts
         "heldout_valid_step_share": m4.get("heldout_valid_step_share"),
         "heldout_valid_step_share_ci": ci("heldout_valid_step_share"),
+        # The same questions decoded greedily: how much of the step error is the sampling.
+        "heldout_greedy_valid_step_share": m4.get("heldout_greedy_valid_step_share"),
+        "heldout_greedy_valid_step_share_ci": ci("heldout_greedy_valid_step_share"),
         "heldout_format_valid_share": m4.get("heldout_format_valid_share"),
         "heldout_solve_rate": m4.get("heldout_solve_rate"), "heldout_solve_rate_ci": ci("heldout_solve_rate"),
         # The search alone (the final state holds the target), and the answer's letter given the value it wrote.

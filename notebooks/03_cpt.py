@@ -39,6 +39,7 @@ model_num_heads = 4
 model_num_kv_heads = 2
 model_intermediate_size = 512
 model_max_position_embeddings = 2048
+model_tie_word_embeddings = True
 model_lora = False
 model_lora_r = 16
 model_dtype = "float32"

@@ -112,6 +112,7 @@ class ModelParams:
     num_kv_heads: int = knob(2, "built model: key/value heads (grouped-query attention)", lo=1)
     intermediate_size: int = knob(512, "built model: MLP width", lo=8)
     max_position_embeddings: int = knob(2048, "built model: context length", lo=64)
+    tie_word_embeddings: bool = knob(True, "built model: the output projection shares the input embedding table (true, as Qwen2.5-0.5B); false gives each token, each number included, its own output row")
     lora: bool = knob(False, "train LoRA adapters (PEFT) instead of all weights; new token rows stay trainable")
     lora_r: int = knob(16, "LoRA rank", lo=1)
     dtype: Literal["float32", "bfloat16"] = knob("float32", "weights as built or loaded in 03, kept by every later checkpoint; bfloat16 halves the memory of a large base (Qwen2.5's own dtype)")

@@ -67,6 +67,16 @@ def test_cpt_replays_the_base_corpus_and_reports_what_it_kept(smoke_run):
         assert 0 <= metrics[f"cpt_accuracy_{key}"] <= 1 and f"base_accuracy_{key}" in metrics
 
 
+def test_sft_records_greedy_beside_sampled_decoding(smoke_run):
+    _, path, _ = smoke_run
+    params = P.load_preset(path)
+    _, m04 = require(params, "04_sft")
+    metrics = m04["metrics"]
+    for key in ("valid_step_share", "solve_rate", "format_valid_share"):
+        lo, value, hi = (metrics[f"heldout_greedy_{key}{s}"] for s in ("_ci_low", "", "_ci_high"))
+        assert 0 <= lo <= value <= hi <= 1 and f"heldout_{key}" in metrics
+
+
 def test_the_lean_loop_writes_what_transformers_writes_on_the_smoke_sft_checkpoint(smoke_run):
     """Greedy, with Steiner's processor, on the trained smoke checkpoint (tests/generation/test_lean_decode.py covers
     random models): the default backend changes no output of 04-07."""

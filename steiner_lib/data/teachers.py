@@ -51,6 +51,7 @@ from typing import Protocol, Sequence
 from steiner_lib import format as fmt
 from steiner_lib.data.traces import StepRecord, Trajectory, claimed_result
 from steiner_lib.format import Backtrack, Move
+from steiner_lib.params import TeacherParams
 from steiner_lib.tasks import text
 from steiner_lib.tasks.choice import CountdownQuestion
 from steiner_lib.tasks.countdown import (
@@ -312,11 +313,12 @@ class SearchTeacher:
     solution).
     """
 
-    error_rate: float = 0.35
-    arithmetic_error_rate: float = 0.05
-    branching: int = 3
-    max_explore_steps: int = 4
-    self_backtracks: int = 1
+    # Defaults read from the schema (params.TeacherParams), the one place they live.
+    error_rate: float = TeacherParams.error_rate
+    arithmetic_error_rate: float = TeacherParams.arithmetic_error_rate
+    branching: int = TeacherParams.branching
+    max_explore_steps: int = TeacherParams.max_explore_steps
+    self_backtracks: int = TeacherParams.self_backtracks
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "arithmetic_error_rate"):

@@ -602,6 +602,19 @@ def paired_change(after: pd.DataFrame, before: pd.DataFrame, n_boot: int = 2000,
     return table
 
 
+# Sampled against greedy decoding on the same questions (04): how much of the step error is the sampling.
+DECODING_METRICS = (("valid step share", "steps_valid"), ("target reached", "reached_target"),
+                    ("solve rate", "correct"), ("format valid share", "format_ok"))
+
+
+def manifest_metrics(summary: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """A summarize() table as flat manifest metrics: `<prefix><metric>` and its `_ci_low`, `_ci_high`
+    (spaces in the metric's label become underscores)."""
+    return {f"{prefix}{label.replace(' ', '_')}{suffix}": float(v)
+            for label, row in summary.iterrows()
+            for suffix, v in (("", row["value"]), ("_ci_low", row["ci_low"]), ("_ci_high", row["ci_high"]))}
+
+
 def heldout_prompts(questions, seed: int) -> tuple[list[str], list[str]]:
     """ChatML prompts (choice.format_prompt, seeded shuffle of the choices) and the correct letters."""
     prompts, letters, _ = heldout_prompts_and_choices(questions, seed)
@@ -711,6 +724,6 @@ __all__ = ["ANSWER_RE", "extract_answer_letter", "replay_states", "replay_steps"
            "per_question_means", "bootstrap_ci", "format_p", "p_phrase", "paired_bootstrap_diff",
            "PRECISION_TARGET", "Z95", "questions_needed", "SAMPLE_SIZE_COLUMNS", "sample_size_table", "largest_need", "power_metrics",
            "power_sentence", "HeldoutReport",
-           "SUMMARY_METRICS", "summarize", "heldout_prompts", "heldout_prompts_and_choices", "question_id",
+           "SUMMARY_METRICS", "summarize", "DECODING_METRICS", "manifest_metrics", "heldout_prompts", "heldout_prompts_and_choices", "question_id",
            "generate_and_score", "heldout_report", "backtrack_citations",
            "format_paragraph"]

@@ -86,4 +86,5 @@ def model_config(model_params) -> "modeling.ModelConfig":
     p = model_params
     return modeling.ModelConfig(hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
                                 num_kv_heads=p.num_kv_heads, intermediate_size=p.intermediate_size,
-                                max_position_embeddings=p.max_position_embeddings, dtype=p.dtype)
+                                max_position_embeddings=p.max_position_embeddings,
+                                tie_word_embeddings=p.tie_word_embeddings, dtype=p.dtype)

@@ -370,6 +370,18 @@ def test_p_values_are_written_to_what_the_bootstrap_resolves():
     assert ev.format_p(float("nan")) == ""
 
 
+def test_manifest_metrics_flattens_a_summary_with_its_intervals():
+    import pandas as pd
+
+    summary = pd.DataFrame({"value": [0.5, 0.25], "ci_low": [0.4, 0.1], "ci_high": [0.6, 0.3]},
+                           index=["valid step share", "solve rate"])
+    m = ev.manifest_metrics(summary, "heldout_greedy_")
+    assert m == {"heldout_greedy_valid_step_share": 0.5, "heldout_greedy_valid_step_share_ci_low": 0.4,
+                 "heldout_greedy_valid_step_share_ci_high": 0.6, "heldout_greedy_solve_rate": 0.25,
+                 "heldout_greedy_solve_rate_ci_low": 0.1, "heldout_greedy_solve_rate_ci_high": 0.3}
+    assert all(isinstance(v, float) for v in m.values())
+
+
 def test_paired_change_pairs_questions_and_reports_every_metric():
     import pandas as pd
 

@@ -141,6 +141,24 @@ def test_save_and_reload_round_trips(tmp_path):
     assert tok(text)["input_ids"] == tok2(text)["input_ids"]
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_params_choose_whether_the_built_model_ties_its_embeddings_and_checkpoints_keep_it(tmp_path, tie):
+    from steiner_lib import params as P
+    from steiner_lib.training import checkpoints
+
+    p = P.validate({**P.defaults(), "model_hidden_size": 32, "model_num_layers": 1, "model_intermediate_size": 64,
+                    "model_tie_word_embeddings": tie}, source="test")
+    tok = plain_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "<|im_end|>")
+    model = modeling.build_model(tok, checkpoints.model_config(p.model), seed=0)
+    shared = lambda m: m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()  # noqa: E731
+    assert shared(model) == tie and model.config.tie_word_embeddings == tie
+    n_untied = modeling.count_parameters(model)
+    checkpoints.save_checkpoint(model, tok, tmp_path / "stage")
+    again, _ = checkpoints.load_checkpoint(tmp_path / "stage")
+    assert shared(again) == tie and modeling.count_parameters(again) == n_untied
+    assert torch.equal(again.get_output_embeddings().weight, model.get_output_embeddings().weight)
+
+
 def test_the_dtype_is_chosen_by_the_params_and_carried_by_every_checkpoint(tmp_path):
     from steiner_lib.training import checkpoints
 

@@ -65,6 +65,15 @@ def test_reward_weights_defaults_are_the_schemas():
     assert RewardWeights.from_params(changed.rl) == RewardWeights(w_in_degree=0.7, format_penalty=0.2)
 
 
+def test_search_teacher_defaults_are_the_schemas():
+    from steiner_lib.data import teachers
+
+    for f in dataclasses.fields(teachers.SearchTeacher):
+        assert f.default == schema_default("teacher", f.name), f"SearchTeacher.{f.name} vs teacher_{f.name}"
+    p = P.validate({**P.defaults(), "teacher_error_rate": 0.5, "teacher_self_backtracks": 7}, source="test")
+    assert teachers.search_teacher(p.teacher) == teachers.SearchTeacher(error_rate=0.5, self_backtracks=7)
+
+
 def test_notebooks_build_their_stage_configs_with_stage_config():
     sources = {p.stem: p.read_text() for p in (ROOT / "notebooks").glob("*.py")}
     for source in sources.values():
