@@ -165,8 +165,7 @@ display(rl_change.round(3))
 manifest = stage.finish(metrics={
     "rl_steps": result.steps, "rl_wall_time_s": result.wall_time_s, "rl_ok_step_share": rewards.ok_step_share(steps_table),
     **{f"heldout_{k.replace(' ', '_')}": float(v) for k, v in report.summary["value"].to_dict().items()},
-    **{f"rl_change_{k.replace(' ', '_')}{s}": float(row[c]) for k, row in rl_change.iterrows()
-       for s, c in (("", "change"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},
+    **scoring.manifest_metrics(rl_change, "rl_change_", value="change"),
 })
 print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 

@@ -603,16 +603,16 @@ def paired_change(after: pd.DataFrame, before: pd.DataFrame, n_boot: int = 2000,
 
 
 # Sampled against greedy decoding on the same questions (04): how much of the step error is the sampling.
-DECODING_METRICS = (("valid step share", "steps_valid"), ("target reached", "reached_target"),
-                    ("solve rate", "correct"), ("format valid share", "format_ok"))
+DECODING_METRICS = tuple((label, dict(SUMMARY_METRICS)[label])
+                         for label in ("valid step share", "target reached", "solve rate", "format valid share"))
 
 
-def manifest_metrics(summary: pd.DataFrame, prefix: str) -> dict[str, float]:
-    """A summarize() table as flat manifest metrics: `<prefix><metric>` and its `_ci_low`, `_ci_high`
-    (spaces in the metric's label become underscores)."""
+def manifest_metrics(table: pd.DataFrame, prefix: str, value: str = "value") -> dict[str, float]:
+    """A table of metrics with intervals (summarize: `value`; paired_change: `change`) as flat manifest
+    metrics: `<prefix><metric>` and its `_ci_low`, `_ci_high` (spaces in the label become underscores)."""
     return {f"{prefix}{label.replace(' ', '_')}{suffix}": float(v)
-            for label, row in summary.iterrows()
-            for suffix, v in (("", row["value"]), ("_ci_low", row["ci_low"]), ("_ci_high", row["ci_high"]))}
+            for label, row in table.iterrows()
+            for suffix, v in (("", row[value]), ("_ci_low", row["ci_low"]), ("_ci_high", row["ci_high"]))}
 
 
 def heldout_prompts(questions, seed: int) -> tuple[list[str], list[str]]:

@@ -380,6 +380,9 @@ def test_manifest_metrics_flattens_a_summary_with_its_intervals():
                  "heldout_greedy_valid_step_share_ci_high": 0.6, "heldout_greedy_solve_rate": 0.25,
                  "heldout_greedy_solve_rate_ci_low": 0.1, "heldout_greedy_solve_rate_ci_high": 0.3}
     assert all(isinstance(v, float) for v in m.values())
+    change = pd.DataFrame({"change": [0.1], "ci_low": [-0.2], "ci_high": [0.3]}, index=["solve rate"])
+    assert ev.manifest_metrics(change, "rl_change_", value="change") == {
+        "rl_change_solve_rate": 0.1, "rl_change_solve_rate_ci_low": -0.2, "rl_change_solve_rate_ci_high": 0.3}
 
 
 def test_paired_change_pairs_questions_and_reports_every_metric():

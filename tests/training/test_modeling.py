@@ -152,10 +152,10 @@ def test_the_params_choose_whether_the_built_model_ties_its_embeddings_and_check
     model = modeling.build_model(tok, checkpoints.model_config(p.model), seed=0)
     shared = lambda m: m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()  # noqa: E731
     assert shared(model) == tie and model.config.tie_word_embeddings == tie
-    n_untied = modeling.count_parameters(model)
+    n_params = modeling.count_parameters(model)
     checkpoints.save_checkpoint(model, tok, tmp_path / "stage")
     again, _ = checkpoints.load_checkpoint(tmp_path / "stage")
-    assert shared(again) == tie and modeling.count_parameters(again) == n_untied
+    assert shared(again) == tie and modeling.count_parameters(again) == n_params
     assert torch.equal(again.get_output_embeddings().weight, model.get_output_embeddings().weight)
 
 
