@@ -321,7 +321,9 @@ def _replaced_atomically(target: Path):
 
 
 def _default_report_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "report"
+    from steiner_lib.params import project_root  # the repository, not this subpackage (also named report)
+
+    return project_root() / "report"
 
 
 def prepare_report(run_dir: str | Path, report_dir: str | Path | None = None) -> Path:

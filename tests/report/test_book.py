@@ -404,6 +404,13 @@ def test_tidy_stream_keeps_what_a_reader_needs():
     assert book.tidy_stream("\r 10%|#    | 1/10\r100%|#####| 10/10\n") == ""
 
 
+def test_by_default_the_book_is_the_repositorys_report_and_paths_are_relative_to_the_repository():
+    # `make report` passes no directory: the default must be <repo>/report, not the subpackage
+    # steiner_lib/report, and printed paths are made relative to the repository.
+    assert book._default_report_dir() == ROOT / "report" and (ROOT / "report" / "_quarto.yml").is_file()
+    assert book.tidy_stream(f"wrote {ROOT}/runs/cpu/01_synthesis in 3.7 s\n") == "wrote runs/cpu/01_synthesis in 3.7 s\n"
+
+
 def test_prepare_tidies_the_book_copies_and_leaves_the_run_alone(tmp_path):
     run = make_run(tmp_path)
     src = run / "executed" / "01_alpha.ipynb"
