@@ -33,11 +33,11 @@ run_name = "cpu"
 run_seed = 0
 run_root = "runs"
 task_n_numbers = 4
-task_max_number = 25
+task_max_number = 15
 task_min_steps = 2
 task_max_steps = 3
-task_max_result = 100
-task_n_train = 600
+task_max_result = 60
+task_n_train = 3000
 task_n_validation = 100
 task_n_diamond = 200
 task_n_hard = 100
@@ -49,8 +49,8 @@ teacher_kind = "search"
 teacher_error_rate = 0.35
 teacher_arithmetic_error_rate = 0.05
 teacher_branching = 3
-teacher_max_explore_steps = 4
-teacher_self_backtracks = 1
+teacher_max_explore_steps = 16
+teacher_self_backtracks = 16
 teacher_model = None
 teacher_backend = "transformers"
 teacher_max_new_tokens = 512
@@ -80,7 +80,7 @@ cfg, stage, figures = stages.open_notebook_stage("01_synthesis", globals())
 # at most once; the question states the cap). The three distractors are the unreachable values
 # nearest to the answer (under the cap), so they are close but wrong. The cap keeps every value
 # in a range whose arithmetic a small model can learn: without it, three operations on numbers
-# up to 25 reach products in the thousands.
+# up to `task_max_number` reach products in the thousands.
 #
 # Difficulty is measured by the exact solver, never by a model. The greedy shortcut always
 # takes the operation whose result is closest to the target; the reference depth-first search

@@ -28,11 +28,11 @@
 run_name = "cpu"
 run_seed = 0
 run_root = "runs"
-sft_steps = 450
+sft_steps = 1400
 sft_batch_size = 8
 sft_gradient_accumulation = 1
 sft_gradient_checkpointing = False
-sft_learning_rate = 0.001
+sft_learning_rate = 0.003
 sft_max_length = 1024
 sft_eval_share = 0.1
 sft_eval_questions = 60
@@ -237,11 +237,11 @@ print(f"wrote {stage.dir} in {manifest['wall_time_s']} s")
 #
 # ```sh
 # jupytext --to ipynb --set-kernel python3 notebooks/04_sft.py
-# papermill notebooks/04_sft.ipynb runs/ex/executed/04_sft.ipynb -f params/cpu.yaml -p run_name ex -p sft_steps 1200
+# papermill notebooks/04_sft.ipynb runs/ex/executed/04_sft.ipynb -f params/cpu.yaml -p run_name ex -p sft_steps 2800
 # ```
 #
-# 1. **Train longer.** Run with `-p sft_steps 1200`, then `-p sft_steps 300`. Does the held-out
-#    loss keep falling (@fig-sft-loss), and does the share of format-valid outputs follow?
+# 1. **Train longer.** Run with `-p sft_steps 2800`, then `-p sft_steps 700`. Does the held-out
+#    loss keep falling (@fig-sft-loss), and do the valid-step and format-valid shares follow?
 # 2. **How much is one seed worth?** Run with `-p run_seed 1`, then `-p run_seed 2`, and write
 #    down the held-out solve rate each time. Is the spread across seeds smaller or larger than
 #    the 95% interval of one run? (The evaluation's intervals are over questions only.)

@@ -46,11 +46,11 @@ class RunParams:
 @dataclass(frozen=True)
 class TaskParams:
     n_numbers: int = knob(4, "start numbers per Countdown problem", lo=2, hi=6)
-    max_number: int = knob(25, "start numbers are drawn from 1..max_number", lo=2, hi=1000)
+    max_number: int = knob(15, "start numbers are drawn from 1..max_number", lo=2, hi=1000)
     min_steps: int = knob(2, "fewest operations of the shortest solution", lo=1)
     max_steps: int = knob(3, "most operations of the shortest solution", lo=1)
-    max_result: Optional[int] = knob(100, "every result must be <= this (the question states it; null: no cap)", lo=2)
-    n_train: int = knob(600, "training questions (one DAG each)", lo=1)
+    max_result: Optional[int] = knob(60, "every result must be <= this (the question states it; null: no cap)", lo=2)
+    n_train: int = knob(3000, "training questions (one DAG each)", lo=1)
     n_validation: int = knob(100, "validation questions, diamond rule (model selection)", lo=1)
     n_diamond: int = knob(200, "'diamond' questions, the reported benchmark", lo=1)
     n_hard: int = knob(100, "'hard' questions, reported beside diamond", lo=1)
@@ -66,8 +66,8 @@ class TeacherParams:
     error_rate: float = knob(0.35, "search teacher: chance of taking a non-best operation", lo=0.0, hi=1.0)
     arithmetic_error_rate: float = knob(0.05, "search teacher: chance of a wrong result (hallucinated step)", lo=0.0, hi=1.0)
     branching: int = knob(3, "search teacher: how many top-ranked operations a mistake picks from", lo=1)
-    max_explore_steps: int = knob(4, "steps the teacher explores before it is given the answer", lo=1)
-    self_backtracks: int = knob(1, "search teacher: backtracks it makes on its own at a dead end before it is given the answer", lo=0)
+    max_explore_steps: int = knob(16, "steps the teacher explores before it is given the answer", lo=1)
+    self_backtracks: int = knob(16, "search teacher: backtracks it makes on its own at a dead end before it is given the answer", lo=0)
     model: Optional[str] = knob(None, "llm teacher: hub name or local path of the model")
     backend: Literal["transformers", "vllm"] = knob("transformers", "llm teacher: generation backend")
     max_new_tokens: int = knob(512, "llm teacher: tokens per continuation", lo=1)
@@ -100,7 +100,7 @@ class DagParams:
 class TokenizerParams:
     name_or_path: Optional[str] = knob(None, "null: train a BPE tokenizer here; else a hub name or local path")
     vocab_size: int = knob(1024, "size of the BPE tokenizer trained here", lo=64)
-    numbers: Literal["digits", "whole", "spaced"] = knob("digits", "tokenizer trained here: numbers digit by digit (Qwen2's rule), whole (the task's values one token each) or spaced (whole, with the space before: GPT-2's rule)")
+    numbers: Literal["digits", "whole", "spaced"] = knob("spaced", "tokenizer trained here: numbers digit by digit (Qwen2's rule), whole (the task's values one token each) or spaced (whole, with the space before: GPT-2's rule)")
 
 
 @dataclass(frozen=True)
@@ -120,13 +120,13 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class BaseParams:
-    steps: int = knob(200, "built model only: pre-training steps of the base stand-in (regular text + shortcut reasoning)", lo=1)
+    steps: int = knob(700, "built model only: pre-training steps of the base stand-in (regular text + shortcut reasoning)", lo=1)
     batch_size: int = knob(8, "base pre-training: blocks per step", lo=1)
     seq_len: int = knob(512, "base pre-training: tokens per block", lo=16)
     learning_rate: float = knob(3e-3, "base pre-training: peak learning rate", lo=0.0)
     shortcut_copies: int = knob(2, "base corpus: shortcut solutions per training question (fresh choice shuffles)", lo=0)
-    fact_copies: int = knob(0, "base corpus: copies of the table of arithmetic facts (every legal a op b up to the task's cap; 5% held out)", lo=0)
-    list_drills: int = knob(0, "base corpus: copy, sort and take-two drills on short lists of numbers", lo=0)
+    fact_copies: int = knob(60, "base corpus: copies of the table of arithmetic facts (every legal a op b up to the task's cap; 5% held out)", lo=0)
+    list_drills: int = knob(60000, "base corpus: copy, sort and take-two drills on short lists of numbers", lo=0)
     option_drills: int = knob(0, "base corpus: option drills: four options, a value, and the letter of its option", lo=0)
 
 
@@ -145,11 +145,11 @@ class CptParams:
 
 @dataclass(frozen=True)
 class SftParams:
-    steps: int = knob(450, "SFT optimizer steps", lo=1)
+    steps: int = knob(1400, "SFT optimizer steps", lo=1)
     batch_size: int = knob(8, "SFT: examples per step and process", lo=1)
     gradient_accumulation: int = knob(1, "SFT: micro-batches per optimizer step (effective batch = batch_size x this x processes)", lo=1)
     gradient_checkpointing: bool = knob(False, "SFT: recompute activations in the backward pass (long sequences on GPUs)")
-    learning_rate: float = knob(1e-3, "SFT: peak learning rate", lo=0.0)
+    learning_rate: float = knob(3e-3, "SFT: peak learning rate", lo=0.0)
     max_length: int = knob(1024, "SFT: prompt + completion tokens; longer examples are dropped", lo=16)
     eval_share: float = knob(0.1, "SFT: share of questions held out for the eval loss", lo=0.0, hi=0.5)
     eval_questions: int = knob(60, "held-out validation questions sampled after SFT", lo=1)

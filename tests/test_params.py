@@ -65,7 +65,7 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path):
     ("sft_temperature: 0\n", "sft_eval_samples", "greedy"),
     ("eval_temperature: 0\n", "eval_samples", "greedy"),
     ("dag_backtrack_by: number\n", "dag_backtrack_by", "one of"),
-    ("task_max_result: 20\n", "task_max_result", "must be above task_max_number"),
+    ("task_max_number: 25\ntask_max_result: 20\n", "task_max_result", "must be above task_max_number"),
     ("task_max_result: lots\n", "task_max_result", "integer"),
     ("task_diamond_max_backtracks: 100\n", "task_diamond_max_backtracks", "must be below"),
     ("tokenizer_numbers: roman\n", "tokenizer_numbers", "one of"),
