@@ -23,6 +23,7 @@ from typing import Iterable, NamedTuple
 
 from steiner_lib import format as fmt
 from steiner_lib.format import SPECIAL_TOKENS
+from steiner_lib.params import ModelParams
 
 log = logging.getLogger("steiner_lib.training.modeling")
 
@@ -181,14 +182,16 @@ TOKEN_DESCRIPTIONS: dict[str, str] = {
 class ModelConfig:
     """A small Qwen2-architecture causal LM (the CPU stand-in for Qwen2.5)."""
 
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2  # grouped-query attention, as in Qwen2.5
-    intermediate_size: int = 512
-    max_position_embeddings: int = 2048
-    tie_word_embeddings: bool = True
-    dtype: str = "float32"  # or "bfloat16"
+    # The shape's defaults are the params schema's model section (one place); the tests build
+    # smaller ones by passing fields.
+    hidden_size: int = ModelParams.hidden_size
+    num_layers: int = ModelParams.num_layers
+    num_heads: int = ModelParams.num_heads
+    num_kv_heads: int = ModelParams.num_kv_heads  # grouped-query attention, as in Qwen2.5
+    intermediate_size: int = ModelParams.intermediate_size
+    max_position_embeddings: int = ModelParams.max_position_embeddings
+    tie_word_embeddings: bool = ModelParams.tie_word_embeddings
+    dtype: str = ModelParams.dtype  # or "bfloat16"
     attn_implementation: str = "sdpa"  # or "eager"
     rope_theta: float = 10_000.0
 

@@ -74,6 +74,17 @@ def test_search_teacher_defaults_are_the_schemas():
     assert teachers.search_teacher(p.teacher) == teachers.SearchTeacher(error_rate=0.5, self_backtracks=7)
 
 
+def test_the_built_models_shape_defaults_are_the_schemas():
+    from steiner_lib.training import checkpoints, modeling
+
+    schema_fields = {f.name for f in dataclasses.fields(P.ModelParams)}
+    shared = [f for f in dataclasses.fields(modeling.ModelConfig) if f.name in schema_fields]
+    assert len(shared) == 8  # the shape, the tie and the dtype; attention kernel and rope are not params
+    for f in shared:
+        assert f.default == schema_default("model", f.name), f"ModelConfig.{f.name} vs model_{f.name}"
+    assert checkpoints.model_config(P.ModelParams()) == modeling.ModelConfig()
+
+
 def test_notebooks_build_their_stage_configs_with_stage_config():
     sources = {p.stem: p.read_text() for p in (ROOT / "notebooks").glob("*.py")}
     for source in sources.values():
